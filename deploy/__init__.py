@@ -1,0 +1,1 @@
+"""Deployment helpers (local infrastructure launchers)."""

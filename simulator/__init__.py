@@ -1,0 +1,1 @@
+"""A deterministic generator of the Thanh Hóa business registry and cash-register invoice feed."""

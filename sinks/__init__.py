@@ -1,0 +1,1 @@
+"""Writers to the outside world: ClickHouse, the dead-letter topic (later: webhooks, Grafana)."""

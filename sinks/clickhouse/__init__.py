@@ -1,0 +1,15 @@
+"""ClickHouse: one client for chDB (embedded) and servers, versioned migrations, the batch writer."""
+
+from sinks.clickhouse.client import ClickHouseStore, connect
+from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, FlushResult, InvoiceSink, PartitionProgress
+from sinks.clickhouse.migrate import apply_migrations
+
+__all__ = [
+    "INVOICE_COLUMNS",
+    "ClickHouseStore",
+    "FlushResult",
+    "InvoiceSink",
+    "PartitionProgress",
+    "apply_migrations",
+    "connect",
+]

@@ -1,0 +1,61 @@
+"""One ClickHouse connection for the process, used from one thread.
+
+clickhouse-connect and chDB calls block; running them on a single dedicated thread keeps the
+event loop (and Kafka heartbeats) free and serialises access to chDB, which is one session a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def connect(dsn: str) -> Client:
+    """A client for ``chdb:///path`` (embedded) or ``http(s)://user:pass@host:port/db`` (server)."""
+    if dsn.startswith("chdb:"):
+        return clickhouse_connect.get_client(dsn=dsn)
+    return clickhouse_connect.get_client(dsn=dsn, compress="lz4")
+
+
+class ClickHouseStore:
+    """The client plus the thread it runs on."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self.client: Client = self._executor.submit(connect, dsn).result()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call on the ClickHouse thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call on the ClickHouse thread, from synchronous code."""
+        return self._executor.submit(fn, *args, **kwargs).result()
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.call(lambda: self.client.query(sql, parameters=parameters).result_rows)
+
+    def close(self) -> None:
+        try:
+            self.call(self.client.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def redacted_dsn(self) -> str:
+        """The DSN without credentials, for logs."""
+        if "@" in self.dsn and "://" in self.dsn:
+            scheme, rest = self.dsn.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return self.dsn

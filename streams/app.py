@@ -1,0 +1,285 @@
+"""The Faust app: topics, the registry table, the agents, the web pages and the timers.
+
+``create_app`` builds everything from :class:`Settings`, so a test can run a worker with its
+own ports and data directory. The invoice agent takes batches of raw records and hands them
+to :class:`streams.ingest.InvoiceIngest`; Faust acks (and so commits) a batch only after the
+ingest returned, i.e. after ClickHouse and the DLQ acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from sinks.dead_letter import DeadLetter, DeadLetterSink
+from streams.codec import AvroCodec, SchemaRegistry
+from streams.config import (
+    INVOICE_DLQ_TOPIC,
+    INVOICE_TOPIC,
+    REGISTRY_DLQ_TOPIC,
+    REGISTRY_TOPIC,
+    Settings,
+)
+from streams.ingest import InvoiceIngest, SourceRecord
+from streams.metrics import IngestMetrics
+from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
+from streams.validation import InvoiceRules, InvoiceValidator
+
+log = logging.getLogger(__name__)
+
+REGISTRY_TABLE = "registry"
+
+
+class RegistryTable(faust.Table):
+    """A table written from batches: the changelog partition is pinned to the batch's partition.
+
+    Faust picks the changelog partition from the "current event"; in a batch that mixes
+    partitions the current event is the last one taken, so we pin it explicitly to keep the
+    changelog co-partitioned with ``business.registry``.
+    """
+
+    _pinned_partition: int | None = None
+
+    @contextlib.contextmanager
+    def writing_partition(self, partition: int) -> Iterator[None]:
+        self._pinned_partition = partition
+        try:
+            yield
+        finally:
+            self._pinned_partition = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self._pinned_partition is not None:
+            return self._pinned_partition
+        return super().partition_for_key(key)
+
+
+def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
+    records = []
+    for event in events:
+        message = event.message
+        ts = message.timestamp
+        headers = message.headers or ()
+        records.append(
+            SourceRecord(
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                timestamp_ms=int(ts * 1000) if ts else -1,
+                headers=tuple(headers.items() if isinstance(headers, dict) else headers),
+            )
+        )
+    return records
+
+
+class Pipeline:
+    """Everything the agents share: ClickHouse, the DLQ writers, codecs, metrics."""
+
+    def __init__(self, settings: Settings, bootstrap: str, registry_table: RegistryTable) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.metrics = IngestMetrics()
+        schemas = SchemaRegistry.load()
+        self.invoice_codec = AvroCodec(schemas, f"{INVOICE_TOPIC}-value")
+        self.registry_codec = AvroCodec(schemas, f"{REGISTRY_TOPIC}-value")
+        self.registry_table = registry_table
+        self.store: ClickHouseStore | None = None
+        self.invoice_dlq = DeadLetterSink(bootstrap, INVOICE_DLQ_TOPIC)
+        self.registry_dlq = DeadLetterSink(bootstrap, REGISTRY_DLQ_TOPIC)
+        self.ingest: InvoiceIngest | None = None
+        self.registry_positions: dict[int, int] = {}
+        self.started_at = time.time()
+        self.ready = asyncio.Event()
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def start(self) -> None:
+        self.store = ClickHouseStore(self.settings.clickhouse_dsn)
+        applied = await self.store.run(apply_migrations, self.store.client)
+        log.info("clickhouse ready", extra={"dsn": self.store.redacted_dsn, "migrations_applied": applied})
+        await self.invoice_dlq.start()
+        await self.registry_dlq.start()
+        self.ingest = InvoiceIngest(
+            topic=INVOICE_TOPIC,
+            codec=self.invoice_codec,
+            validator=InvoiceValidator(InvoiceRules.from_settings(self.settings)),
+            sink=InvoiceSink(self.store, INVOICE_TOPIC),
+            dead_letters=self.invoice_dlq,
+            registry=self.lookup_seller,
+            dedup_horizon_ms=self.settings.dedup_horizon_hours * 3_600_000,
+            metrics=self.metrics,
+        )
+        self.ready.set()
+
+    async def stop(self) -> None:
+        await self.invoice_dlq.stop()
+        await self.registry_dlq.stop()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def lookup_seller(self, seller_id: str) -> list[dict[str, Any]] | None:
+        return self.registry_table.get(seller_id)
+
+    async def wait_for_registry(self, app: faust.App, partitions: Sequence[int]) -> None:
+        """Before the first invoices of a partition, read its registry partition up to its end.
+
+        Both topics are consumed at once, so without this an invoice published after its
+        seller's registration could still be joined before the registration was read.
+        """
+        deadline = time.monotonic() + self.settings.registry_wait_s
+        for partition in partitions:
+            tp = TP(REGISTRY_TOPIC, partition)
+            highwater = app.consumer.highwater(tp)
+            while self.registry_positions.get(partition, -1) + 1 < (highwater or 0):
+                if time.monotonic() > deadline:
+                    log.warning("registry not caught up; joining anyway", extra={"partition": partition})
+                    return
+                await asyncio.sleep(0.05)
+                highwater = app.consumer.highwater(tp) or highwater
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=settings.batch_size * 4,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(settings.batch_size * 2, 4096),
+        autodiscover=False,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    invoice_topic = app.topic(
+        INVOICE_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+    registry_topic = app.topic(
+        REGISTRY_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+    registry_table = RegistryTable(
+        app, name=REGISTRY_TABLE, default=None, partitions=settings.partitions,
+        key_type=str,
+    )  # fmt: skip
+    app.tables.add(registry_table)
+    pipeline = Pipeline(settings, bootstrap, registry_table)
+    app.pipeline = pipeline  # type: ignore[attr-defined]
+    first_batch_seen: set[int] = set()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        parts = [tp.partition for tp in revoked if tp.topic == INVOICE_TOPIC]
+        if pipeline.ingest is not None and parts:
+            pipeline.ingest.revoke(parts)
+            first_batch_seen.difference_update(parts)
+            log.info("partitions revoked", extra={"partitions": parts})
+
+    @app.agent(registry_topic, concurrency=1)
+    async def registry_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await pipeline.ready.wait()
+            records = to_source_records(events)
+            by_partition: dict[int, list[SourceRecord]] = {}
+            for record in records:
+                by_partition.setdefault(record.partition, []).append(record)
+            for partition, part_records in by_partition.items():
+                batch = decode_registry_batch(pipeline.registry_codec, part_records)
+                with registry_table.writing_partition(partition):
+                    for seller_id, version in batch.ordered:
+                        if version is None:
+                            registry_table.pop(seller_id, None)
+                        else:
+                            registry_table[seller_id] = merge_version(registry_table.get(seller_id), version)
+                for record, rejection in batch.rejected:
+                    pipeline.registry_dlq.add(
+                        DeadLetter(
+                            REGISTRY_TOPIC, partition, record.offset, record.key, record.value,
+                            record.timestamp_ms if record.timestamp_ms >= 0 else None, record.headers,
+                            rejection.reason, rejection.detail,
+                        )
+                    )  # fmt: skip
+                    pipeline.metrics.rejected.labels(REGISTRY_TOPIC, rejection.reason).inc()
+                await pipeline.registry_dlq.flush(partition)
+                if batch.history_rows and pipeline.store is not None:
+                    store = pipeline.store
+                    await store.run(
+                        store.client.insert, "registry_history", batch.history_rows,
+                        column_names=REGISTRY_HISTORY_COLUMNS,
+                    )  # fmt: skip
+                    pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
+                pipeline.registry_positions[partition] = part_records[-1].offset
+            pipeline.metrics.events.labels(REGISTRY_TOPIC).inc(len(records))
+            pipeline.metrics.registry_sellers.set(len(registry_table))
+
+    @app.agent(invoice_topic, concurrency=1)
+    async def invoice_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await pipeline.ready.wait()
+            assert pipeline.ingest is not None
+            records = to_source_records(events)
+            log.debug("invoice batch", extra={"records": len(records)})
+            new_parts = sorted({r.partition for r in records} - first_batch_seen)
+            if new_parts:
+                await pipeline.wait_for_registry(app, new_parts)
+                first_batch_seen.update(new_parts)
+            await pipeline.ingest.process(records)
+            for partition in {r.partition for r in records}:
+                tp = TP(INVOICE_TOPIC, partition)
+                last = max(r.offset for r in records if r.partition == partition)
+                highwater = app.consumer.highwater(tp)
+                if highwater:
+                    pipeline.metrics.consumer_lag.labels(INVOICE_TOPIC, str(partition)).set(highwater - last - 1)
+
+    @app.task
+    async def start_pipeline() -> None:
+        await pipeline.start()
+
+    @app.timer(interval=settings.metrics_interval_s)
+    async def write_metrics() -> None:
+        if pipeline.store is None:
+            return
+        now_ms = int(time.time() * 1000)
+        rows = [
+            (now_ms, pipeline.worker_name, name, label, value) for name, label, value in pipeline.metrics.snapshot()
+        ]
+        store = pipeline.store
+        with contextlib.suppress(Exception):
+            await store.run(
+                store.client.insert, "pipeline_metrics", rows, column_names=["ts", "worker", "metric", "label", "value"]
+            )
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        ready = pipeline.ingest is not None
+        body = {
+            "status": "ok" if ready else "starting",
+            "worker": pipeline.worker_name,
+            "uptime_s": round(time.time() - pipeline.started_at, 1),
+            "partitions": sorted(pipeline.ingest.states) if pipeline.ingest else [],
+        }
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(pipeline.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app

@@ -1,0 +1,178 @@
+"""The one entry point, ``einvoice-monitor``: broker, topics, worker, simulate, demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from deploy.kafka import LocalBroker
+from streams.config import Settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics of the pipeline.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(topics_app, name="topics")
+console = Console(stderr=True)
+log = logging.getLogger(__name__)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def local_broker(settings: Settings) -> LocalBroker:
+    return LocalBroker(settings.broker_dir)
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """KAFKA_BROKERS when set, else the local broker that ``broker start`` launched."""
+    if settings.kafka_brokers:
+        return settings.kafka_brokers
+    status = local_broker(settings).status()
+    if not status.running or not status.bootstrap:
+        console.print(
+            "[red]no Kafka broker:[/] run [bold]einvoice-monitor broker start[/] "
+            f"(data dir {settings.broker_dir}) or set KAFKA_BROKERS=host:port"
+        )
+        raise typer.Exit(2)
+    return status.bootstrap
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+
+
+@broker_app.command("start")
+def broker_start(
+    port: Annotated[int | None, typer.Option(help="Port for clients; a free one when omitted.")] = None,
+) -> None:
+    """Fetch Kafka from Maven Central (once), format storage and start a KRaft broker on 127.0.0.1."""
+    settings = _settings()
+    broker = local_broker(settings)
+    with console.status("fetching Apache Kafka with Maven (first time only) and starting the broker"):
+        bootstrap = broker.start(port=port)
+    typer.echo(bootstrap)
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker (controlled shutdown)."""
+    was_running = local_broker(_settings()).stop()
+    console.print("stopped" if was_running else "not running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Tell whether the local broker runs, and where; exit code 1 when it does not."""
+    status = local_broker(_settings()).status()
+    if status.running:
+        typer.echo(f"running pid={status.pid} bootstrap={status.bootstrap} data_dir={status.data_dir}")
+    else:
+        typer.echo(f"not running (data_dir={status.data_dir})")
+        raise typer.Exit(1)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic with its partitions and configs (idempotent; checks existing counts)."""
+    from streams.topics import create_topics
+
+    settings = _settings()
+    try:
+        result = create_topics(resolve_bootstrap(settings), settings)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    for name, state in result.items():
+        typer.echo(f"{name}: {state}")
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the Faust worker: ingest invoices and the registry into ClickHouse until stopped."""
+    from faust import Worker
+
+    from streams import logs
+    from streams.app import create_app
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    faust_app = create_app(settings, bootstrap)
+    logs.configure(loglevel)
+    faust_worker = Worker(faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    logs.configure(loglevel)
+    faust_worker.execute_from_commandline()
+
+
+@app.command()
+def simulate(
+    sellers: Annotated[int, typer.Option(help="Businesses in the registry.")] = 2000,
+    invoices: Annotated[int, typer.Option(help="Valid invoices to generate.")] = 50_000,
+    days: Annotated[int, typer.Option(help="Days of issue time the invoices spread over.")] = 3,
+    start: Annotated[str, typer.Option(help="First local day, YYYY-MM-DD.")] = "2024-06-01",
+    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 1,
+    duplicate_share: Annotated[float, typer.Option(help="Share of invoices sent twice.")] = 0.02,
+    malformed_share: Annotated[float, typer.Option(help="Share of malformed records.")] = 0.01,
+) -> None:
+    """Publish a simulated registry and invoice feed to Kafka (registry first)."""
+    from simulator.feed import generate_invoices
+    from simulator.population import build_population
+    from simulator.publish import publish_invoices, publish_registry
+    from streams.codec import AvroCodec, SchemaRegistry
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    schemas = SchemaRegistry.load()
+    population = build_population(sellers, seed)
+    publish_registry(bootstrap, population, AvroCodec(schemas, "business.registry-value"))
+    records = list(
+        generate_invoices(
+            population, AvroCodec(schemas, "einvoice.issued-value"), start=dt.date.fromisoformat(start), days=days,
+            total=invoices, seed=seed, duplicate_share=duplicate_share, malformed_share=malformed_share,
+        )
+    )  # fmt: skip
+    with progress_bar() as bar:
+        task = bar.add_task("publishing invoices", total=len(records), rate="")
+        publish_invoices(bootstrap, records, on_progress=lambda n: bar.update(task, advance=n))
+    console.print(f"published {len(population)} registrations and {len(records)} invoice records to {bootstrap}")
+
+
+@app.command()
+def demo(
+    sellers: Annotated[int, typer.Option(help="Businesses in the simulated registry.")] = 3000,
+    invoices: Annotated[int, typer.Option(help="Valid invoices to simulate.")] = 60_000,
+    keep: Annotated[bool, typer.Option(help="Keep the previous demo's data instead of starting afresh.")] = False,
+) -> None:
+    """The embedded default end to end: broker, topics, simulated feed, worker, adoption figures."""
+    from streams.demo import run_demo
+
+    settings = _settings()
+    if "EINVOICE_DATA_DIR" not in os.environ:
+        settings = Settings(**{**settings.__dict__, "data_dir": Path(".data/demo")})
+    run_demo(settings, sellers=sellers, invoices=invoices, keep=keep, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Confluent wire framing of Avro records, against the local file-based schema registry.
+
+Frame: magic byte 0, a 4-byte big-endian schema id, the Avro body (schemaless).
+The reader schema of a subject is its newest version, so a v1 reader and v2 data
+(and the reverse) resolve by Avro's rules.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+import schemas
+
+SCHEMAS_DIR = Path(schemas.__file__).resolve().parent
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+
+class DecodeError(ValueError):
+    """A record that cannot be turned into a value; ``reason`` is a stable code for the DLQ."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    schema_id: int
+    subject: str
+    version: int
+    parsed: Any
+
+
+class SchemaRegistry:
+    """Schemas by id and subject, read from ``schemas/registry.json``."""
+
+    def __init__(self, entries: list[RegisteredSchema]) -> None:
+        self._by_id = {e.schema_id: e for e in entries}
+        self._latest: dict[str, RegisteredSchema] = {}
+        for entry in sorted(entries, key=lambda e: e.version):
+            self._latest[entry.subject] = entry
+
+    @classmethod
+    def load(cls, directory: Path = SCHEMAS_DIR) -> SchemaRegistry:
+        index = json.loads((directory / "registry.json").read_text(encoding="utf-8"))
+        named: dict[str, Any] = {}
+        entries = []
+        for item in index["schemas"]:
+            raw = json.loads((directory / item["file"]).read_text(encoding="utf-8"))
+            # Each version parses on its own: v1 and v2 share record names.
+            parsed = fastavro.parse_schema(raw, named_schemas=dict(named))
+            entries.append(RegisteredSchema(item["id"], item["subject"], item["version"], parsed))
+        return cls(entries)
+
+    def by_id(self, schema_id: int) -> RegisteredSchema:
+        try:
+            return self._by_id[schema_id]
+        except KeyError:
+            raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in the registry") from None
+
+    def latest(self, subject: str) -> RegisteredSchema:
+        try:
+            return self._latest[subject]
+        except KeyError:
+            raise KeyError(f"no schema registered for subject {subject!r}") from None
+
+    def version(self, subject: str, version: int) -> RegisteredSchema:
+        for entry in self._by_id.values():
+            if entry.subject == subject and entry.version == version:
+                return entry
+        raise KeyError(f"subject {subject!r} has no version {version}")
+
+
+class AvroCodec:
+    """Encode and decode one subject's values; decoding accepts every registered version."""
+
+    def __init__(self, registry: SchemaRegistry, subject: str, reader_version: int | None = None) -> None:
+        self.registry = registry
+        self.subject = subject
+        self.reader = registry.latest(subject) if reader_version is None else registry.version(subject, reader_version)
+
+    def encode(self, value: dict[str, Any], writer_version: int | None = None) -> bytes:
+        writer = self.reader if writer_version is None else self.registry.version(self.subject, writer_version)
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC_BYTE, writer.schema_id))
+        fastavro.schemaless_writer(buf, writer.parsed, value)
+        return buf.getvalue()
+
+    def decode(self, payload: bytes | None) -> tuple[int, dict[str, Any]]:
+        """Return (writer schema id, value) or raise :class:`DecodeError`."""
+        if not payload or len(payload) < _HEADER.size:
+            raise DecodeError("malformed_bytes", f"{len(payload or b'')} bytes is shorter than the 5-byte frame header")
+        magic, schema_id = _HEADER.unpack_from(payload)
+        if magic != MAGIC_BYTE:
+            raise DecodeError("bad_magic_byte", f"magic byte {magic} (expected {MAGIC_BYTE})")
+        writer = self.registry.by_id(schema_id)
+        if writer.subject != self.subject:
+            raise DecodeError("wrong_subject", f"schema id {schema_id} is {writer.subject}, expected {self.subject}")
+        buf = io.BytesIO(payload)
+        buf.seek(_HEADER.size)
+        try:
+            reader = None if writer is self.reader else self.reader.parsed  # resolution costs; skip it when equal
+            value = fastavro.schemaless_reader(buf, writer.parsed, reader)
+        except Exception as exc:  # fastavro raises many types on garbage input
+            raise DecodeError("malformed_bytes", f"Avro body does not decode: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(payload):
+            raise DecodeError("malformed_bytes", f"{len(payload) - buf.tell()} trailing bytes after the Avro body")
+        if not isinstance(value, dict):
+            raise DecodeError("malformed_bytes", "Avro body is not a record")
+        return schema_id, value

@@ -1,0 +1,238 @@
+"""The invoice path of the worker, per batch: decode, validate, dedup, join, write.
+
+Kept apart from Faust so that its rules can be read (and tested) in one place; the Faust agent
+in :mod:`streams.agents` only feeds it batches and acks them afterwards.
+
+Exactly-once effect: validity is a pure function of a record; dedup state and the watermark
+are functions of what ClickHouse holds; each partition's dead letters are flushed before its
+rows, both in offset order. So after any crash, a re-read record at or below the partition's
+written offset is already accounted for, and one at or below the dead-lettered offset is
+already in the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinks.clickhouse.invoice_sink import InvoiceSink
+from sinks.dead_letter import DeadLetter, DeadLetterSink
+from streams.codec import AvroCodec, DecodeError
+from streams.dedup import InvoiceDeduplicator, invoice_key
+from streams.metrics import IngestMetrics
+from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceValidator, local_ms, seller_kind
+
+log = logging.getLogger(__name__)
+
+NO_WATERMARK = -(2**62)
+NON_CASH_METHODS = frozenset({"CARD", "TRANSFER", "EWALLET"})
+
+RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A Kafka record as the pipeline needs it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class PartitionState:
+    written_offset: int
+    dead_lettered_offset: int
+    watermark_local_ms: int
+    dedup: InvoiceDeduplicator
+
+
+@dataclass
+class BatchOutcome:
+    inserted: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    unregistered: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def registration_as_of(versions: list[dict[str, Any]], day: int) -> dict[str, Any]:
+    """The newest version valid on ``day``; the oldest one if the invoice predates them all."""
+    chosen = versions[0]
+    for version in versions:
+        if version["valid_from"] <= day:
+            chosen = version
+        else:
+            break
+    return chosen
+
+
+class InvoiceIngest:
+    """Turns batches of raw invoice records into ClickHouse rows and dead letters."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        codec: AvroCodec,
+        validator: InvoiceValidator,
+        sink: InvoiceSink,
+        dead_letters: DeadLetterSink,
+        registry: RegistryLookup,
+        dedup_horizon_ms: int,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.topic = topic
+        self.codec = codec
+        self.validator = validator
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.registry = registry
+        self.dedup_horizon_ms = dedup_horizon_ms
+        self.metrics = metrics
+        self.states: dict[int, PartitionState] = {}
+        self._restore_lock = asyncio.Lock()
+
+    async def restore(self, partitions: Sequence[int]) -> None:
+        """Load what ClickHouse and the DLQ already hold for partitions new to this worker."""
+        async with self._restore_lock:
+            missing = [p for p in partitions if p not in self.states]
+            if not missing:
+                return
+            started = time.perf_counter()
+            progress = await self.sink.store.run(self.sink.progress)
+            dlq_progress = await self.dead_letters.progress(missing)
+            for partition in missing:
+                written = progress.get(partition)
+                watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
+                dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
+                if written is not None:
+                    dedup.advance(watermark)
+                    keys = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
+                    dedup.load(keys)
+                self.states[partition] = PartitionState(
+                    written_offset=written.max_offset if written else -1,
+                    dead_lettered_offset=dlq_progress.get(partition, -1),
+                    watermark_local_ms=watermark,
+                    dedup=dedup,
+                )
+                state = self.states[partition]
+                log.info(
+                    "partition restored",
+                    extra={
+                        "topic": self.topic, "partition": partition, "written_offset": state.written_offset,
+                        "dead_lettered_offset": state.dead_lettered_offset, "dedup_keys": len(dedup),
+                    },
+                )  # fmt: skip
+            log.info("restore done", extra={"partitions": missing, "seconds": round(time.perf_counter() - started, 3)})
+
+    def revoke(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            self.states.pop(partition, None)
+            self.sink.discard(partition)
+            self.dead_letters.discard(partition)
+
+    async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        """Process one batch (any mix of partitions, each in offset order) to the end of its writes."""
+        started = time.perf_counter()
+        by_partition: dict[int, list[SourceRecord]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        await self.restore(list(by_partition))
+        outcome = BatchOutcome()
+        for partition, part_records in by_partition.items():
+            self._prepare(partition, part_records, outcome)
+            state = self.states[partition]
+            dead_lettered = await self.dead_letters.flush(partition)
+            if dead_lettered is not None:
+                state.dead_lettered_offset = dead_lettered
+            flushed = await self.sink.flush(partition)
+            if flushed is not None:
+                state.written_offset = flushed.last_offset
+                outcome.inserted += flushed.rows
+                self.metrics.insert_seconds.observe(flushed.seconds)
+            state.dedup.advance(state.watermark_local_ms)
+            if state.watermark_local_ms != NO_WATERMARK:
+                self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
+        m = self.metrics
+        m.events.labels(self.topic).inc(len(records))
+        for reason, count in outcome.rejected.items():
+            m.rejected.labels(self.topic, reason).inc(count)
+        m.duplicates.inc(outcome.duplicates)
+        m.unregistered.inc(outcome.unregistered)
+        m.skipped.inc(outcome.skipped)
+        m.rows_inserted.labels("invoices").inc(outcome.inserted)
+        m.dedup_keys.set(sum(len(s.dedup) for s in self.states.values()))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return outcome
+
+    def _prepare(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
+        """Decide each record's fate; buffer rows and dead letters (no I/O here)."""
+        state = self.states[partition]
+        decode = self.codec.decode
+        check = self.validator.check
+        dedup = state.dedup
+        horizon_ms = self.dedup_horizon_ms
+        topic = self.topic
+        for record in records:
+            try:
+                schema_id, value = decode(record.value)
+                rejection = check(value, record.timestamp_ms)
+            except DecodeError as exc:
+                rejection = exc.reason, exc.detail
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                rejection = "malformed_value", f"{type(exc).__name__}: {exc}"
+            if rejection is not None:
+                outcome.rejected[rejection[0]] += 1
+                if record.offset > state.dead_lettered_offset:
+                    self.dead_letters.add(
+                        DeadLetter(
+                            topic, partition, record.offset, record.key, record.value,
+                            record.timestamp_ms if record.timestamp_ms >= 0 else None,
+                            record.headers, rejection[0], rejection[1],
+                        )
+                    )  # fmt: skip
+                continue
+            if record.offset <= state.written_offset:
+                outcome.skipped += 1
+                continue
+            seller_id = value["seller_id"]
+            code = value["invoice_code"]
+            issued_local = local_ms(value["issued_at"])
+            day = issued_local // DAY_MS
+            key = invoice_key(seller_id, code)
+            cutoff_day = (state.watermark_local_ms - horizon_ms) // DAY_MS
+            if day < cutoff_day:
+                self.metrics.beyond_horizon.inc()
+            elif dedup.seen_or_add(key, day, cutoff_day):
+                outcome.duplicates += 1
+                continue
+            versions = self.registry(seller_id)
+            if versions:
+                reg = registration_as_of(versions, day)
+                registered, vsic, unit = 1, reg["vsic_code"], reg["admin_unit_code"]
+            else:
+                registered, vsic, unit = 0, "", ""
+                outcome.unregistered += 1
+            method = value["payment_method"]
+            self.sink.add(
+                partition,
+                record.offset,
+                (
+                    seller_id, code, key, value["invoice_form"], value["invoice_symbol"],
+                    issued_local - LOCAL_OFFSET_MS, day, value["amount_vnd"], value["vat_rate"],
+                    value["vat_amount_vnd"], method, 1 if method in NON_CASH_METHODS else 0,
+                    value["register_id"], value.get("buyer_tax_code"), seller_kind(seller_id),
+                    registered, vsic, unit, schema_id, topic, partition, record.offset, record.timestamp_ms,
+                ),
+            )  # fmt: skip
+            if issued_local > state.watermark_local_ms:
+                state.watermark_local_ms = issued_local

@@ -1,0 +1,50 @@
+"""The worker's figures, served on /metrics (Prometheus) and copied to ClickHouse for the boards."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    """One registry per app, so several apps in one process (tests) do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("einvoice_events", "Records read from Kafka", ["topic"], registry=r)
+        self.rejected = Counter(
+            "einvoice_rejected", "Records sent to the DLQ, by reason", ["topic", "reason"], registry=r
+        )
+        self.duplicates = Counter("einvoice_duplicates", "Invoices dropped as feed duplicates", registry=r)
+        self.beyond_horizon = Counter(
+            "einvoice_dedup_beyond_horizon", "Invoices older than the dedup horizon, accepted unchecked", registry=r
+        )
+        self.unregistered = Counter("einvoice_unregistered", "Invoices from sellers not in the registry", registry=r)
+        self.rows_inserted = Counter("einvoice_rows_inserted", "Rows inserted into ClickHouse", ["table"], registry=r)
+        self.skipped = Counter(
+            "einvoice_replayed_skipped", "Records re-read after a restart and already written", registry=r
+        )
+        self.batch_seconds = Histogram(
+            "einvoice_batch_seconds", "Time to process one batch, decode to insert", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
+        self.insert_seconds = Histogram("einvoice_insert_seconds", "ClickHouse insert latency", registry=r)
+        self.consumer_lag = Gauge(
+            "einvoice_consumer_lag", "Records behind the partition's end", ["topic", "partition"], registry=r
+        )
+        self.watermark = Gauge(
+            "einvoice_watermark_seconds", "Newest issue time seen, UTC epoch seconds", ["partition"], registry=r
+        )
+        self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
+        self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
+
+    def snapshot(self) -> list[tuple[str, str, float]]:
+        """(metric, label, value) for every sample, for the ClickHouse copy."""
+        rows = []
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith(("_created", "_bucket")):
+                    continue
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                rows.append((sample.name, label, float(sample.value)))
+        return rows
