@@ -9,7 +9,6 @@ from kafka import KafkaProducer
 from simulator.feed import FeedRecord
 from simulator.population import Business
 from streams.codec import AvroCodec
-from streams.config import INVOICE_TOPIC, REGISTRY_TOPIC
 
 
 def _producer(bootstrap: str) -> KafkaProducer:
@@ -19,11 +18,11 @@ def _producer(bootstrap: str) -> KafkaProducer:
     )  # fmt: skip
 
 
-def publish_registry(bootstrap: str, population: Sequence[Business], codec: AvroCodec) -> int:
+def publish_registry(bootstrap: str, topic: str, population: Sequence[Business], codec: AvroCodec) -> int:
     producer = _producer(bootstrap)
     try:
         for business in population:
-            producer.send(REGISTRY_TOPIC, key=business.seller_id.encode(), value=codec.encode(business.registration()))
+            producer.send(topic, key=business.seller_id.encode(), value=codec.encode(business.registration()))
         producer.flush()
     finally:
         producer.close()
@@ -31,13 +30,13 @@ def publish_registry(bootstrap: str, population: Sequence[Business], codec: Avro
 
 
 def publish_invoices(
-    bootstrap: str, records: Iterable[FeedRecord], on_progress: Callable[[int], None] | None = None
+    bootstrap: str, topic: str, records: Iterable[FeedRecord], on_progress: Callable[[int], None] | None = None
 ) -> int:
     producer = _producer(bootstrap)
     sent = 0
     try:
         for record in records:
-            producer.send(INVOICE_TOPIC, key=record.key, value=record.value, timestamp_ms=record.timestamp_ms)
+            producer.send(topic, key=record.key, value=record.value, timestamp_ms=record.timestamp_ms)
             sent += 1
             if on_progress and sent % 5000 == 0:
                 on_progress(5000)

@@ -24,13 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import (
-    INVOICE_DLQ_TOPIC,
-    INVOICE_TOPIC,
-    REGISTRY_DLQ_TOPIC,
-    REGISTRY_TOPIC,
-    Settings,
-)
+from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
@@ -92,12 +86,13 @@ class Pipeline:
         self.bootstrap = bootstrap
         self.metrics = IngestMetrics()
         schemas = SchemaRegistry.load()
-        self.invoice_codec = AvroCodec(schemas, f"{INVOICE_TOPIC}-value")
-        self.registry_codec = AvroCodec(schemas, f"{REGISTRY_TOPIC}-value")
+        self.invoice_codec = AvroCodec(schemas, INVOICE_SUBJECT)
+        self.registry_codec = AvroCodec(schemas, REGISTRY_SUBJECT)
         self.registry_table = registry_table
         self.store: ClickHouseStore | None = None
-        self.invoice_dlq = DeadLetterSink(bootstrap, INVOICE_DLQ_TOPIC)
-        self.registry_dlq = DeadLetterSink(bootstrap, REGISTRY_DLQ_TOPIC)
+        self.topics = settings.topics
+        self.invoice_dlq = DeadLetterSink(bootstrap, self.topics.invoices_dlq)
+        self.registry_dlq = DeadLetterSink(bootstrap, self.topics.registry_dlq)
         self.ingest: InvoiceIngest | None = None
         self.registry_positions: dict[int, int] = {}
         self.started_at = time.time()
@@ -111,10 +106,10 @@ class Pipeline:
         await self.invoice_dlq.start()
         await self.registry_dlq.start()
         self.ingest = InvoiceIngest(
-            topic=INVOICE_TOPIC,
+            topic=self.topics.invoices,
             codec=self.invoice_codec,
             validator=InvoiceValidator(InvoiceRules.from_settings(self.settings)),
-            sink=InvoiceSink(self.store, INVOICE_TOPIC),
+            sink=InvoiceSink(self.store, self.topics.invoices),
             dead_letters=self.invoice_dlq,
             registry=self.lookup_seller,
             dedup_horizon_ms=self.settings.dedup_horizon_hours * 3_600_000,
@@ -140,7 +135,7 @@ class Pipeline:
         """
         deadline = time.monotonic() + self.settings.registry_wait_s
         for partition in partitions:
-            tp = TP(REGISTRY_TOPIC, partition)
+            tp = TP(self.topics.registry, partition)
             highwater = app.consumer.highwater(tp)
             while self.registry_positions.get(partition, -1) + 1 < (highwater or 0):
                 if time.monotonic() > deadline:
@@ -163,6 +158,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         web_host=settings.web_host,
         web_bind=settings.web_host,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
         consumer_auto_offset_reset="earliest",
         broker_commit_every=settings.batch_size * 4,
         broker_commit_interval=1.0,
@@ -170,11 +167,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         autodiscover=False,
         datadir=str(settings.data_dir / "faust"),
     )
+    topics = settings.topics
     invoice_topic = app.topic(
-        INVOICE_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+        topics.invoices, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
     registry_topic = app.topic(
-        REGISTRY_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+        topics.registry, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
     registry_table = RegistryTable(
         app, name=REGISTRY_TABLE, default=None, partitions=settings.partitions,
@@ -187,7 +185,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        parts = [tp.partition for tp in revoked if tp.topic == INVOICE_TOPIC]
+        parts = [tp.partition for tp in revoked if tp.topic == topics.invoices]
         if pipeline.ingest is not None and parts:
             pipeline.ingest.revoke(parts)
             first_batch_seen.difference_update(parts)
@@ -212,12 +210,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 for record, rejection in batch.rejected:
                     pipeline.registry_dlq.add(
                         DeadLetter(
-                            REGISTRY_TOPIC, partition, record.offset, record.key, record.value,
+                            topics.registry, partition, record.offset, record.key, record.value,
                             record.timestamp_ms if record.timestamp_ms >= 0 else None, record.headers,
                             rejection.reason, rejection.detail,
                         )
                     )  # fmt: skip
-                    pipeline.metrics.rejected.labels(REGISTRY_TOPIC, rejection.reason).inc()
+                    pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
                 await pipeline.registry_dlq.flush(partition)
                 if batch.history_rows and pipeline.store is not None:
                     store = pipeline.store
@@ -227,7 +225,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     )  # fmt: skip
                     pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
                 pipeline.registry_positions[partition] = part_records[-1].offset
-            pipeline.metrics.events.labels(REGISTRY_TOPIC).inc(len(records))
+            pipeline.metrics.events.labels(topics.registry).inc(len(records))
             pipeline.metrics.registry_sellers.set(len(registry_table))
 
     @app.agent(invoice_topic, concurrency=1)
@@ -243,11 +241,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 first_batch_seen.update(new_parts)
             await pipeline.ingest.process(records)
             for partition in {r.partition for r in records}:
-                tp = TP(INVOICE_TOPIC, partition)
+                tp = TP(topics.invoices, partition)
                 last = max(r.offset for r in records if r.partition == partition)
                 highwater = app.consumer.highwater(tp)
                 if highwater:
-                    pipeline.metrics.consumer_lag.labels(INVOICE_TOPIC, str(partition)).set(highwater - last - 1)
+                    pipeline.metrics.consumer_lag.labels(topics.invoices, str(partition)).set(highwater - last - 1)
 
     @app.task
     async def start_pipeline() -> None:

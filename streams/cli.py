@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploy.kafka import LocalBroker
-from streams.config import Settings
+from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -142,16 +142,18 @@ def simulate(
     bootstrap = resolve_bootstrap(settings)
     schemas = SchemaRegistry.load()
     population = build_population(sellers, seed)
-    publish_registry(bootstrap, population, AvroCodec(schemas, "business.registry-value"))
+    publish_registry(bootstrap, settings.topics.registry, population, AvroCodec(schemas, REGISTRY_SUBJECT))
     records = list(
         generate_invoices(
-            population, AvroCodec(schemas, "einvoice.issued-value"), start=dt.date.fromisoformat(start), days=days,
+            population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date.fromisoformat(start), days=days,
             total=invoices, seed=seed, duplicate_share=duplicate_share, malformed_share=malformed_share,
         )
     )  # fmt: skip
     with progress_bar() as bar:
         task = bar.add_task("publishing invoices", total=len(records), rate="")
-        publish_invoices(bootstrap, records, on_progress=lambda n: bar.update(task, advance=n))
+        publish_invoices(
+            bootstrap, settings.topics.invoices, records, on_progress=lambda n: bar.update(task, advance=n)
+        )
     console.print(f"published {len(population)} registrations and {len(records)} invoice records to {bootstrap}")
 
 
@@ -166,7 +168,7 @@ def demo(
 
     settings = _settings()
     if "EINVOICE_DATA_DIR" not in os.environ:
-        settings = Settings(**{**settings.__dict__, "data_dir": Path(".data/demo")})
+        settings = settings.replace(data_dir=Path(".data/demo"))
     run_demo(settings, sellers=sellers, invoices=invoices, keep=keep, console=console)
 
 

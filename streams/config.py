@@ -1,49 +1,35 @@
 """Settings from environment variables, with defaults for the embedded mode.
 
-Every variable is listed in the README's configuration table; keep the two in step.
+``ENVIRONMENT`` is the single list of variables: ``Settings.from_env`` reads it, ``to_env``
+writes it (for child processes), and the README's configuration table is checked against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-INVOICE_TOPIC = "einvoice.issued"
-REGISTRY_TOPIC = "business.registry"
-INVOICE_DLQ_TOPIC = "einvoice.issued.dlq"
-REGISTRY_DLQ_TOPIC = "business.registry.dlq"
 APP_ID = "einvoice-monitor"
 LOCAL_TZ = "Asia/Ho_Chi_Minh"
+INVOICE_SUBJECT = "einvoice.issued-value"
+REGISTRY_SUBJECT = "business.registry-value"
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+@dataclass(frozen=True)
+class Topics:
+    """Topic names; a prefix lets several deployments (provinces, test runs) share one cluster."""
 
+    invoices: str = "einvoice.issued"
+    registry: str = "business.registry"
+    invoices_dlq: str = "einvoice.issued.dlq"
+    registry_dlq: str = "business.registry.dlq"
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def default_cache_dir() -> Path:
-    """Where downloaded artefacts (the Kafka jars) live: never inside git."""
-    explicit = os.environ.get("EINVOICE_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "einvoice-monitor"
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        base = cls()
+        return cls(*(prefix + name for name in (base.invoices, base.registry, base.invoices_dlq, base.registry_dlq)))
 
 
 @dataclass(frozen=True)
@@ -53,6 +39,7 @@ class Settings:
     data_dir: Path = Path(".data")
     kafka_brokers: str | None = None
     clickhouse_url: str | None = None
+    topic_prefix: str = ""
     partitions: int = 4
     replication_factor: int = 1
     retention_bytes: int = 16 * 1024**3
@@ -67,32 +54,45 @@ class Settings:
     max_amount_vnd: int = 2_000_000_000
     invoice_code_pattern: str = r"^M(\d)-(\d{2})-[0-9A-Z]{5}-\d{11}$"
     registry_wait_s: float = 60.0
+    session_timeout_s: float = 30.0
     metrics_interval_s: float = 10.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> Settings:
-        base = cls()
-        return cls(
-            data_dir=Path(os.environ.get("EINVOICE_DATA_DIR", str(base.data_dir))).expanduser(),
-            kafka_brokers=os.environ.get("KAFKA_BROKERS") or None,
-            clickhouse_url=os.environ.get("CLICKHOUSE_URL") or None,
-            partitions=_env_int("EINVOICE_PARTITIONS", base.partitions),
-            replication_factor=_env_int("EINVOICE_REPLICATION_FACTOR", base.replication_factor),
-            retention_bytes=_env_int("EINVOICE_RETENTION_BYTES", base.retention_bytes),
-            app_id=os.environ.get("EINVOICE_APP_ID", base.app_id),
-            web_port=_env_int("EINVOICE_WEB_PORT", base.web_port),
-            web_host=os.environ.get("EINVOICE_WEB_HOST", base.web_host),
-            batch_size=_env_int("EINVOICE_BATCH_SIZE", base.batch_size),
-            batch_within_s=_env_float("EINVOICE_BATCH_WITHIN_S", base.batch_within_s),
-            dedup_horizon_hours=_env_int("EINVOICE_DEDUP_HORIZON_HOURS", base.dedup_horizon_hours),
-            max_lateness_hours=_env_int("EINVOICE_MAX_LATENESS_HOURS", base.max_lateness_hours),
-            future_tolerance_minutes=_env_int("EINVOICE_FUTURE_TOLERANCE_MINUTES", base.future_tolerance_minutes),
-            max_amount_vnd=_env_int("EINVOICE_MAX_AMOUNT_VND", base.max_amount_vnd),
-            invoice_code_pattern=os.environ.get("EINVOICE_INVOICE_CODE_PATTERN", base.invoice_code_pattern),
-            registry_wait_s=_env_float("EINVOICE_REGISTRY_WAIT_S", base.registry_wait_s),
-            metrics_interval_s=_env_float("EINVOICE_METRICS_INTERVAL_S", base.metrics_interval_s),
-        )
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for field_name, (var, _doc) in ENVIRONMENT.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            kind = types[field_name]
+            try:
+                if kind == "int":
+                    values[field_name] = int(raw)
+                elif kind == "float":
+                    values[field_name] = float(raw)
+                elif kind == "Path":
+                    values[field_name] = Path(raw).expanduser()
+                else:
+                    values[field_name] = raw
+            except ValueError:
+                raise ValueError(
+                    f"{var} must be {'a whole number' if kind == 'int' else 'a number'}, got {raw!r}"
+                ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        env = {}
+        for field_name, (var, _doc) in ENVIRONMENT.items():
+            value = getattr(self, field_name)
+            if value is not None:
+                env[var] = str(value)
+        return env
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -102,9 +102,34 @@ class Settings:
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
     @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+    @property
     def broker_dir(self) -> Path:
         return self.data_dir / "kafka"
 
-    @property
-    def embedded_clickhouse(self) -> bool:
-        return self.clickhouse_url is None
+
+# field -> (environment variable, what it means); the README's table lists the same.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "data_dir": ("EINVOICE_DATA_DIR", "Local state: the embedded broker, chDB data, Faust data."),
+    "kafka_brokers": ("KAFKA_BROKERS", "Bootstrap servers of a Kafka cluster; unset = the local broker."),
+    "clickhouse_url": ("CLICKHOUSE_URL", "http(s)://user:password@host:port/database of a server; unset = chDB."),
+    "topic_prefix": ("EINVOICE_TOPIC_PREFIX", "Prefix of every topic name (several deployments, one cluster)."),
+    "partitions": ("EINVOICE_PARTITIONS", "Partitions of every topic (the keyed topics must agree)."),
+    "replication_factor": ("EINVOICE_REPLICATION_FACTOR", "Replication factor of created topics."),
+    "retention_bytes": ("EINVOICE_RETENTION_BYTES", "Size retention per partition of invoice and DLQ topics."),
+    "app_id": ("EINVOICE_APP_ID", "Faust app id: consumer group and changelog topic names."),
+    "web_port": ("EINVOICE_WEB_PORT", "Worker web port: /health and /metrics."),
+    "web_host": ("EINVOICE_WEB_HOST", "Worker web bind address."),
+    "batch_size": ("EINVOICE_BATCH_SIZE", "Most records processed (and inserted) per batch."),
+    "batch_within_s": ("EINVOICE_BATCH_WITHIN_S", "Longest wait to fill a batch, seconds."),
+    "dedup_horizon_hours": ("EINVOICE_DEDUP_HORIZON_HOURS", "How long invoice codes are remembered for dedup."),
+    "max_lateness_hours": ("EINVOICE_MAX_LATENESS_HOURS", "Oldest accepted issue time, behind the receive time."),
+    "future_tolerance_minutes": ("EINVOICE_FUTURE_TOLERANCE_MINUTES", "Clock skew allowed ahead of receive time."),
+    "max_amount_vnd": ("EINVOICE_MAX_AMOUNT_VND", "Largest plausible invoice amount, VND."),
+    "invoice_code_pattern": ("EINVOICE_INVOICE_CODE_PATTERN", "Regex of the cash-register code: (form)(yy) groups."),
+    "registry_wait_s": ("EINVOICE_REGISTRY_WAIT_S", "Longest wait for the registry to be read before invoices."),
+    "session_timeout_s": ("EINVOICE_SESSION_TIMEOUT_S", "Kafka consumer session timeout, seconds."),
+    "metrics_interval_s": ("EINVOICE_METRICS_INTERVAL_S", "How often metrics are copied to ClickHouse, seconds."),
+}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from streams.config import INVOICE_DLQ_TOPIC, INVOICE_TOPIC, REGISTRY_DLQ_TOPIC, REGISTRY_TOPIC, Settings
+from streams.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,16 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """All topics, with the same partition count for the co-partitioned ones (and their DLQs)."""
     n = settings.partitions
+    t = settings.topics
     # Retention by size, not time: Kafka measures time retention on record timestamps, which
     # here are the feed's receive times; a backfill republished with 2024 timestamps would be
     # deleted the moment it landed.
     by_size = {"retention.ms": "-1", "retention.bytes": str(settings.retention_bytes)}
     return [
-        TopicSpec(INVOICE_TOPIC, n, by_size, "cash-register invoices, Avro, key = seller id"),
-        TopicSpec(
-            REGISTRY_TOPIC, n, {"cleanup.policy": "compact"}, "business registry, Avro, compacted, key = seller id"
-        ),
-        TopicSpec(INVOICE_DLQ_TOPIC, n, by_size, "rejected invoices + reason headers"),
-        TopicSpec(REGISTRY_DLQ_TOPIC, n, by_size, "rejected registrations"),
+        TopicSpec(t.invoices, n, by_size, "cash-register invoices, Avro, key = seller id"),
+        TopicSpec(t.registry, n, {"cleanup.policy": "compact"}, "business registry, Avro, compacted, key = seller id"),
+        TopicSpec(t.invoices_dlq, n, by_size, "rejected invoices + reason headers"),
+        TopicSpec(t.registry_dlq, n, by_size, "rejected registrations"),
         TopicSpec(f"{settings.app_id}-registry-changelog", n, {"cleanup.policy": "compact"}, "Faust registry table"),
     ]
 
@@ -47,7 +46,7 @@ def create_topics(bootstrap: str, settings: Settings) -> dict[str, str]:
     """Create what is missing; check what exists. Returns topic -> 'created' | 'exists'."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="einvoice-monitor-admin")
     try:
-        existing = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics()}
+        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
         result: dict[str, str] = {}
         for spec in topic_specs(settings):
             if spec.name in existing:

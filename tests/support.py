@@ -1,0 +1,149 @@
+"""Test helpers that read real Kafka and ClickHouse state (no fakes)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from deploy.worker_process import WorkerProcess
+from sinks.clickhouse import ClickHouseStore
+from streams.config import Settings
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_brokers)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
+    try:
+        offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    finally:
+        admin.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if worker is not None and not worker.running:
+            raise AssertionError(f"worker died while waiting for {what}:\n{worker.tail()}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{worker.tail()}" if worker else ""))
+
+
+def wait_consumed(settings: Settings, worker: WorkerProcess, timeout: float = 300.0) -> None:
+    """Until the worker's group has committed the end of every invoice partition."""
+    topic = settings.topics.invoices
+    ends = end_offsets(settings, topic)
+
+    def done() -> bool:
+        committed = committed_offsets(settings, topic)
+        return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+    wait_until(done, timeout, f"the worker to commit {ends}", worker)
+
+
+def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_brokers, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[ConsumerRecord] = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def start_worker(settings: Settings, name: str = "worker") -> WorkerProcess:
+    worker = WorkerProcess(settings.to_env(), settings.data_dir / f"{name}.log", settings.web_port)
+    worker.start()
+    worker.wait_healthy()
+    return worker
+
+
+def open_store(settings: Settings) -> ClickHouseStore:
+    """chDB belongs to one process: open it only while no worker runs."""
+    return ClickHouseStore(settings.clickhouse_dsn)
+
+
+def expected_totals(records: list, registered_sellers: dict[str, tuple[str, str]]) -> dict[tuple, list[int]]:
+    """Per (local day, vsic, unit, registered): [invoices, amount, vat], computed from what was published."""
+    totals: dict[tuple, list[int]] = {}
+    for record in records:
+        if record.kind != "valid":
+            continue
+        vsic, unit = registered_sellers.get(record.seller_id, ("", ""))
+        key = (record.issued_at.date(), vsic, unit, 1 if record.seller_id in registered_sellers else 0)
+        row = totals.setdefault(key, [0, 0, 0])
+        row[0] += 1
+        row[1] += record.amount_vnd
+        row[2] += record.vat_amount_vnd
+    return totals
+
+
+def segment_totals(store: ClickHouseStore) -> dict[tuple, list[int]]:
+    rows = store.query_rows(
+        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), sum(vat_amount_vnd) "
+        "FROM segment_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
+    )
+    return {(d, v, u, r): [int(n), int(a), int(t)] for d, v, u, r, n, a, t in rows}
+
+
+def seller_daily_totals(store: ClickHouseStore) -> dict[tuple, list[int]]:
+    rows = store.query_rows(
+        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), sum(vat_amount_vnd) "
+        "FROM seller_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
+    )
+    return {(d, v, u, r): [int(n), int(a), int(t)] for d, v, u, r, n, a, t in rows}
+
+
+class PublishedFeed:
+    """A simulated feed as published: the ground truth the assertions count against."""
+
+    def __init__(self, settings: Settings, sellers: int, invoices: int, seed: int, unregistered: int = 0,
+                 days: int = 3) -> None:  # fmt: skip
+        import datetime as dt
+
+        from simulator.feed import generate_invoices
+        from simulator.population import build_population
+        from simulator.publish import publish_invoices, publish_registry
+        from streams.codec import AvroCodec, SchemaRegistry
+        from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+
+        schemas = SchemaRegistry.load()
+        self.population = build_population(sellers + unregistered, seed)
+        self.in_registry = self.population[:sellers]
+        self.registered = {b.seller_id: (b.vsic_code, b.admin_unit_code) for b in self.in_registry}
+        self.records = list(
+            generate_invoices(
+                self.population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date(2024, 6, 1), days=days,
+                total=invoices, seed=seed,
+            )
+        )  # fmt: skip
+        publish_registry(settings.kafka_brokers or "", settings.topics.registry, self.in_registry,
+                         AvroCodec(schemas, REGISTRY_SUBJECT))  # fmt: skip
+        publish_invoices(settings.kafka_brokers or "", settings.topics.invoices, self.records)
+
+    @property
+    def valid(self) -> list:
+        return [r for r in self.records if r.kind == "valid"]
+
+    @property
+    def malformed(self) -> list:
+        return [r for r in self.records if r.kind.startswith("malformed:")]
