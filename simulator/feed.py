@@ -101,7 +101,7 @@ def generate_invoices(
         if malformed_every and i % malformed_every == malformed_every - 1:
             bad = MALFORMED_KINDS[(i // malformed_every) % len(MALFORMED_KINDS)]
             kind = f"malformed:{bad}"
-            payload, arrival = _corrupt(bad, value, codec, arrival, rng)
+            payload, arrival = _corrupt(bad, value, codec, arrival, _utc_ms(issued), rng)
         else:
             payload = codec.encode(value, writer_version=2 if rng.random() < 0.3 else 1)
         record = FeedRecord(
@@ -117,7 +117,7 @@ def generate_invoices(
 
 
 def _corrupt(
-    bad: str, value: dict[str, object], codec: AvroCodec, arrival: int, rng: random.Random
+    bad: str, value: dict[str, object], codec: AvroCodec, arrival: int, issued_utc_ms: int, rng: random.Random
 ) -> tuple[bytes, int]:
     """Bytes that break exactly one rule of the decoder or validator."""
     v = dict(value)
@@ -139,8 +139,7 @@ def _corrupt(
     elif bad == "vat_mismatch":
         v["vat_amount_vnd"] = int(v["vat_amount_vnd"]) + 5000  # type: ignore[call-overload]
     elif bad == "issued_in_future":
-        arrival -= 6 * 3_600_000
-        return codec.encode(v), arrival - 0
+        return codec.encode(v), issued_utc_ms - 6 * 3_600_000  # received six hours before it was issued
     elif bad == "issued_too_old":
-        arrival += 5 * 24 * 3_600_000
+        return codec.encode(v), issued_utc_ms + 5 * 24 * 3_600_000  # received five days after issue
     return codec.encode(v), arrival

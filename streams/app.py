@@ -27,6 +27,7 @@ from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
 from streams.metrics import IngestMetrics
+from streams.offsets import fetch_range, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
 from streams.validation import InvoiceRules, InvoiceValidator
 
@@ -57,6 +58,18 @@ class RegistryTable(faust.Table):
         if self._pinned_partition is not None:
             return self._pinned_partition
         return super().partition_for_key(key)
+
+
+def crash_without_commit(what: str) -> None:
+    """Exit at once, before Faust acks the batch: an uncommitted batch is re-read after restart.
+
+    Faust's batch iterator acks the buffered events even when the loop body raises, which
+    would commit offsets of records never written; so an unexpected error ends the process
+    (a supervisor restarts it) instead of being raised.
+    """
+    log.critical("unrecoverable error; exiting without committing", extra={"during": what}, exc_info=True)
+    logging.shutdown()
+    os._exit(70)
 
 
 def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
@@ -95,6 +108,7 @@ class Pipeline:
         self.registry_dlq = DeadLetterSink(bootstrap, self.topics.registry_dlq)
         self.ingest: InvoiceIngest | None = None
         self.registry_positions: dict[int, int] = {}
+        self.next_offsets: dict[int, int] = {}
         self.started_at = time.time()
         self.ready = asyncio.Event()
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
@@ -131,18 +145,46 @@ class Pipeline:
         """Before the first invoices of a partition, read its registry partition up to its end.
 
         Both topics are consumed at once, so without this an invoice published after its
-        seller's registration could still be joined before the registration was read.
+        seller's registration could still be joined before the registration was read. What
+        the group committed before counts as read: the table recovered it from its changelog.
         """
+        committed = await asyncio.to_thread(
+            group_positions, self.bootstrap, self.settings.app_id, self.topics.registry, partitions
+        )
         deadline = time.monotonic() + self.settings.registry_wait_s
         for partition in partitions:
             tp = TP(self.topics.registry, partition)
-            highwater = app.consumer.highwater(tp)
-            while self.registry_positions.get(partition, -1) + 1 < (highwater or 0):
+            while max(self.registry_positions.get(partition, -1) + 1, committed[partition]) < (
+                app.consumer.highwater(tp) or 0
+            ):
                 if time.monotonic() > deadline:
                     log.warning("registry not caught up; joining anyway", extra={"partition": partition})
                     return
                 await asyncio.sleep(0.05)
-                highwater = app.consumer.highwater(tp) or highwater
+
+    async def complete(self, records: list[SourceRecord]) -> list[SourceRecord]:
+        """The batch with any hole before or inside it filled from Kafka (see streams.offsets)."""
+        by_partition: dict[int, list[int]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record.offset)
+        filled: list[SourceRecord] = []
+        for partition, offsets in by_partition.items():
+            for start, end in missing_ranges(offsets, self.next_offsets[partition]):
+                found = await fetch_range(self.bootstrap, self.topics.invoices, partition, start, end)
+                log.warning(
+                    "offsets missing from the stream; fetched from Kafka",
+                    extra={"partition": partition, "from": start, "to": end, "found": len(found)},
+                )
+                self.metrics.gaps_filled.inc(len(found))
+                filled.extend(found)
+        if not filled:
+            return records
+        return sorted([*records, *filled], key=lambda r: (r.partition, r.offset))
+
+    async def commit(self, app: faust.App, partitions: Sequence[int]) -> None:
+        """Commit what this pipeline processed, whatever Faust's ack bookkeeping thinks."""
+        offsets = {TP(self.topics.invoices, p): self.next_offsets[p] for p in partitions}
+        await app.consumer._commit_offsets(offsets)  # Faust's own thread-safe commit path
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -181,71 +223,86 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     app.tables.add(registry_table)
     pipeline = Pipeline(settings, bootstrap, registry_table)
     app.pipeline = pipeline  # type: ignore[attr-defined]
-    first_batch_seen: set[int] = set()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         parts = [tp.partition for tp in revoked if tp.topic == topics.invoices]
         if pipeline.ingest is not None and parts:
             pipeline.ingest.revoke(parts)
-            first_batch_seen.difference_update(parts)
+            for partition in parts:
+                pipeline.next_offsets.pop(partition, None)
             log.info("partitions revoked", extra={"partitions": parts})
 
     @app.agent(registry_topic, concurrency=1)
     async def registry_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await pipeline.ready.wait()
-            records = to_source_records(events)
-            by_partition: dict[int, list[SourceRecord]] = {}
-            for record in records:
-                by_partition.setdefault(record.partition, []).append(record)
-            for partition, part_records in by_partition.items():
-                batch = decode_registry_batch(pipeline.registry_codec, part_records)
-                with registry_table.writing_partition(partition):
-                    for seller_id, version in batch.ordered:
-                        if version is None:
-                            registry_table.pop(seller_id, None)
-                        else:
-                            registry_table[seller_id] = merge_version(registry_table.get(seller_id), version)
-                for record, rejection in batch.rejected:
-                    pipeline.registry_dlq.add(
-                        DeadLetter(
-                            topics.registry, partition, record.offset, record.key, record.value,
-                            record.timestamp_ms if record.timestamp_ms >= 0 else None, record.headers,
-                            rejection.reason, rejection.detail,
-                        )
-                    )  # fmt: skip
-                    pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
-                await pipeline.registry_dlq.flush(partition)
-                if batch.history_rows and pipeline.store is not None:
-                    store = pipeline.store
-                    await store.run(
-                        store.client.insert, "registry_history", batch.history_rows,
-                        column_names=REGISTRY_HISTORY_COLUMNS,
-                    )  # fmt: skip
-                    pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
-                pipeline.registry_positions[partition] = part_records[-1].offset
-            pipeline.metrics.events.labels(topics.registry).inc(len(records))
-            pipeline.metrics.registry_sellers.set(len(registry_table))
+            try:
+                await ingest_registry(to_source_records(events))
+            except Exception:
+                crash_without_commit("registry batch")
+
+    async def ingest_registry(records: list[SourceRecord]) -> None:
+        by_partition: dict[int, list[SourceRecord]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        for partition, part_records in by_partition.items():
+            batch = decode_registry_batch(pipeline.registry_codec, part_records)
+            with registry_table.writing_partition(partition):
+                for seller_id, version in batch.ordered:
+                    if version is None:
+                        registry_table.pop(seller_id, None)
+                    else:
+                        registry_table[seller_id] = merge_version(registry_table.get(seller_id), version)
+            for record, rejection in batch.rejected:
+                pipeline.registry_dlq.add(
+                    DeadLetter(
+                        topics.registry, partition, record.offset, record.key, record.value,
+                        record.timestamp_ms if record.timestamp_ms >= 0 else None, record.headers,
+                        rejection.reason, rejection.detail,
+                    )
+                )  # fmt: skip
+                pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
+            await pipeline.registry_dlq.flush(partition)
+            if batch.history_rows and pipeline.store is not None:
+                store = pipeline.store
+                await store.run(
+                    store.client.insert, "registry_history", batch.history_rows,
+                    column_names=REGISTRY_HISTORY_COLUMNS,
+                )  # fmt: skip
+                pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
+            pipeline.registry_positions[partition] = part_records[-1].offset
+        pipeline.metrics.events.labels(topics.registry).inc(len(records))
+        pipeline.metrics.registry_sellers.set(len(registry_table))
 
     @app.agent(invoice_topic, concurrency=1)
     async def invoice_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await pipeline.ready.wait()
-            assert pipeline.ingest is not None
-            records = to_source_records(events)
-            log.debug("invoice batch", extra={"records": len(records)})
-            new_parts = sorted({r.partition for r in records} - first_batch_seen)
-            if new_parts:
-                await pipeline.wait_for_registry(app, new_parts)
-                first_batch_seen.update(new_parts)
-            await pipeline.ingest.process(records)
-            for partition in {r.partition for r in records}:
-                tp = TP(topics.invoices, partition)
-                last = max(r.offset for r in records if r.partition == partition)
-                highwater = app.consumer.highwater(tp)
-                if highwater:
-                    pipeline.metrics.consumer_lag.labels(topics.invoices, str(partition)).set(highwater - last - 1)
+            try:
+                await ingest_invoices(to_source_records(events))
+            except Exception:
+                crash_without_commit("invoice batch")
+
+    async def ingest_invoices(records: list[SourceRecord]) -> None:
+        assert pipeline.ingest is not None
+        partitions = sorted({r.partition for r in records})
+        new_parts = [p for p in partitions if p not in pipeline.next_offsets]
+        if new_parts:
+            await pipeline.wait_for_registry(app, new_parts)
+            starts = await asyncio.to_thread(group_positions, bootstrap, settings.app_id, topics.invoices, new_parts)
+            pipeline.next_offsets.update(starts)
+        records = await pipeline.complete(records)
+        await pipeline.ingest.process(records)
+        for record in records:
+            if record.offset >= pipeline.next_offsets[record.partition]:
+                pipeline.next_offsets[record.partition] = record.offset + 1
+        await pipeline.commit(app, partitions)
+        for partition in partitions:
+            highwater = app.consumer.highwater(TP(topics.invoices, partition))
+            if highwater:
+                lag = highwater - pipeline.next_offsets[partition]
+                pipeline.metrics.consumer_lag.labels(topics.invoices, str(partition)).set(lag)
 
     @app.task
     async def start_pipeline() -> None:
@@ -275,6 +332,23 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             "partitions": sorted(pipeline.ingest.states) if pipeline.ingest else [],
         }
         return web.json(body, status=200 if ready else 503)
+
+    @app.page("/debug/offsets")
+    async def debug_offsets(web: Any, request: Any) -> Any:
+        """Faust's own offset bookkeeping per partition: what it read, acked and committed."""
+        consumer = app.consumer
+        body = {
+            f"{tp.topic}:{tp.partition}": {
+                "committed": consumer._committed_offset.get(tp),
+                "read": consumer._read_offset.get(tp),
+                "acked_head": sorted(consumer._acked.get(tp, []))[:5],
+                "acked": len(consumer._acked.get(tp, [])),
+                "gaps": [(i.begin, i.end) for i in sorted(consumer._gap.get(tp, []))][:5],
+                "next": pipeline.next_offsets.get(tp.partition) if tp.topic == topics.invoices else None,
+            }
+            for tp in sorted(consumer.assignment())
+        }
+        return web.json(body)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

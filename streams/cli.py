@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploy.kafka import LocalBroker
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
+from streams.progress import progress_bar
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -50,11 +50,13 @@ def resolve_bootstrap(settings: Settings) -> str:
     return status.bootstrap
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
-    )  # fmt: skip
+@broker_app.command("install")
+def broker_install() -> None:
+    """Fetch Apache Kafka's jars from Maven Central into the cache (idempotent; seconds once cached)."""
+    settings = _settings()
+    with console.status("fetching Apache Kafka with Maven (first time only)"):
+        libs = local_broker(settings).ensure_installed()
+    typer.echo(str(libs))
 
 
 @broker_app.command("start")
@@ -149,7 +151,7 @@ def simulate(
             total=invoices, seed=seed, duplicate_share=duplicate_share, malformed_share=malformed_share,
         )
     )  # fmt: skip
-    with progress_bar() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("publishing invoices", total=len(records), rate="")
         publish_invoices(
             bootstrap, settings.topics.invoices, records, on_progress=lambda n: bar.update(task, advance=n)
@@ -164,7 +166,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the previous demo's data instead of starting afresh.")] = False,
 ) -> None:
     """The embedded default end to end: broker, topics, simulated feed, worker, adoption figures."""
-    from streams.demo import run_demo
+    from deploy.demo import run_demo
 
     settings = _settings()
     if "EINVOICE_DATA_DIR" not in os.environ:

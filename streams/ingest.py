@@ -112,6 +112,8 @@ class InvoiceIngest:
             dlq_progress = await self.dead_letters.progress(missing)
             for partition in missing:
                 written = progress.get(partition)
+                if written is not None:
+                    await self.sink.repair_last_block(partition, written)
                 watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
                 if written is not None:

@@ -35,6 +35,9 @@ class IngestMetrics:
         self.watermark = Gauge(
             "einvoice_watermark_seconds", "Newest issue time seen, UTC epoch seconds", ["partition"], registry=r
         )
+        self.gaps_filled = Counter(
+            "einvoice_offset_gaps_filled", "Records Faust did not deliver, fetched from Kafka directly", registry=r
+        )
         self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
         self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
 

@@ -20,10 +20,11 @@ DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
-SELLER_ID_RE = re.compile(r"^(?:\d{10}|\d{10}-\d{3}|\d{12})$")
-SYMBOL_RE = re.compile(r"^[CK](\d{2})M[0-9A-Z]{2}$")
-VSIC_RE = re.compile(r"^\d{4}$")
-ADMIN_UNIT_RE = re.compile(r"^\d{2,5}$")
+# re.ASCII: \d must not match other scripts' digits (full-width, Arabic-Indic, ...).
+SELLER_ID_RE = re.compile(r"^(?:\d{10}|\d{10}-\d{3}|\d{12})$", re.ASCII)
+SYMBOL_RE = re.compile(r"^[CK](\d{2})M[0-9A-Z]{2}$", re.ASCII)
+VSIC_RE = re.compile(r"^\d{4}$", re.ASCII)
+ADMIN_UNIT_RE = re.compile(r"^\d{2,5}$", re.ASCII)
 VAT_RATES = frozenset({0, 5, 8, 10})
 
 
@@ -76,7 +77,7 @@ class InvoiceValidator:
 
     def __init__(self, rules: InvoiceRules | None = None) -> None:
         self.rules = rules or InvoiceRules()
-        self._code_re = re.compile(self.rules.invoice_code_pattern)
+        self._code_re = re.compile(self.rules.invoice_code_pattern, re.ASCII)
         if self._code_re.groups < 2:
             raise ValueError(
                 "invoice code pattern needs two groups, (form digit) and (two-digit year): "

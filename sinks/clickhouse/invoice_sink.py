@@ -2,9 +2,15 @@
 
 Each insert holds one partition's contiguous offset range and carries an
 ``insert_deduplication_token`` derived from topic, partition and range, so a retried insert
-is dropped by ClickHouse in the table and in every materialized view behind it. After a crash
-or a rebalance, :meth:`InvoiceSink.progress` tells the highest offset already written per
-partition, and the pipeline skips what is already there.
+is dropped by ClickHouse in the table and in every materialized view behind it.
+
+After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the highest offset already
+written per partition, and the pipeline skips what is already there. A crash can also cut an
+insert short between the table and its views (chDB dies with the worker); so
+:meth:`InvoiceSink.repair_last_block` re-inserts each partition's last block, read back from
+the table, under its original token: ClickHouse drops it wherever it already landed and adds
+it wherever it is missing. Only the last block can be partial, because inserts of a partition
+are sequential and each one is awaited.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ INVOICE_COLUMNS: tuple[str, ...] = (
     "seller_kind", "registered", "vsic_code", "admin_unit_code", "schema_id",
     "kafka_topic", "kafka_partition", "kafka_offset", "received_at",
 )  # fmt: skip
+STORED_COLUMNS = (*INVOICE_COLUMNS, "block_first_offset")
 
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 
@@ -36,6 +43,7 @@ class PartitionProgress:
 
     max_offset: int
     max_issued_local_ms: int | None
+    last_block_first_offset: int
     rows: int
 
 
@@ -74,8 +82,16 @@ class InvoiceSink:
         batch = self._batches.pop(partition, None)
         if batch is None or not batch.rows:
             return None
-        token = f"{self.topic}/{partition}/{batch.first_offset}-{batch.last_offset}"
+        columns = [list(c) for c in zip(*batch.rows, strict=True)]
+        columns.append([batch.first_offset] * len(batch.rows))
         started = time.perf_counter()
+        await self._insert(columns, self.token(partition, batch.first_offset, batch.last_offset))
+        return FlushResult(len(batch.rows), batch.last_offset, time.perf_counter() - started)
+
+    def token(self, partition: int, first_offset: int, last_offset: int) -> str:
+        return f"{self.topic}/{partition}/{first_offset}-{last_offset}"
+
+    async def _insert(self, columns: list[list[Any]], token: str) -> None:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(initial=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
@@ -86,25 +102,44 @@ class InvoiceSink:
                 await self.store.run(
                     self.store.client.insert,
                     self.table,
-                    batch.rows,
-                    column_names=INVOICE_COLUMNS,
+                    columns,
+                    column_names=STORED_COLUMNS,
+                    column_oriented=True,
                     settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
                 )
-        return FlushResult(len(batch.rows), batch.last_offset, time.perf_counter() - started)
 
     def discard(self, partition: int) -> None:
         """Drop what is buffered for a partition this worker no longer owns."""
         self._batches.pop(partition, None)
 
     def progress(self) -> dict[int, PartitionProgress]:
-        """Highest written offset and newest issue time per partition (blocking; call off the loop)."""
+        """Highest written offset, newest issue time and last block per partition (blocking).
+
+        Read from the table itself, not from a view: the table is what a cut-short insert
+        reached first.
+        """
         rows = self.store.client.query(
-            "SELECT kafka_partition, max(max_offset), toUnixTimestamp64Milli(max(max_issued_at)), sum(rows) "
-            "FROM ingest_progress WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
+            "SELECT kafka_partition, max(kafka_offset), toUnixTimestamp64Milli(max(issued_at)), "
+            "argMax(block_first_offset, kafka_offset), count() "
+            f"FROM {self.table} WHERE kafka_topic = {{topic:String}} GROUP BY kafka_partition",
             parameters={"topic": self.topic},
         ).result_rows
         # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; +7 h gives local wall-clock ms.
-        return {int(p): PartitionProgress(int(o), int(ms) + 7 * 3_600_000, int(n)) for p, o, ms, n in rows}
+        return {int(p): PartitionProgress(int(o), int(ms) + 7 * 3_600_000, int(b), int(n)) for p, o, ms, b, n in rows}
+
+    async def repair_last_block(self, partition: int, progress: PartitionProgress) -> int:
+        """Re-insert the partition's last block under its original token; returns its rows."""
+        result = await self.store.run(
+            self.store.client.query,
+            f"SELECT {', '.join(STORED_COLUMNS)} FROM {self.table} WHERE kafka_topic = {{topic:String}} "
+            "AND kafka_partition = {partition:UInt16} AND block_first_offset = {first:UInt64} ORDER BY kafka_offset",
+            parameters={"topic": self.topic, "partition": partition, "first": progress.last_block_first_offset},
+        )
+        if not result.result_rows:
+            return 0
+        columns = [list(c) for c in result.result_columns]
+        await self._insert(columns, self.token(partition, progress.last_block_first_offset, progress.max_offset))
+        return len(result.result_rows)
 
     def dedup_keys(self, partition: int, since_day: int) -> list[tuple[int, int]]:
         """(invoice_key, local day number) of the partition's invoices from ``since_day`` on (blocking)."""

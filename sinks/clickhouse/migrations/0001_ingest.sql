@@ -1,5 +1,7 @@
 -- Enriched invoices: one row per distinct valid invoice, with its Kafka coordinates.
 -- non_replicated_deduplication_window makes insert_deduplication_token work on plain MergeTree.
+-- No PARTITION BY here nor in the views' targets: one insert is then exactly one part per table,
+-- which is what lets the sink repair an insert cut short by a crash (see invoice_sink.py).
 CREATE TABLE IF NOT EXISTS invoices
 (
     seller_id         String,
@@ -24,30 +26,13 @@ CREATE TABLE IF NOT EXISTS invoices
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt16,
     kafka_offset      UInt64,
+    block_first_offset UInt64 COMMENT 'first offset of the insert block: with the last one it names the insert token',
     received_at       DateTime64(3, 'UTC') COMMENT 'Kafka record timestamp',
     ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMM(issue_date)
 ORDER BY (issue_date, vsic_code, admin_unit_code, seller_id, invoice_key)
 SETTINGS non_replicated_deduplication_window = 10000;
-
--- Where each source partition stands: the sink's resume point after a crash or a rebalance.
-CREATE TABLE IF NOT EXISTS ingest_progress
-(
-    kafka_topic       LowCardinality(String),
-    kafka_partition   UInt16,
-    max_offset        SimpleAggregateFunction(max, UInt64),
-    max_issued_at     SimpleAggregateFunction(max, DateTime64(3, 'Asia/Ho_Chi_Minh')),
-    rows              SimpleAggregateFunction(sum, UInt64)
-)
-ENGINE = AggregatingMergeTree
-ORDER BY (kafka_topic, kafka_partition)
-SETTINGS non_replicated_deduplication_window = 10000;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ingest_progress_mv TO ingest_progress AS
-SELECT kafka_topic, kafka_partition, max(kafka_offset) AS max_offset, max(issued_at) AS max_issued_at, count() AS rows
-FROM invoices GROUP BY kafka_topic, kafka_partition;
 
 -- Per seller and local day: the base of adoption (who issued when) and of dormant-issuer checks.
 CREATE TABLE IF NOT EXISTS seller_daily
@@ -65,7 +50,6 @@ CREATE TABLE IF NOT EXISTS seller_daily
     last_issued_at    SimpleAggregateFunction(max, DateTime64(3, 'Asia/Ho_Chi_Minh'))
 )
 ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(issue_date)
 ORDER BY (issue_date, vsic_code, admin_unit_code, seller_id, registered)
 SETTINGS non_replicated_deduplication_window = 10000;
 
@@ -89,7 +73,6 @@ CREATE TABLE IF NOT EXISTS segment_daily
     issuers           AggregateFunction(uniqExact, String)
 )
 ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(issue_date)
 ORDER BY (issue_date, vsic_code, admin_unit_code, registered)
 SETTINGS non_replicated_deduplication_window = 10000;
 

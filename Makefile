@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both install what they need (a virtualenv with the Python packages, Kafka's jars from
+# Maven Central) idempotently, then start what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install kafka demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+kafka: install
+	$(BIN)/einvoice-monitor broker install
+
+demo: kafka
+	$(BIN)/einvoice-monitor demo
+
+test: kafka lint
+	$(BIN)/python -m pytest
+
+test-fast: kafka
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: kafka
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf .data .pytest_cache .ruff_cache

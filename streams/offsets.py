@@ -1,0 +1,76 @@
+"""Offsets the pipeline owns: where a partition starts, holes in what Faust delivered, commits.
+
+faust-streaming can drop a message at the head of a partition after a restart (the flow is
+suspended while tables recover) and then either stall its commits or, when exactly one
+message is missing, commit past it (faust-streaming issues #312 and #606). So the pipeline
+does not trust Faust's ack bookkeeping: it knows the offset each partition must continue
+from, fetches any hole straight from Kafka, and commits the offsets it has processed itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.admin import KafkaAdminClient
+
+from streams.ingest import SourceRecord
+
+log = logging.getLogger(__name__)
+
+
+def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """Where the group continues each partition: its committed offset, else the log start (blocking)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-positions")
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+    missing = [p for p in partitions if p not in committed]
+    if missing:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        try:
+            starts = consumer.beginning_offsets([KafkaTopicPartition(topic, p) for p in missing])
+        finally:
+            consumer.close()
+        committed.update({tp.partition: offset for tp, offset in starts.items()})
+    return {p: committed[p] for p in partitions}
+
+
+def missing_ranges(offsets: Sequence[int], expected: int) -> list[tuple[int, int]]:
+    """Half-open ranges of offsets from ``expected`` up to the last given that are absent."""
+    holes = []
+    cursor = expected
+    for offset in offsets:
+        if offset > cursor:
+            holes.append((cursor, offset))
+        cursor = max(cursor, offset + 1)
+    return holes
+
+
+async def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[SourceRecord]:
+    """The records of ``[start, end)`` that exist (control records and compacted ones do not)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found: list[SourceRecord] = []
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batch.get(tp, []):
+                if record.offset < end:
+                    found.append(
+                        SourceRecord(
+                            partition, record.offset, record.key, record.value,
+                            record.timestamp if record.timestamp is not None else -1, tuple(record.headers or ()),
+                        )
+                    )  # fmt: skip
+        return found
+    finally:
+        await consumer.stop()
