@@ -109,6 +109,7 @@ def main() -> None:
         worker.stop()
         assert first is not None
         steady_rate = (total - first[1]) / max(finished - first[0], 1e-9)
+        memory_gib = psutil.virtual_memory().total / 2**30
         result = {
             "events": total,
             "rows_inserted": inserted,
@@ -121,7 +122,7 @@ def main() -> None:
             "worker_peak_rss_mib": round(memory.peak / 2**20),
             "generate_events_per_s": round(total / generated_s),
             "publish_events_per_s": round(total / published_s),
-            "machine": f"{platform.machine()} {psutil.cpu_count()} cores {psutil.virtual_memory().total / 2**30:.0f} GiB",
+            "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB",
             "python": platform.python_version(),
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }

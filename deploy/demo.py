@@ -63,7 +63,7 @@ def run_demo(settings: Settings, *, sellers: int, invoices: int, keep: bool, con
     finally:
         if broker is not None:
             broker.stop()
-            console.print("[green]✓[/] broker stopped (data kept in " f"{settings.data_dir})")
+            console.print(f"[green]✓[/] broker stopped (data kept in {settings.data_dir})")
 
 
 def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, console: Console) -> None:

@@ -72,11 +72,11 @@ class DeadLetterSink:
     def discard(self, partition: int) -> None:
         self._pending.pop(partition, None)
 
-    async def flush(self, partition: int) -> int | None:
-        """Send the partition's dead letters; returns the last source offset sent, None if none."""
-        letters = self._pending.pop(partition, [])
-        if not letters:
-            return None
+    async def flush(self) -> dict[int, int]:
+        """Send every buffered dead letter, wait for acks=all; returns the last source offset per partition."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return {}
         assert self._producer is not None, "DeadLetterSink.start() first"
         futures = [
             await self._producer.send(
@@ -87,10 +87,11 @@ class DeadLetterSink:
                 timestamp_ms=letter.timestamp_ms,
                 headers=letter.kafka_headers(),
             )
+            for partition, letters in pending.items()
             for letter in letters
         ]
         await asyncio.gather(*futures)
-        return letters[-1].source_offset
+        return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
 
     async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
         """Highest source offset already dead-lettered per partition (-1 when none)."""

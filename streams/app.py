@@ -27,7 +27,7 @@ from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
 from streams.metrics import IngestMetrics
-from streams.offsets import fetch_range, group_positions, missing_ranges
+from streams.offsets import end_offsets, fetch_range, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
 from streams.validation import InvoiceRules, InvoiceValidator
 
@@ -141,26 +141,36 @@ class Pipeline:
     def lookup_seller(self, seller_id: str) -> list[dict[str, Any]] | None:
         return self.registry_table.get(seller_id)
 
-    async def wait_for_registry(self, app: faust.App, partitions: Sequence[int]) -> None:
+    async def catch_up_registry(self, partitions: Sequence[int]) -> None:
         """Before the first invoices of a partition, read its registry partition up to its end.
 
-        Both topics are consumed at once, so without this an invoice published after its
-        seller's registration could still be joined before the registration was read. What
-        the group committed before counts as read: the table recovered it from its changelog.
+        Both topics are consumed at once, so an invoice published after its seller's
+        registration could otherwise be joined before the registry agent read it. Waiting for
+        the agent would deadlock (Faust feeds all agents from one loop, and a waiting invoice
+        agent stops that loop), so the registrations not yet processed are read here with a
+        consumer of our own and merged into the table's store; the agent applies them again
+        later, with changelog, which is harmless because merging a version is idempotent.
         """
+        started = time.monotonic()
         committed = await asyncio.to_thread(
             group_positions, self.bootstrap, self.settings.app_id, self.topics.registry, partitions
         )
-        deadline = time.monotonic() + self.settings.registry_wait_s
+        ends = await asyncio.to_thread(end_offsets, self.bootstrap, self.topics.registry, partitions)
+        merged = 0
         for partition in partitions:
-            tp = TP(self.topics.registry, partition)
-            while max(self.registry_positions.get(partition, -1) + 1, committed[partition]) < (
-                app.consumer.highwater(tp) or 0
-            ):
-                if time.monotonic() > deadline:
-                    log.warning("registry not caught up; joining anyway", extra={"partition": partition})
-                    return
-                await asyncio.sleep(0.05)
+            start = max(committed[partition], self.registry_positions.get(partition, -1) + 1)
+            if start >= ends[partition]:
+                continue
+            records = await fetch_range(self.bootstrap, self.topics.registry, partition, start, ends[partition])
+            batch = decode_registry_batch(self.registry_codec, records)
+            for seller_id, version in batch.ordered:
+                if version is not None:
+                    self.registry_table.data[seller_id] = merge_version(self.registry_table.get(seller_id), version)
+                    merged += 1
+        log.info(
+            "registry caught up",
+            extra={"partitions": list(partitions), "merged": merged, "seconds": round(time.monotonic() - started, 2)},
+        )
 
     async def complete(self, records: list[SourceRecord]) -> list[SourceRecord]:
         """The batch with any hole before or inside it filled from Kafka (see streams.offsets)."""
@@ -263,7 +273,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     )
                 )  # fmt: skip
                 pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
-            await pipeline.registry_dlq.flush(partition)
+            await pipeline.registry_dlq.flush()
             if batch.history_rows and pipeline.store is not None:
                 store = pipeline.store
                 await store.run(
@@ -289,7 +299,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         partitions = sorted({r.partition for r in records})
         new_parts = [p for p in partitions if p not in pipeline.next_offsets]
         if new_parts:
-            await pipeline.wait_for_registry(app, new_parts)
+            await pipeline.catch_up_registry(new_parts)
             starts = await asyncio.to_thread(group_positions, bootstrap, settings.app_id, topics.invoices, new_parts)
             pipeline.next_offsets.update(starts)
         records = await pipeline.complete(records)

@@ -118,9 +118,9 @@ def worker(
     bootstrap = resolve_bootstrap(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faust_app = create_app(settings, bootstrap)
-    logs.configure(loglevel)
-    faust_worker = Worker(faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    logs.configure(loglevel)
+    faust_worker = Worker(
+        faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False, logging_config=logs.logging_config(loglevel)
+    )
     faust_worker.execute_from_commandline()
 
 

@@ -46,14 +46,13 @@ class Settings:
     app_id: str = APP_ID
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    batch_size: int = 2000
-    batch_within_s: float = 0.25
+    batch_size: int = 10_000
+    batch_within_s: float = 0.5
     dedup_horizon_hours: int = 72
     max_lateness_hours: int = 72
     future_tolerance_minutes: int = 10
     max_amount_vnd: int = 2_000_000_000
     invoice_code_pattern: str = r"^M(\d)-(\d{2})-[0-9A-Z]{5}-\d{11}$"
-    registry_wait_s: float = 60.0
     session_timeout_s: float = 30.0
     metrics_interval_s: float = 10.0
 
@@ -129,7 +128,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "future_tolerance_minutes": ("EINVOICE_FUTURE_TOLERANCE_MINUTES", "Clock skew allowed ahead of receive time."),
     "max_amount_vnd": ("EINVOICE_MAX_AMOUNT_VND", "Largest plausible invoice amount, VND."),
     "invoice_code_pattern": ("EINVOICE_INVOICE_CODE_PATTERN", "Regex of the cash-register code: (form)(yy) groups."),
-    "registry_wait_s": ("EINVOICE_REGISTRY_WAIT_S", "Longest wait for the registry to be read before invoices."),
     "session_timeout_s": ("EINVOICE_SESSION_TIMEOUT_S", "Kafka consumer session timeout, seconds."),
     "metrics_interval_s": ("EINVOICE_METRICS_INTERVAL_S", "How often metrics are copied to ClickHouse, seconds."),
 }

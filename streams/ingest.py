@@ -109,11 +109,10 @@ class InvoiceIngest:
                 return
             started = time.perf_counter()
             progress = await self.sink.store.run(self.sink.progress)
+            repaired = await self.sink.repair(progress[p].last_token for p in missing if p in progress)
             dlq_progress = await self.dead_letters.progress(missing)
             for partition in missing:
                 written = progress.get(partition)
-                if written is not None:
-                    await self.sink.repair_last_block(partition, written)
                 watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
                 if written is not None:
@@ -134,7 +133,8 @@ class InvoiceIngest:
                         "dead_lettered_offset": state.dead_lettered_offset, "dedup_keys": len(dedup),
                     },
                 )  # fmt: skip
-            log.info("restore done", extra={"partitions": missing, "seconds": round(time.perf_counter() - started, 3)})
+            seconds = round(time.perf_counter() - started, 3)
+            log.info("restore done", extra={"partitions": missing, "rows_reinserted": repaired, "seconds": seconds})
 
     def revoke(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
@@ -152,15 +152,16 @@ class InvoiceIngest:
         outcome = BatchOutcome()
         for partition, part_records in by_partition.items():
             self._prepare(partition, part_records, outcome)
+        for partition, offset in (await self.dead_letters.flush()).items():
+            self.states[partition].dead_lettered_offset = offset
+        flushed = await self.sink.flush()
+        if flushed is not None:
+            for partition, offset in flushed.last_offsets.items():
+                self.states[partition].written_offset = offset
+            outcome.inserted = flushed.rows
+            self.metrics.insert_seconds.observe(flushed.seconds)
+        for partition in by_partition:
             state = self.states[partition]
-            dead_lettered = await self.dead_letters.flush(partition)
-            if dead_lettered is not None:
-                state.dead_lettered_offset = dead_lettered
-            flushed = await self.sink.flush(partition)
-            if flushed is not None:
-                state.written_offset = flushed.last_offset
-                outcome.inserted += flushed.rows
-                self.metrics.insert_seconds.observe(flushed.seconds)
             state.dedup.advance(state.watermark_local_ms)
             if state.watermark_local_ms != NO_WATERMARK:
                 self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
+import logging.config
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -32,11 +32,25 @@ def _quote(value: object) -> str:
     return text
 
 
+NOISY = (
+    "aiokafka", "kafka", "mode", "faust.transport", "faust.tables", "faust.app", "faust.agents", "faust.web",
+    "faust.sensors", "faust.stores", "faust.assignor", "faust.worker",
+)  # fmt: skip
+
+
+def logging_config(level: str = "INFO") -> dict[str, object]:
+    """A ``logging.config.dictConfig`` for the worker: logfmt on stderr, chatty libraries at WARNING."""
+    level = level.upper()
+    quieter = max(logging.WARNING, logging.getLevelName(level))
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"logfmt": {"()": LogfmtFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "logfmt", "stream": "ext://sys.stderr"}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {name: {"level": logging.getLevelName(quieter)} for name in NOISY},
+    }
+
+
 def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "faust.transport", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.config.dictConfig(logging_config(level))

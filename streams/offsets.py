@@ -41,6 +41,16 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
     return {p: committed[p] for p in partitions}
 
 
+def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The current end (high watermark) of each partition (blocking)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        ends = consumer.end_offsets([KafkaTopicPartition(topic, p) for p in partitions])
+    finally:
+        consumer.close()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
 def missing_ranges(offsets: Sequence[int], expected: int) -> list[tuple[int, int]]:
     """Half-open ranges of offsets from ``expected`` up to the last given that are absent."""
     holes = []

@@ -99,16 +99,16 @@ def expected_totals(records: list, registered_sellers: dict[str, tuple[str, str]
 
 def segment_totals(store: ClickHouseStore) -> dict[tuple, list[int]]:
     rows = store.query_rows(
-        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), sum(vat_amount_vnd) "
-        "FROM segment_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
+        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), "
+        "sum(vat_amount_vnd) FROM segment_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
     )
     return {(d, v, u, r): [int(n), int(a), int(t)] for d, v, u, r, n, a, t in rows}
 
 
 def seller_daily_totals(store: ClickHouseStore) -> dict[tuple, list[int]]:
     rows = store.query_rows(
-        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), sum(vat_amount_vnd) "
-        "FROM seller_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
+        "SELECT issue_date, vsic_code, admin_unit_code, registered, sum(invoices), sum(amount_vnd), "
+        "sum(vat_amount_vnd) FROM seller_daily GROUP BY issue_date, vsic_code, admin_unit_code, registered"
     )
     return {(d, v, u, r): [int(n), int(a), int(t)] for d, v, u, r, n, a, t in rows}
 

@@ -78,7 +78,8 @@ def test_feed_is_ingested_exactly(settings):
         assert late_evening
         sample = late_evening[0]
         day = store.query_rows(
-            "SELECT issue_date, toHour(issued_at) FROM invoices WHERE seller_id = {s:String} AND invoice_code = {c:String}",
+            "SELECT issue_date, toHour(issued_at) FROM invoices "
+            "WHERE seller_id = {s:String} AND invoice_code = {c:String}",
             {"s": sample.seller_id, "c": sample.invoice_code},
         )[0]
         assert day == (sample.issued_at.date(), 23)

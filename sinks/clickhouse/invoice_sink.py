@@ -1,22 +1,25 @@
-"""The invoice writer: one batch per source partition, flushed explicitly, inserted idempotently.
+"""The invoice writer: rows buffered per source partition, one idempotent insert per flush.
 
-Each insert holds one partition's contiguous offset range and carries an
-``insert_deduplication_token`` derived from topic, partition and range, so a retried insert
-is dropped by ClickHouse in the table and in every materialized view behind it.
+Each flush is one insert holding, for every partition in it, a contiguous offset range; its
+``insert_deduplication_token`` names those ranges (``topic/partition/first-last|...``), so a
+retried insert is dropped by ClickHouse in the table and in every materialized view behind
+it. One insert per batch rather than one per partition: chDB spends ~25 ms on an insert of any
+size, so this is what the throughput depends on.
 
 After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the highest offset already
 written per partition, and the pipeline skips what is already there. A crash can also cut an
 insert short between the table and its views (chDB dies with the worker); so
-:meth:`InvoiceSink.repair_last_block` re-inserts each partition's last block, read back from
-the table, under its original token: ClickHouse drops it wherever it already landed and adds
-it wherever it is missing. Only the last block can be partial, because inserts of a partition
-are sequential and each one is awaited.
+:meth:`InvoiceSink.repair` re-inserts the newest block of each partition, read back from the
+table (rows carry their block's token), under its original token: ClickHouse drops it wherever
+it already landed and adds it wherever it is missing. Only the newest block of a partition can
+be partial, because inserts are sequential and each one is awaited.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +35,7 @@ INVOICE_COLUMNS: tuple[str, ...] = (
     "seller_kind", "registered", "vsic_code", "admin_unit_code", "schema_id",
     "kafka_topic", "kafka_partition", "kafka_offset", "received_at",
 )  # fmt: skip
-STORED_COLUMNS = (*INVOICE_COLUMNS, "block_first_offset")
+STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
 
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 
@@ -43,14 +46,14 @@ class PartitionProgress:
 
     max_offset: int
     max_issued_local_ms: int | None
-    last_block_first_offset: int
+    last_token: str
     rows: int
 
 
 @dataclass(frozen=True)
 class FlushResult:
     rows: int
-    last_offset: int
+    last_offsets: dict[int, int]
     seconds: float
 
 
@@ -62,7 +65,7 @@ class _PartitionBatch:
 
 
 class InvoiceSink:
-    """Buffers enriched invoice rows per partition; :meth:`flush` writes one partition's batch."""
+    """Buffers enriched invoice rows per partition; :meth:`flush` writes them in one insert."""
 
     def __init__(self, store: ClickHouseStore, topic: str, table: str = "invoices") -> None:
         self.store = store
@@ -77,19 +80,25 @@ class InvoiceSink:
         batch.rows.append(row)
         batch.last_offset = offset
 
-    async def flush(self, partition: int) -> FlushResult | None:
-        """Insert the partition's batch; retry until it succeeds (backpressure, never loss)."""
-        batch = self._batches.pop(partition, None)
-        if batch is None or not batch.rows:
-            return None
-        columns = [list(c) for c in zip(*batch.rows, strict=True)]
-        columns.append([batch.first_offset] * len(batch.rows))
-        started = time.perf_counter()
-        await self._insert(columns, self.token(partition, batch.first_offset, batch.last_offset))
-        return FlushResult(len(batch.rows), batch.last_offset, time.perf_counter() - started)
+    def token(self) -> str:
+        return "|".join(
+            f"{self.topic}/{p}/{b.first_offset}-{b.last_offset}" for p, b in sorted(self._batches.items()) if b.rows
+        )
 
-    def token(self, partition: int, first_offset: int, last_offset: int) -> str:
-        return f"{self.topic}/{partition}/{first_offset}-{last_offset}"
+    async def flush(self) -> FlushResult | None:
+        """Insert everything buffered; retry until it succeeds (backpressure, never loss)."""
+        batches = {p: b for p, b in self._batches.items() if b.rows}
+        if not batches:
+            self._batches.clear()
+            return None
+        token = self.token()
+        rows = [row for _, batch in sorted(batches.items()) for row in batch.rows]
+        self._batches.clear()
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        columns.append([token] * len(rows))
+        started = time.perf_counter()
+        await self._insert(columns, token)
+        return FlushResult(len(rows), {p: b.last_offset for p, b in batches.items()}, time.perf_counter() - started)
 
     async def _insert(self, columns: list[list[Any]], token: str) -> None:
         async for attempt in AsyncRetrying(
@@ -113,33 +122,34 @@ class InvoiceSink:
         self._batches.pop(partition, None)
 
     def progress(self) -> dict[int, PartitionProgress]:
-        """Highest written offset, newest issue time and last block per partition (blocking).
+        """Highest written offset, newest issue time and newest block per partition (blocking).
 
         Read from the table itself, not from a view: the table is what a cut-short insert
         reached first.
         """
         rows = self.store.client.query(
             "SELECT kafka_partition, max(kafka_offset), toUnixTimestamp64Milli(max(issued_at)), "
-            "argMax(block_first_offset, kafka_offset), count() "
+            "argMax(insert_token, kafka_offset), count() "
             f"FROM {self.table} WHERE kafka_topic = {{topic:String}} GROUP BY kafka_partition",
             parameters={"topic": self.topic},
         ).result_rows
         # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; +7 h gives local wall-clock ms.
-        return {int(p): PartitionProgress(int(o), int(ms) + 7 * 3_600_000, int(b), int(n)) for p, o, ms, b, n in rows}
+        return {int(p): PartitionProgress(int(o), int(ms) + 7 * 3_600_000, t, int(n)) for p, o, ms, t, n in rows}
 
-    async def repair_last_block(self, partition: int, progress: PartitionProgress) -> int:
-        """Re-insert the partition's last block under its original token; returns its rows."""
-        result = await self.store.run(
-            self.store.client.query,
-            f"SELECT {', '.join(STORED_COLUMNS)} FROM {self.table} WHERE kafka_topic = {{topic:String}} "
-            "AND kafka_partition = {partition:UInt16} AND block_first_offset = {first:UInt64} ORDER BY kafka_offset",
-            parameters={"topic": self.topic, "partition": partition, "first": progress.last_block_first_offset},
-        )
-        if not result.result_rows:
-            return 0
-        columns = [list(c) for c in result.result_columns]
-        await self._insert(columns, self.token(partition, progress.last_block_first_offset, progress.max_offset))
-        return len(result.result_rows)
+    async def repair(self, tokens: Iterable[str]) -> int:
+        """Re-insert the blocks with these tokens under their own tokens; returns the rows read back."""
+        restored = 0
+        for token in sorted(set(tokens)):
+            result = await self.store.run(
+                self.store.client.query,
+                f"SELECT {', '.join(STORED_COLUMNS)} FROM {self.table} WHERE insert_token = {{token:String}} "
+                "ORDER BY kafka_partition, kafka_offset",
+                parameters={"token": token},
+            )
+            if result.result_rows:
+                await self._insert([list(c) for c in result.result_columns], token)
+                restored += len(result.result_rows)
+        return restored
 
     def dedup_keys(self, partition: int, since_day: int) -> list[tuple[int, int]]:
         """(invoice_key, local day number) of the partition's invoices from ``since_day`` on (blocking)."""

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS invoices
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt16,
     kafka_offset      UInt64,
-    block_first_offset UInt64 COMMENT 'first offset of the insert block: with the last one it names the insert token',
+    insert_token      LowCardinality(String) COMMENT 'insert_deduplication_token of the insert that wrote the row',
     received_at       DateTime64(3, 'UTC') COMMENT 'Kafka record timestamp',
     ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
