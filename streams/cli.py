@@ -160,6 +160,68 @@ def simulate(
 
 
 @app.command()
+def report(
+    day: Annotated[
+        str | None, typer.Option(help="One local day, YYYY-MM-DD (default: the newest day with data).")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First day of a period, YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last day of a period, YYYY-MM-DD.")] = None,
+    level: Annotated[str, typer.Option(help="Aggregation level: province, district or commune.")] = "district",
+    sector: Annotated[list[str] | None, typer.Option(help="VSIC code(s) to show; '*' = all sectors.")] = None,
+    unit: Annotated[list[str] | None, typer.Option(help="Unit code(s) to show; '*' = the province.")] = None,
+    sort: Annotated[str, typer.Option(help="rate, change, eligible, invoices or segment.")] = "rate",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(help="Most rows in the table (0 = all).")] = 40,
+) -> None:
+    """Adoption by sector and unit for a day or a period, with the change against the period before."""
+    import json
+
+    from analytics.report import period_report
+    from sinks.clickhouse import ClickHouseStore
+
+    settings = _settings()
+    try:
+        store = ClickHouseStore(settings.clickhouse_dsn)
+    except Exception as exc:  # chDB allows one process per directory
+        console.print(
+            f"[red]cannot open ClickHouse ({exc.__class__.__name__}).[/] In the embedded mode chDB belongs to one "
+            "process: stop the worker first, or set CLICKHOUSE_URL to a server."
+        )
+        raise typer.Exit(2) from None
+    try:
+        if day is None and start is None:
+            newest = store.query_rows("SELECT max(issue_date) FROM seller_daily")[0][0]
+            if newest is None or newest.year < 2000:
+                console.print("[yellow]no invoices in ClickHouse yet[/]: run the worker on a feed first")
+                raise typer.Exit(1)
+            day = newest.isoformat()
+        first = dt.date.fromisoformat(start or day or "")
+        last = dt.date.fromisoformat(end or day or start or "")
+        rows = period_report(store, first, last, level=level, sectors=sector, units=unit, sort=sort)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_json(), ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Adoption of cash-register e-invoices, {first} – {last} (7-day active / eligible)")
+    for column in ("sector", "unit", "eligible", "active", "adoption", "Δ vs before", "invoices", "non-cash"):
+        table.add_column(column, justify="left" if column in ("sector", "unit") else "right")
+    for row in rows[: limit or None]:
+        change = "" if row.change is None else f"{row.change * 100:+.1f} pt"
+        table.add_row(
+            "all" if row.sector == "*" else row.sector, row.unit_name, f"{row.eligible:,}", f"{row.active_7d:,}",
+            f"{row.adoption_7d:.1%}", change, f"{row.invoices:,}", f"{row.non_cash_share:.0%}",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
 def demo(
     sellers: Annotated[int, typer.Option(help="Businesses in the simulated registry.")] = 3000,
     invoices: Annotated[int, typer.Option(help="Valid invoices to simulate.")] = 60_000,

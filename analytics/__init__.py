@@ -1,0 +1,1 @@
+"""Reading ClickHouse: adoption metrics per segment and day, shared by the report, alerts and boards."""
