@@ -2,7 +2,8 @@
 
 Definitions (``../shared/DOMAIN.md``): *eligible* = registered, ACTIVE, obliged, per the
 registry as of that day (the newest version with ``valid_from`` <= day); *active adopter* =
-eligible and issued at least one cash-register invoice in the trailing 7 (and 28) days;
+eligible and issued at least one cash-register invoice in the trailing 7 (and 28) days
+(``active_1d``: on that day itself, the fast signal of the adoption-drop rule);
 *adoption rate* = active / eligible. The cost grows with sellers × days asked for (registry
 versions and ``seller_daily``), never with the number of invoices.
 
@@ -58,6 +59,7 @@ WITH
                if(grouping(vsic_code) = 1, '*', vsic_code) AS sector,
                if(grouping(unit_code) = 1, '*', unit_code) AS unit,
                count() AS eligible,
+               countIf(has(days, day)) AS active_1d,
                countIf(arrayExists(x -> x <= day AND x > day - 7, days)) AS active_7d,
                countIf(arrayExists(x -> x <= day AND x > day - 28, days)) AS active_28d
         FROM eligible LEFT JOIN activity USING (seller_id)
@@ -80,7 +82,7 @@ WITH
         GROUP BY GROUPING SETS ((issue_date, vsic_code, unit_code), (issue_date, vsic_code),
                                 (issue_date, unit_code), (issue_date))
     )
-SELECT a.day, a.sector, a.unit, a.eligible, a.active_7d, a.active_28d,
+SELECT a.day, a.sector, a.unit, a.eligible, a.active_1d, a.active_7d, a.active_28d,
        a.active_7d / a.eligible AS adoption_7d, a.active_28d / a.eligible AS adoption_28d,
        v.invoices, v.revenue_vnd, v.vat_vnd, v.issuers,
        if(v.invoices = 0, 0, v.non_cash_invoices / v.invoices) AS non_cash_share
@@ -105,6 +107,7 @@ class SegmentDay:
     sector: str
     unit: str
     eligible: int
+    active_1d: int
     active_7d: int
     active_28d: int
     adoption_7d: float

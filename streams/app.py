@@ -21,13 +21,15 @@ import faust
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from alerts.evaluator import AlertEvaluator
+from alerts.rules import load_rules
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
 from streams.metrics import IngestMetrics
-from streams.offsets import end_offsets, fetch_range, group_positions, missing_ranges
+from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
 from streams.validation import InvoiceRules, InvoiceValidator
 
@@ -109,6 +111,7 @@ class Pipeline:
         self.ingest: InvoiceIngest | None = None
         self.registry_positions: dict[int, int] = {}
         self.next_offsets: dict[int, int] = {}
+        self.evaluator: AlertEvaluator | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
@@ -204,7 +207,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         store="memory://",
         topic_partitions=settings.partitions,
         topic_allow_declare=False,
-        topic_disable_leader=True,
+        topic_disable_leader=False,
         web_enabled=True,
         web_port=settings.web_port,
         web_host=settings.web_host,
@@ -318,6 +321,25 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def start_pipeline() -> None:
         await pipeline.start()
 
+    rules = load_rules(settings.rules_file)
+
+    @app.timer(interval=rules.evaluation.interval_s, on_leader=True)
+    async def evaluate_alerts() -> None:
+        """The alert evaluator: on the leader only, every interval, each newly complete day once."""
+        if pipeline.store is None:
+            return
+        if pipeline.evaluator is None:
+            pipeline.evaluator = AlertEvaluator(pipeline.store, rules, bootstrap, topics.alerts, topics.silences)
+        lag = await asyncio.to_thread(group_lag, bootstrap, settings.app_id, topics.invoices, settings.partitions)
+        try:
+            results = await asyncio.to_thread(pipeline.evaluator.run, lag)
+        except Exception:
+            log.exception("alert evaluation failed; retrying at the next interval")
+            pipeline.evaluator = None  # reload state from ClickHouse next time
+            return
+        for result in results:
+            pipeline.metrics.alert_events.inc(len(result.events))
+
     @app.timer(interval=settings.metrics_interval_s)
     async def write_metrics() -> None:
         if pipeline.store is None:
@@ -359,6 +381,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             for tp in sorted(consumer.assignment())
         }
         return web.json(body)
+
+    @app.page("/alerts")
+    async def alerts_page(web: Any, request: Any) -> Any:
+        """Alert instances and the last evaluated day (the leader's view)."""
+        if pipeline.evaluator is None:
+            return web.json({"leader": False, "instances": [], "last_evaluated_day": None})
+        return web.json({"leader": True, **pipeline.evaluator.snapshot()})
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -20,6 +20,8 @@ broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", 
 topics_app = typer.Typer(help="Kafka topics of the pipeline.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+alerts_app = typer.Typer(help="Falling-adoption alerts: state, silences, offline evaluation.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
@@ -177,17 +179,9 @@ def report(
     import json
 
     from analytics.report import period_report
-    from sinks.clickhouse import ClickHouseStore
 
     settings = _settings()
-    try:
-        store = ClickHouseStore(settings.clickhouse_dsn)
-    except Exception as exc:  # chDB allows one process per directory
-        console.print(
-            f"[red]cannot open ClickHouse ({exc.__class__.__name__}).[/] In the embedded mode chDB belongs to one "
-            "process: stop the worker first, or set CLICKHOUSE_URL to a server."
-        )
-        raise typer.Exit(2) from None
+    store = _open_store(settings)
     try:
         if day is None and start is None:
             newest = store.query_rows("SELECT max(issue_date) FROM seller_daily")[0][0]
@@ -219,6 +213,146 @@ def report(
             f"{row.adoption_7d:.1%}", change, f"{row.invoices:,}", f"{row.non_cash_share:.0%}",
         )  # fmt: skip
     Console().print(table)
+
+
+def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
+    from sinks.clickhouse import ClickHouseStore, apply_migrations
+
+    try:
+        store = ClickHouseStore(settings.clickhouse_dsn)
+    except Exception as exc:  # chDB allows one process per directory
+        console.print(
+            f"[red]cannot open ClickHouse ({exc.__class__.__name__}).[/] In the embedded mode chDB belongs to one "
+            "process: stop the worker first, or set CLICKHOUSE_URL to a server."
+        )
+        raise typer.Exit(2) from None
+    store.call(apply_migrations, store.client)
+    return store
+
+
+@alerts_app.command("list")
+def alerts_list(
+    state: Annotated[str | None, typer.Option(help="Only instances in this state: pending, firing, resolved.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for machines.")] = False,
+) -> None:
+    """Alert instances (from the running worker, else from ClickHouse) and the live silences."""
+    import json
+    import urllib.request
+
+    from alerts.evaluator import AlertEvaluator, read_silences
+    from alerts.rules import load_rules
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    snapshot = None
+    try:
+        url = f"http://{settings.web_host}:{settings.web_port}/alerts"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            snapshot = json.loads(response.read())
+        if not snapshot.get("leader"):
+            snapshot = None
+    except OSError:
+        snapshot = None
+    if snapshot is None:
+        store = _open_store(settings)
+        try:
+            evaluator = AlertEvaluator(store, load_rules(settings.rules_file), bootstrap, "", "")
+            evaluator.load()
+            snapshot = evaluator.snapshot()
+        finally:
+            store.close()
+    instances = [i for i in snapshot["instances"] if state is None or i["state"] == state]
+    silences = read_silences(bootstrap, settings.topics.silences)
+    if as_json:
+        typer.echo(json.dumps({**snapshot, "instances": instances, "silences": [s.__dict__ for s in silences]},
+                              ensure_ascii=False, default=str))  # fmt: skip
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Alerts (last evaluated day: {snapshot['last_evaluated_day']})")
+    for column in ("state", "rule", "labels", "since", "values"):
+        table.add_column(column)
+    for item in instances:
+        if item["state"] == "inactive":
+            continue
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(item["labels"].items()))
+        table.add_row(item["state"], item["rule"], labels, str(item["started_day"] or ""), str(item["values"])[:80])
+    Console().print(table)
+    for silence in silences:
+        until = dt.datetime.fromtimestamp(silence.ends_at).isoformat(timespec="minutes")
+        who = f"{silence.comment} ({silence.created_by})"
+        typer.echo(f"silence {silence.silence_id}: {silence.matchers} until {until} — {who}")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    duration: Annotated[str, typer.Option(help="How long: 90m, 4h, 2d.")],
+    comment: Annotated[str, typer.Option(help="Why (shown with the silence).")],
+    rule: Annotated[str | None, typer.Option(help="Match this rule, e.g. adoption_drop.")] = None,
+    sector: Annotated[str | None, typer.Option(help="Match this VSIC code ('*' = the all-sector roll-up).")] = None,
+    unit: Annotated[str | None, typer.Option(help="Match this unit code ('*' = the province).")] = None,
+    by: Annotated[str, typer.Option(help="Who silences.")] = os.environ.get("USER", "unknown"),
+) -> None:
+    """Mute notifications of matching alerts until the silence expires (state keeps being tracked)."""
+    from alerts.silences import add_silence, parse_duration
+
+    settings = _settings()
+    matchers = {k: v for k, v in (("rule", rule), ("sector", sector), ("unit", unit)) if v is not None}
+    try:
+        silence = add_silence(resolve_bootstrap(settings), settings.topics.silences, matchers,
+                              parse_duration(duration), comment, by)  # fmt: skip
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    typer.echo(silence.silence_id)
+
+
+@alerts_app.command("unsilence")
+def alerts_unsilence(silence_id: Annotated[str, typer.Argument(help="The id `alerts silence` printed.")]) -> None:
+    """Remove a silence before it expires."""
+    from alerts.silences import remove_silence
+
+    settings = _settings()
+    remove_silence(resolve_bootstrap(settings), settings.topics.silences, silence_id)
+    typer.echo(f"removed {silence_id}")
+
+
+@alerts_app.command("evaluate")
+def alerts_evaluate(
+    until: Annotated[
+        str | None, typer.Option(help="Last day to evaluate, YYYY-MM-DD (default: newest complete).")
+    ] = None,
+) -> None:
+    """Evaluate the complete days not evaluated yet, against ClickHouse (the worker does this on a timer)."""
+    from alerts.evaluator import AlertEvaluator
+    from alerts.rules import load_rules
+
+    settings = _settings()
+    try:
+        rules = load_rules(settings.rules_file)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    store = _open_store(settings)
+    evaluator = AlertEvaluator(
+        store, rules, resolve_bootstrap(settings), settings.topics.alerts, settings.topics.silences
+    )
+    try:
+        limit = dt.date.fromisoformat(until) if until else None
+        total = 0
+        while True:
+            results = evaluator.run(until=limit)
+            if not results:
+                break
+            for result in results:
+                total += 1
+                for event in result.events:
+                    mark = f" (suppressed: {event.suppressed_by})" if event.suppressed_by else ""
+                    typer.echo(f"{result.day} {event.type:8} {event.rule:17} {event.labels}{mark}")
+        typer.echo(f"evaluated {total} day(s); last evaluated day: {evaluator.last_day}")
+    finally:
+        evaluator.close()
+        store.close()
 
 
 @app.command()

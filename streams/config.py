@@ -25,11 +25,12 @@ class Topics:
     registry: str = "business.registry"
     invoices_dlq: str = "einvoice.issued.dlq"
     registry_dlq: str = "business.registry.dlq"
+    alerts: str = "adoption.alerts"
+    silences: str = "adoption.silences"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
-        base = cls()
-        return cls(*(prefix + name for name in (base.invoices, base.registry, base.invoices_dlq, base.registry_dlq)))
+        return cls(**{f.name: prefix + getattr(cls, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Settings:
     invoice_code_pattern: str = r"^M(\d)-(\d{2})-[0-9A-Z]{5}-\d{11}$"
     session_timeout_s: float = 30.0
     metrics_interval_s: float = 10.0
+    rules_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -71,7 +73,7 @@ class Settings:
                     values[field_name] = int(raw)
                 elif kind == "float":
                     values[field_name] = float(raw)
-                elif kind == "Path":
+                elif kind in ("Path", "Path | None"):
                     values[field_name] = Path(raw).expanduser()
                 else:
                     values[field_name] = raw
@@ -130,4 +132,5 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "invoice_code_pattern": ("EINVOICE_INVOICE_CODE_PATTERN", "Regex of the cash-register code: (form)(yy) groups."),
     "session_timeout_s": ("EINVOICE_SESSION_TIMEOUT_S", "Kafka consumer session timeout, seconds."),
     "metrics_interval_s": ("EINVOICE_METRICS_INTERVAL_S", "How often metrics are copied to ClickHouse, seconds."),
+    "rules_file": ("EINVOICE_RULES_FILE", "Alert rules (YAML); unset = alerts/default_rules.yaml."),
 }

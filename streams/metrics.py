@@ -38,6 +38,7 @@ class IngestMetrics:
         self.gaps_filled = Counter(
             "einvoice_offset_gaps_filled", "Records Faust did not deliver, fetched from Kafka directly", registry=r
         )
+        self.alert_events = Counter("einvoice_alert_events", "Alert events the evaluator produced", registry=r)
         self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
         self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
 

@@ -39,6 +39,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.invoices_dlq, n, by_size, "rejected invoices + reason headers"),
         TopicSpec(t.registry_dlq, n, by_size, "rejected registrations"),
         TopicSpec(f"{settings.app_id}-registry-changelog", n, {"cleanup.policy": "compact"}, "Faust registry table"),
+        TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}, "Faust leader election (the alert evaluator)"),
+        TopicSpec(t.alerts, n, by_size, "alert events (JSON), key = fingerprint"),
+        TopicSpec(t.silences, 1, {"cleanup.policy": "compact"}, "alert silences (JSON), key = silence id"),
     ]
 
 

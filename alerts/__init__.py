@@ -1,0 +1,1 @@
+"""Falling-adoption alerts: rules (configuration), conditions (statistics), lifecycle, evaluator."""

@@ -1,0 +1,259 @@
+"""The evaluator: finds newly complete days, runs the rules on them in order, persists, publishes.
+
+A day is complete once the watermark (newest issue time written to ClickHouse, minus the
+allowed lateness) has passed its end and the consumer lag is small. Each complete day is one
+evaluation. Per day: events go to Kafka (``adoption.alerts``, key = fingerprint; event ids are
+deterministic), then to ``alert_events``, then the instances and a progress row go to
+``alert_instances`` in one insert: a crash before that re-runs the day, and re-sends the same
+event ids, which receivers deduplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Silence, advance, mark_notified
+from alerts.observe import (
+    SellerActivity,
+    dormant_observations,
+    hold_segments,
+    segment_observations,
+    silence_observations,
+)
+from alerts.rules import Rules
+from analytics.adoption import adoption, load_units
+from analytics.units import UnitHierarchy
+from sinks.clickhouse.client import ClickHouseStore
+
+log = logging.getLogger(__name__)
+PROGRESS = "__progress__"
+INSTANCE_COLUMNS = (
+    "fingerprint", "rule", "labels", "severity", "state", "held_days", "clear_days", "started_day", "fired_day",
+    "resolved_day", "last_notified_at", "values", "evaluated_day", "version",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "event_id", "type", "fingerprint", "rule", "labels", "severity", "day", "started_day", "values", "emitted_at",
+    "suppressed_by",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    day: dt.date
+    events: list[AlertEvent]
+
+
+def read_silences(bootstrap: str, topic: str) -> list[Silence]:
+    """Every live silence: the compacted topic read from its start (tombstones remove)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    try:
+        if not consumer.partitions_for_topic(topic):
+            log.warning("no silences topic; run `einvoice-monitor topics create`", extra={"topic": topic})
+            return []
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        found: dict[str, Silence | None] = {}
+        while consumer.position(tp) < end:
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    key = record.key.decode()
+                    if record.value is None:
+                        found[key] = None
+                    else:
+                        raw = json.loads(record.value)
+                        found[key] = Silence(raw["silence_id"], raw["matchers"], raw["starts_at"], raw["ends_at"],
+                                             raw.get("comment", ""), raw.get("created_by", ""))  # fmt: skip
+        return [s for s in found.values() if s is not None]
+    finally:
+        consumer.close()
+
+
+class AlertEvaluator:
+    def __init__(
+        self, store: ClickHouseStore, rules: Rules, bootstrap: str, alerts_topic: str, silences_topic: str
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.bootstrap = bootstrap
+        self.alerts_topic = alerts_topic
+        self.silences_topic = silences_topic
+        self.instances: dict[str, Instance] = {}
+        self.last_day: dt.date | None = None
+        self._loaded = False
+        self._producer: KafkaProducer | None = None
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """The newest version of every instance, and the last evaluated day (blocking)."""
+        rows = self.store.query_rows(f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM alert_instances FINAL")
+        self.instances = {}
+        for row in rows:
+            r = dict(zip(INSTANCE_COLUMNS, row, strict=True))
+            if r["fingerprint"] == PROGRESS:
+                self.last_day = r["evaluated_day"]
+                continue
+            self.instances[r["fingerprint"]] = Instance(
+                r["fingerprint"], r["rule"], dict(r["labels"]), r["severity"], r["state"], r["held_days"],
+                r["clear_days"], r["started_day"], r["fired_day"], r["resolved_day"], r["last_notified_at"],
+                json.loads(r["values"] or "{}"),
+            )  # fmt: skip
+        self._loaded = True
+
+    def _save(self, day: dt.date, events: list[AlertEvent]) -> None:
+        if events:
+            event_rows = [
+                (e.event_id, e.type, e.fingerprint, e.rule, e.labels, e.severity, e.day, e.started_day,
+                 json.dumps(e.values, ensure_ascii=False, default=str), e.emitted_at, e.suppressed_by)
+                for e in events
+            ]  # fmt: skip
+            self.store.call(self.store.client.insert, "alert_events", event_rows, column_names=EVENT_COLUMNS)
+        version = time.time_ns() // 1000
+        rows = [
+            (i.fingerprint, i.rule, i.labels, i.severity, i.state, i.held_days, i.clear_days, i.started_day,
+             i.fired_day, i.resolved_day, i.last_notified_at, json.dumps(i.values, ensure_ascii=False, default=str),
+             day, version)
+            for i in self.instances.values()
+        ]  # fmt: skip
+        rows.append((PROGRESS, "", {}, "", "", 0, 0, None, None, None, None, "{}", day, version))
+        self.store.call(self.store.client.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
+
+    def _publish(self, events: list[AlertEvent]) -> None:
+        sendable = [e for e in events if not e.suppressed_by]
+        if not sendable:
+            return
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        for event in sendable:
+            body = json.dumps(event.as_json(), ensure_ascii=False, default=str).encode()
+            self._producer.send(self.alerts_topic, key=event.fingerprint.encode(), value=body,
+                                headers=[("event_id", event.event_id.encode())])  # fmt: skip
+        self._producer.flush()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+
+    # -- completeness ----------------------------------------------------------------------------------------------
+    def newest_complete_day(self, consumer_lag: int) -> dt.date | None:
+        if consumer_lag > self.rules.evaluation.max_consumer_lag:
+            return None
+        newest = self.store.query_rows("SELECT max(last_issued_at), min(issue_date) FROM seller_daily")[0]
+        if newest[0] is None or newest[0].year < 2000:
+            return None
+        watermark = newest[0].replace(tzinfo=None) - dt.timedelta(hours=self.rules.evaluation.allowed_lateness_hours)
+        return watermark.date() - dt.timedelta(days=1)
+
+    def first_day(self) -> dt.date | None:
+        day = self.store.query_rows("SELECT min(issue_date) FROM seller_daily")[0][0]
+        return None if day is None or day.year < 2000 else day
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def run(
+        self, consumer_lag: int = 0, now: float | None = None, until: dt.date | None = None
+    ) -> list[EvaluationResult]:
+        """Evaluate every newly complete day, oldest first (at most max_days_per_run)."""
+        if not self._loaded:
+            self.load()
+        newest = self.newest_complete_day(consumer_lag)
+        if until is not None and newest is not None:
+            newest = min(newest, until)
+        if newest is None:
+            return []
+        day = (self.last_day + dt.timedelta(days=1)) if self.last_day else self.first_day()
+        if day is None:
+            return []
+        silences = read_silences(self.bootstrap, self.silences_topic)
+        hierarchy = load_units(self.store)
+        results = []
+        while day <= newest and len(results) < self.rules.evaluation.max_days_per_run:
+            results.append(self.evaluate_day(day, time.time() if now is None else now, silences, hierarchy))
+            day += dt.timedelta(days=1)
+        return results
+
+    def evaluate_day(
+        self, day: dt.date, now: float, silences: list[Silence], hierarchy: UnitHierarchy
+    ) -> EvaluationResult:
+        rules = self.rules
+        if rules.evaluation.is_holiday(day):
+            events: list[AlertEvent] = []
+        else:
+            level = rules.evaluation.level
+            weeks = max(rules.adoption_drop.baseline_weeks, rules.volume_drop.baseline_weeks)
+            rows = adoption(self.store, day - dt.timedelta(weeks=weeks), day, level=level, hierarchy=hierarchy)
+            silent = silence_observations(self._hourly(day, hierarchy), day, rules)
+            units = sorted({r.unit for r in rows if r.unit != PROVINCE})
+            observations = segment_observations(rows, day, rules)
+            observations += dormant_observations(self._sellers(day, hierarchy), units, day, rules)
+            observations = hold_segments(observations, silent) + silent
+            events = advance(
+                self.instances, observations, day, now,
+                repeat_interval_s=rules.evaluation.repeat_interval_hours * 3600, silences=silences,
+            )  # fmt: skip
+        self._publish(events)
+        mark_notified(self.instances, events)
+        self._save(day, events)
+        self.last_day = day
+        for event in events:
+            log.info(
+                "alert event",
+                extra={"type": event.type, "rule": event.rule, "labels": event.labels, "day": event.day.isoformat(),
+                       "suppressed_by": event.suppressed_by},
+            )  # fmt: skip
+        return EvaluationResult(day, events)
+
+    def _hourly(self, day: dt.date, hierarchy: UnitHierarchy) -> dict[str, dict[dt.datetime, int]]:
+        codes, targets = hierarchy.mapping(self.rules.evaluation.level)
+        start = day - dt.timedelta(days=self.rules.pipeline_silence.baseline_days)
+        rows = self.store.query_rows(
+            "SELECT received_hour, transform(admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') "
+            "AS u, sum(invoices) FROM receipts_hourly "
+            "WHERE received_hour >= toDateTime({start:Date}, 'Asia/Ho_Chi_Minh') "
+            "AND received_hour < toDateTime({end:Date}, 'Asia/Ho_Chi_Minh') AND u != '' GROUP BY received_hour, u",
+            {"codes": codes, "targets": targets, "start": start, "end": day + dt.timedelta(days=1)},
+        )
+        hourly: dict[str, dict[dt.datetime, int]] = defaultdict(lambda: defaultdict(int))
+        for hour, unit, count in rows:
+            at = hour.replace(tzinfo=None)
+            hourly[unit][at] += int(count)
+            hourly[PROVINCE][at] += int(count)
+        return hourly
+
+    def _sellers(self, day: dt.date, hierarchy: UnitHierarchy) -> list[SellerActivity]:
+        rule = self.rules.dormant_issuer
+        overrides = self.rules.sector_overrides.get("dormant_issuer", {}).values()
+        longest_silence = max([rule.silent_days, *(o.get("silent_days", 0) for o in overrides)])
+        start = day - dt.timedelta(days=rule.lookback_days + longest_silence)
+        codes, targets = hierarchy.mapping(self.rules.evaluation.level)
+        rows = self.store.query_rows(
+            """
+            SELECT a.seller_id, r.vsic_code,
+                   transform(r.admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') AS unit,
+                   a.days, r.status, a.invoices / greatest(length(a.days), 1)
+            FROM (SELECT seller_id, groupUniqArray(issue_date) AS days, sum(invoices) AS invoices FROM seller_daily
+                  WHERE registered = 1 AND issue_date BETWEEN {start:Date} AND {day:Date} GROUP BY seller_id) AS a
+            INNER JOIN (SELECT seller_id, argMax(vsic_code, (valid_from, kafka_offset)) AS vsic_code,
+                               argMax(admin_unit_code, (valid_from, kafka_offset)) AS admin_unit_code,
+                               argMax(status, (valid_from, kafka_offset)) AS status
+                        FROM registry_history WHERE valid_from <= {day:Date} GROUP BY seller_id) AS r
+            USING (seller_id)
+            """,
+            {"codes": codes, "targets": targets, "start": start, "day": day},
+        )
+        return [SellerActivity(s, v, u, frozenset(d), st, float(avg)) for s, v, u, d, st, avg in rows if u]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Instances and last day, for `alerts list` and the web page."""
+        return {
+            "last_evaluated_day": self.last_day.isoformat() if self.last_day else None,
+            "instances": [i.as_row() for i in sorted(self.instances.values(), key=lambda i: (i.state, i.rule))],
+        }

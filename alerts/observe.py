@@ -1,0 +1,168 @@
+"""From one complete day's figures to observations, rule by rule (pure functions of the data)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from alerts.lifecycle import PROVINCE, Observation
+from alerts.rules import Rules
+from alerts.statistics import poisson_cdf, wilson_upper
+from analytics.adoption import SegmentDay
+
+
+@dataclass(frozen=True)
+class SellerActivity:
+    """One registered seller's recent issuing, for the dormant-issuer rule."""
+
+    seller_id: str
+    sector: str
+    unit: str
+    days: frozenset[dt.date]
+    status_today: str
+    usual_daily_invoices: float
+
+
+def _same_weekday_baseline(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, weeks: int, rules: Rules
+) -> list[SegmentDay]:
+    days = [day - dt.timedelta(weeks=w) for w in range(1, weeks + 1)]
+    return [by_day[d] for d in days if d in by_day and not rules.evaluation.is_holiday(d)]
+
+
+def segment_observations(rows: Iterable[SegmentDay], day: dt.date, rules: Rules) -> list[Observation]:
+    """adoption_drop and volume_drop for every segment and roll-up that has figures on ``day``."""
+    series: dict[tuple[str, str], dict[dt.date, SegmentDay]] = defaultdict(dict)
+    for row in rows:
+        series[(row.sector, row.unit)][row.day] = row
+    observations = []
+    for (sector, unit), by_day in sorted(series.items()):
+        today = by_day.get(day)
+        if today is None:
+            continue
+        labels = {"sector": sector, "unit": unit}
+        adoption = rules.for_sector("adoption_drop", sector)
+        if adoption.enabled:
+            base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules)
+            if len(base) * 2 >= adoption.baseline_weeks:  # enough history to judge
+                baseline = sum(b.active_1d / b.eligible for b in base if b.eligible) / len(base)
+                share = today.active_1d / today.eligible if today.eligible else 0.0
+                upper = wilson_upper(today.active_1d, today.eligible, adoption.confidence)
+                active = (
+                    today.eligible >= adoption.min_eligible
+                    and baseline - share >= adoption.min_drop
+                    and upper < baseline
+                )
+                values = {
+                    "issuing_share": round(share, 4), "baseline_share": round(baseline, 4),
+                    "upper_bound": round(upper, 4), "eligible": today.eligible, "active_today": today.active_1d,
+                    "adoption_7d": round(today.adoption_7d, 4), "active_7d": today.active_7d,
+                }  # fmt: skip
+                observations.append(
+                    Observation(
+                        "adoption_drop", labels, active, adoption.severity, adoption.for_, adoption.clear_for, values
+                    )
+                )
+        volume = rules.for_sector("volume_drop", sector)
+        if volume.enabled:
+            base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules)
+            if len(base) * 2 >= volume.baseline_weeks:
+                baseline = sum(b.invoices for b in base) / len(base)
+                p_value = poisson_cdf(today.invoices, baseline)
+                active = (
+                    baseline >= volume.min_baseline_invoices
+                    and today.invoices <= (1 - volume.min_drop_ratio) * baseline
+                    and p_value < volume.p_value
+                )
+                values = {
+                    "invoices": today.invoices,
+                    "baseline_invoices": round(baseline, 1),
+                    "p_value": p_value,
+                    "revenue_vnd": today.revenue_vnd,
+                }
+                observations.append(
+                    Observation("volume_drop", labels, active, volume.severity, volume.for_, volume.clear_for, values)
+                )
+    return observations
+
+
+def dormant_observations(
+    sellers: Iterable[SellerActivity], units: Iterable[str], day: dt.date, rules: Rules
+) -> list[Observation]:
+    """One observation per unit: active when some regular issuer there went silent."""
+    silent_by_unit: dict[str, list[dict[str, object]]] = defaultdict(list)
+    base = rules.dormant_issuer
+    for seller in sellers:
+        rule = rules.for_sector("dormant_issuer", seller.sector)
+        if not rule.enabled or seller.status_today != "ACTIVE":
+            continue
+        silence_start = day - dt.timedelta(days=rule.silent_days - 1)
+        lookback = [silence_start - dt.timedelta(days=i) for i in range(1, rule.lookback_days + 1)]
+        counted = [d for d in lookback if not rules.evaluation.is_holiday(d)]
+        if not counted:
+            continue
+        regular = sum(d in seller.days for d in counted) >= rule.min_active_share * len(counted)
+        silent = not any(silence_start <= d <= day for d in seller.days)
+        if regular and silent:
+            last = max((d for d in seller.days if d < silence_start), default=None)
+            silent_by_unit[seller.unit].append(
+                {
+                    "seller_id": seller.seller_id,
+                    "sector": seller.sector,
+                    "last_invoice_day": last.isoformat() if last else None,
+                    "usual_daily_invoices": round(seller.usual_daily_invoices, 1),
+                }
+            )
+    observations = []
+    for unit in sorted(set(units) | set(silent_by_unit)):
+        silent = sorted(silent_by_unit.get(unit, []), key=lambda s: str(s["seller_id"]))
+        values = {"sellers": silent, "count": len(silent)}
+        observations.append(
+            Observation(
+                "dormant_issuer", {"unit": unit}, bool(silent), base.severity, base.for_, base.clear_for, values
+            )
+        )
+    return observations
+
+
+def silence_observations(hourly: dict[str, dict[dt.datetime, int]], day: dt.date, rules: Rules) -> list[Observation]:
+    """pipeline_silence per unit and for the province ('*'): runs of silent hours on ``day``."""
+    rule = rules.pipeline_silence
+    if not rule.enabled:
+        return []
+    observations = []
+    for unit, counts in sorted(hourly.items()):
+        run = longest = 0
+        silent_hours: list[int] = []
+        for hour in range(24):
+            at = dt.datetime.combine(day, dt.time(hour))
+            expected = sum(counts.get(at - dt.timedelta(days=k), 0) for k in range(1, rule.baseline_days + 1))
+            expected /= rule.baseline_days
+            if counts.get(at, 0) == 0 and expected >= rule.min_expected_per_hour:
+                run += 1
+                silent_hours.append(hour)
+                longest = max(longest, run)
+            else:
+                run = 0
+        active = longest >= rule.min_silent_hours
+        values = {"longest_silent_hours": longest, "silent_hours": silent_hours}
+        observations.append(
+            Observation("pipeline_silence", {"unit": unit}, active, rule.severity, rule.for_, rule.clear_for, values)
+        )
+    return observations
+
+
+def hold_segments(observations: list[Observation], silences: list[Observation]) -> list[Observation]:
+    """Segment and dormant rules hold back where the pipeline was silent: an outage is no drop."""
+    silent_units = {o.labels["unit"] for o in silences if o.active}
+    if not silent_units:
+        return observations
+    held = []
+    for obs in observations:
+        unit = obs.labels.get("unit", "")
+        hold = PROVINCE in silent_units or unit in silent_units or (unit == PROVINCE and bool(silent_units))
+        held.append(dataclasses.replace(obs, held=True) if hold else obs)
+    return held

@@ -1,0 +1,138 @@
+"""Alert rules from one YAML file, with per-sector overrides; validated when loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    interval_s: float = 30.0
+    allowed_lateness_hours: float = 48.0
+    max_consumer_lag: int = 50_000
+    level: str = "district"
+    max_days_per_run: int = 62
+    repeat_interval_hours: float = 24.0
+    holidays: tuple[tuple[dt.date, dt.date], ...] = ()
+
+    def is_holiday(self, day: dt.date) -> bool:
+        return any(first <= day <= last for first, last in self.holidays)
+
+
+@dataclass(frozen=True)
+class AdoptionDrop:
+    enabled: bool = True
+    severity: str = "critical"
+    baseline_weeks: int = 4
+    min_drop: float = 0.10
+    min_eligible: int = 15
+    confidence: float = 0.99
+    for_: int = 2
+    clear_for: int = 2
+
+
+@dataclass(frozen=True)
+class VolumeDrop:
+    enabled: bool = True
+    severity: str = "warning"
+    baseline_weeks: int = 4
+    min_drop_ratio: float = 0.40
+    min_baseline_invoices: int = 150
+    p_value: float = 0.001
+    for_: int = 2
+    clear_for: int = 2
+
+
+@dataclass(frozen=True)
+class DormantIssuer:
+    enabled: bool = True
+    severity: str = "warning"
+    lookback_days: int = 28
+    min_active_share: float = 0.8
+    silent_days: int = 2
+    for_: int = 1
+    clear_for: int = 1
+
+
+@dataclass(frozen=True)
+class PipelineSilence:
+    enabled: bool = True
+    severity: str = "critical"
+    baseline_days: int = 7
+    min_silent_hours: int = 2
+    min_expected_per_hour: float = 5.0
+    for_: int = 1
+    clear_for: int = 1
+
+
+@dataclass(frozen=True)
+class Rules:
+    evaluation: Evaluation = Evaluation()
+    adoption_drop: AdoptionDrop = AdoptionDrop()
+    volume_drop: VolumeDrop = VolumeDrop()
+    dormant_issuer: DormantIssuer = DormantIssuer()
+    pipeline_silence: PipelineSilence = PipelineSilence()
+    sector_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def for_sector(self, rule: str, sector: str) -> Any:
+        """The rule's parameters with the sector's overrides applied."""
+        base = getattr(self, rule)
+        override = self.sector_overrides.get(rule, {}).get(sector)
+        return dataclasses.replace(base, **override) if override else base
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in (raw or {}).items():
+        name = "for_" if key == "for" else key
+        if name == "sectors":
+            continue
+        if name not in names:
+            raise ValueError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        values[name] = value
+    return cls(**values)
+
+
+def load_rules(path: Path | None = None) -> Rules:
+    """Read and check a rules file; errors name the file and the setting."""
+    path = path or DEFAULT_RULES
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ValueError(f"rules file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"rules file {path} is not valid YAML: {exc}") from None
+    evaluation_raw = dict(raw.get("evaluation") or {})
+    holidays = tuple(
+        (dt.date.fromisoformat(str(first)), dt.date.fromisoformat(str(last)))
+        for first, last in evaluation_raw.pop("holidays", []) or []
+    )
+    evaluation = _build(Evaluation, evaluation_raw, f"{path}: evaluation")
+    evaluation = dataclasses.replace(evaluation, holidays=holidays)
+    if evaluation.level not in ("province", "district", "commune"):
+        raise ValueError(f"{path}: evaluation.level must be province, district or commune")
+    rules: dict[str, Any] = {"evaluation": evaluation}
+    overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, cls in (
+        ("adoption_drop", AdoptionDrop), ("volume_drop", VolumeDrop),
+        ("dormant_issuer", DormantIssuer), ("pipeline_silence", PipelineSilence),
+    ):  # fmt: skip
+        section = raw.get(name) or {}
+        rules[name] = _build(cls, section, f"{path}: {name}")
+        sectors = section.get("sectors") or {}
+        for sector, values in sectors.items():
+            _build(cls, values, f"{path}: {name}.sectors.{sector}")  # validates the keys
+            overrides.setdefault(name, {})[str(sector)] = {("for_" if k == "for" else k): v for k, v in values.items()}
+    unknown = set(raw) - {"evaluation", "adoption_drop", "volume_drop", "dormant_issuer", "pipeline_silence"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    return Rules(**rules, sector_overrides=overrides)

@@ -1,0 +1,112 @@
+"""Alert lifecycle, inhibition, silences and the statistics (pure logic)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from alerts.lifecycle import Observation, Silence, advance, fingerprint, mark_notified
+from alerts.rules import load_rules
+from alerts.statistics import poisson_cdf, wilson_upper
+
+DAY = dt.date(2024, 6, 1)
+REPEAT = 24 * 3600.0
+
+
+def obs(active, unit="399", sector="5610", rule="adoption_drop", held=False, for_=2, clear_for=2):
+    return Observation(rule, {"sector": sector, "unit": unit}, active, "critical", for_, clear_for, {"x": 1}, held)
+
+
+def run(instances, observations, day_index, now=None):
+    day = DAY + dt.timedelta(days=day_index)
+    events = advance(instances, observations, day, now or day_index * 86400.0, repeat_interval_s=REPEAT)
+    mark_notified(instances, events)
+    return events
+
+
+def test_pending_then_firing_after_for_days_then_resolved_after_clear_for():
+    instances = {}
+    assert run(instances, [obs(True)], 0) == []
+    fp = fingerprint("adoption_drop", {"sector": "5610", "unit": "399"})
+    assert instances[fp].state == "pending"
+    [fired] = run(instances, [obs(True)], 1)
+    assert (fired.type, fired.day, fired.started_day, fired.suppressed_by) == ("firing", DAY + dt.timedelta(1), DAY, "")
+    assert run(instances, [obs(False)], 2) == []  # one clear day is not enough
+    [resolved] = run(instances, [obs(False)], 3)
+    assert resolved.type == "resolved" and instances[fp].state == "resolved"
+
+
+def test_a_one_day_blip_never_fires():
+    instances = {}
+    for i, active in enumerate([True, False, True, False]):
+        assert run(instances, [obs(active)], i) == []
+
+
+def test_repeat_while_firing_at_the_interval_with_a_stable_id():
+    instances = {}
+    run(instances, [obs(True)], 0)
+    run(instances, [obs(True)], 1)
+    assert run(instances, [obs(True)], 1, now=86400.0 + 3600) == []
+    [repeat] = run(instances, [obs(True)], 2, now=2 * 86400.0 + 1)
+    assert repeat.type == "repeat"
+    again = advance(dict(instances), [obs(True)], DAY, 2 * 86400.0 + 1, repeat_interval_s=REPEAT)
+    assert not again or again[0].event_id != repeat.event_id  # already notified in this slot
+
+
+def test_held_days_change_nothing():
+    instances = {}
+    run(instances, [obs(True)], 0)
+    assert run(instances, [obs(True, held=True)], 1) == []
+    fp = fingerprint("adoption_drop", {"sector": "5610", "unit": "399"})
+    assert instances[fp].state == "pending" and instances[fp].held_days == 1
+
+
+def test_province_drop_inhibits_the_same_sectors_unit_alerts():
+    instances = {}
+    both = [obs(True, unit="*"), obs(True, unit="399"), obs(True, unit="380", sector="4711")]
+    run(instances, both, 0)
+    events = {e.labels["unit"] + "/" + e.labels["sector"]: e for e in run(instances, both, 1)}
+    assert events["*/5610"].suppressed_by == ""
+    assert events["399/5610"].suppressed_by.startswith("inhibited:")
+    assert events["380/4711"].suppressed_by == ""
+
+
+def test_silence_with_matchers_and_expiry():
+    instances = {}
+    silence = Silence("s1", {"sector": "5610"}, starts_at=0, ends_at=1.5 * 86400)
+    for i in range(2):
+        events = advance(instances, [obs(True)], DAY + dt.timedelta(i), i * 86400.0, repeat_interval_s=REPEAT,
+                         silences=[silence])  # fmt: skip
+        mark_notified(instances, events)
+    assert [e.suppressed_by for e in events] == ["silence:s1"]
+    # the silence expired, the alert still fires and nobody was told: notify now
+    [late] = advance(instances, [obs(True)], DAY + dt.timedelta(2), 2 * 86400.0, repeat_interval_s=REPEAT,
+                     silences=[silence])  # fmt: skip
+    assert (late.type, late.suppressed_by) == ("firing", "")
+
+
+def test_wilson_keeps_tiny_segments_quiet_and_sees_large_drops():
+    assert wilson_upper(3, 5, 0.99) > 0.9  # 60% of five businesses: could well be 90%
+    assert wilson_upper(300, 500, 0.99) < 0.66
+
+
+@pytest.mark.parametrize(("k", "mean", "low", "high"), [(0, 3.0, 0.049, 0.05), (100, 100.0, 0.5, 0.55),
+                                                         (800, 1000.0, 0.0, 1e-9)])  # fmt: skip
+def test_poisson_cdf(k, mean, low, high):
+    assert low <= poisson_cdf(k, mean) <= high
+
+
+def test_default_rules_load_with_sector_overrides():
+    rules = load_rules()
+    assert rules.for_sector("adoption_drop", "4730").min_drop == 0.05
+    assert rules.for_sector("adoption_drop", "5610").min_drop == 0.10
+    assert rules.for_sector("dormant_issuer", "9602").silent_days == 3
+    assert rules.evaluation.is_holiday(dt.date(2024, 2, 10))
+
+
+def test_a_misspelt_setting_is_a_clear_error(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("adoption_drop:\n  min_drorp: 0.1\n")
+    with pytest.raises(ValueError, match="min_drorp"):
+        load_rules(path)
