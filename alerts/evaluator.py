@@ -35,6 +35,7 @@ from sinks.clickhouse.client import ClickHouseStore
 
 log = logging.getLogger(__name__)
 PROGRESS = "__progress__"
+DORMANT_REPORTED_DAYS = 60  # a seller silent longer than this drops out of the dormant list
 INSTANCE_COLUMNS = (
     "fingerprint", "rule", "labels", "severity", "state", "held_days", "clear_days", "started_day", "fired_day",
     "resolved_day", "last_notified_at", "values", "evaluated_day", "version",
@@ -113,7 +114,8 @@ class AlertEvaluator:
         if events:
             event_rows = [
                 (e.event_id, e.type, e.fingerprint, e.rule, e.labels, e.severity, e.day, e.started_day,
-                 json.dumps(e.values, ensure_ascii=False, default=str), e.emitted_at, e.suppressed_by)
+                 json.dumps(e.values, ensure_ascii=False, default=str), dt.datetime.fromtimestamp(e.emitted_at, dt.UTC),
+                 e.suppressed_by)
                 for e in events
             ]  # fmt: skip
             self.store.call(self.store.client.insert, "alert_events", event_rows, column_names=EVENT_COLUMNS)
@@ -230,9 +232,7 @@ class AlertEvaluator:
 
     def _sellers(self, day: dt.date, hierarchy: UnitHierarchy) -> list[SellerActivity]:
         rule = self.rules.dormant_issuer
-        overrides = self.rules.sector_overrides.get("dormant_issuer", {}).values()
-        longest_silence = max([rule.silent_days, *(o.get("silent_days", 0) for o in overrides)])
-        start = day - dt.timedelta(days=rule.lookback_days + longest_silence)
+        start = day - dt.timedelta(days=rule.lookback_days + DORMANT_REPORTED_DAYS)
         codes, targets = hierarchy.mapping(self.rules.evaluation.level)
         rows = self.store.query_rows(
             """

@@ -86,7 +86,28 @@ def segment_observations(rows: Iterable[SegmentDay], day: dt.date, rules: Rules)
                 observations.append(
                     Observation("volume_drop", labels, active, volume.severity, volume.for_, volume.clear_for, values)
                 )
-    return observations
+    return _broad_rollups(observations, rules)
+
+
+def _broad_rollups(observations: list[Observation], rules: Rules) -> list[Observation]:
+    """A roll-up ('*' sector or unit) stays active only when enough of its segments are active."""
+    active_leaves: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for obs in observations:
+        if obs.active and PROVINCE not in (obs.labels["sector"], obs.labels["unit"]):
+            active_leaves[obs.rule].append((obs.labels["sector"], obs.labels["unit"]))
+    out = []
+    for obs in observations:
+        sector, unit = obs.labels["sector"], obs.labels["unit"]
+        if obs.active and PROVINCE in (sector, unit):
+            needed = getattr(rules, obs.rule).rollup_min_segments
+            under = [
+                leaf for leaf in active_leaves[obs.rule]
+                if sector in (PROVINCE, leaf[0]) and unit in (PROVINCE, leaf[1])
+            ]  # fmt: skip
+            if len(under) < needed:
+                obs = dataclasses.replace(obs, active=False, values={**obs.values, "narrow": len(under)})
+        out.append(obs)
+    return out
 
 
 def dormant_observations(
@@ -97,22 +118,22 @@ def dormant_observations(
     base = rules.dormant_issuer
     for seller in sellers:
         rule = rules.for_sector("dormant_issuer", seller.sector)
-        if not rule.enabled or seller.status_today != "ACTIVE":
+        if not rule.enabled or seller.status_today != "ACTIVE" or not seller.days:
             continue
-        silence_start = day - dt.timedelta(days=rule.silent_days - 1)
-        lookback = [silence_start - dt.timedelta(days=i) for i in range(1, rule.lookback_days + 1)]
+        last = max(seller.days)
+        if last > day - dt.timedelta(days=rule.silent_days):
+            continue  # issued within the silent window
+        # regular = issued on most days of the lookback that ended with the last invoice, so a long
+        # silence keeps the seller named instead of slowly turning them "irregular"
+        lookback = [last - dt.timedelta(days=i) for i in range(rule.lookback_days)]
         counted = [d for d in lookback if not rules.evaluation.is_holiday(d)]
-        if not counted:
-            continue
-        regular = sum(d in seller.days for d in counted) >= rule.min_active_share * len(counted)
-        silent = not any(silence_start <= d <= day for d in seller.days)
-        if regular and silent:
-            last = max((d for d in seller.days if d < silence_start), default=None)
+        if counted and sum(d in seller.days for d in counted) >= rule.min_active_share * len(counted):
             silent_by_unit[seller.unit].append(
                 {
                     "seller_id": seller.seller_id,
                     "sector": seller.sector,
-                    "last_invoice_day": last.isoformat() if last else None,
+                    "last_invoice_day": last.isoformat(),
+                    "silent_days": (day - last).days,
                     "usual_daily_invoices": round(seller.usual_daily_invoices, 1),
                 }
             )

@@ -35,6 +35,7 @@ class AdoptionDrop:
     min_drop: float = 0.10
     min_eligible: int = 15
     confidence: float = 0.99
+    rollup_min_segments: int = 3
     for_: int = 2
     clear_for: int = 2
 
@@ -47,6 +48,7 @@ class VolumeDrop:
     min_drop_ratio: float = 0.40
     min_baseline_invoices: int = 150
     p_value: float = 0.001
+    rollup_min_segments: int = 3
     for_: int = 2
     clear_for: int = 2
 
