@@ -20,7 +20,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Silence, advance, mark_notified
+from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Observation, Silence, advance, mark_notified
 from alerts.observe import (
     SellerActivity,
     dormant_observations,
@@ -166,6 +166,7 @@ class AlertEvaluator:
         """Evaluate every newly complete day, oldest first (at most max_days_per_run)."""
         if not self._loaded:
             self.load()
+        self._observe_lag(consumer_lag, time.time() if now is None else now)
         newest = self.newest_complete_day(consumer_lag)
         if until is not None and newest is not None:
             newest = min(newest, until)
@@ -181,6 +182,25 @@ class AlertEvaluator:
             results.append(self.evaluate_day(day, time.time() if now is None else now, silences, hierarchy))
             day += dt.timedelta(days=1)
         return results
+
+    def _observe_lag(self, consumer_lag: int, now: float) -> None:
+        """Consumer lag above the limit is a data problem of its own (and no day counts as complete)."""
+        limit = self.rules.evaluation.max_consumer_lag
+        lagging = consumer_lag > limit
+        existing = [i for i in self.instances.values() if i.rule == "pipeline_lag" and i.state == "firing"]
+        if not lagging and not existing:
+            return
+        observation = Observation(
+            "pipeline_lag", {"unit": PROVINCE}, lagging, self.rules.pipeline_silence.severity, 1, 1,
+            {"consumer_lag": consumer_lag, "max_consumer_lag": limit},
+        )  # fmt: skip
+        day = self.last_day or dt.date(1970, 1, 1)
+        repeat = self.rules.evaluation.repeat_interval_hours * 3600
+        events = advance(self.instances, [observation], day, now, repeat_interval_s=repeat)
+        if events or lagging:
+            self._publish(events)
+            mark_notified(self.instances, events)
+            self._save(day, events)
 
     def evaluate_day(
         self, day: dt.date, now: float, silences: list[Silence], hierarchy: UnitHierarchy

@@ -134,3 +134,15 @@ def test_a_feed_outage_raises_the_pipeline_alert_and_no_adoption_alert(store, se
     fired = [(r.day, e) for r in results for e in r.events if e.type == "firing"]
     assert any(e.rule == "pipeline_silence" and e.labels["unit"] == "*" and d == outage for d, e in fired)
     assert not [e for _, e in fired if e.rule in ("adoption_drop", "volume_drop", "dormant_issuer")]
+
+
+def test_consumer_lag_raises_a_data_problem_and_holds_every_day(store, settings):
+    seed_tables(store, stop_share=0.0)
+    evaluator = evaluator_for(store, settings)
+    assert evaluator.run(consumer_lag=10**9, now=1_000_000.0) == []  # no day is complete while lagging
+    lag = [i for i in evaluator.instances.values() if i.rule == "pipeline_lag"]
+    assert [i.state for i in lag] == ["firing"]
+    evaluator.run(consumer_lag=0, now=1_000_060.0, until=START)
+    assert [i.state for i in evaluator.instances.values() if i.rule == "pipeline_lag"] == ["resolved"]
+    types = [e["type"] for e in alert_topic_events(settings) if e["rule"] == "pipeline_lag"]
+    assert types == ["firing", "resolved"]
