@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
+from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, SchemaRegistry
@@ -388,6 +390,22 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         if pipeline.evaluator is None:
             return web.json({"leader": False, "instances": [], "last_evaluated_day": None})
         return web.json({"leader": True, **pipeline.evaluator.snapshot()})
+
+    @app.page("/report")
+    async def report_page(web: Any, request: Any) -> Any:
+        """The adoption report, so `einvoice-monitor report` works while this worker owns chDB."""
+        if pipeline.store is None:
+            return web.json({"error": "starting"}, status=503)
+        query = request.query
+        try:
+            rows = await asyncio.to_thread(
+                period_report, pipeline.store, dt.date.fromisoformat(query["from"]), dt.date.fromisoformat(query["to"]),
+                level=query.get("level", "district"), sectors=query.getall("sector", []) or None,
+                units=query.getall("unit", []) or None, sort=query.get("sort", "rate"),
+            )  # fmt: skip
+        except (KeyError, ValueError) as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json({"rows": [r.as_json() for r in rows]})
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
