@@ -25,11 +25,9 @@ import psutil
 
 from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
-from simulator.feed import generate_invoices
-from simulator.population import build_population
+from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
+from streams.config import Settings
 from streams.topics import create_topics
 
 
@@ -74,14 +72,13 @@ def main() -> None:
     )  # fmt: skip
     try:
         create_topics(bootstrap, settings)
-        schemas = SchemaRegistry.load()
-        population = build_population(args.sellers, seed=1)
-        publish_registry(bootstrap, settings.topics.registry, population, AvroCodec(schemas, REGISTRY_SUBJECT))
-        t0 = time.perf_counter()
-        records = list(
-            generate_invoices(population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date(2024, 6, 1), days=3,
-                              total=args.invoices, seed=1)
+        sim = Simulation(
+            SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
+                             target_invoices=args.invoices)
         )  # fmt: skip
+        publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec)
+        t0 = time.perf_counter()
+        records = list(sim.feed_records())
         generated_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         publish_invoices(bootstrap, settings.topics.invoices, records)

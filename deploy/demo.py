@@ -1,26 +1,27 @@
 """``einvoice-monitor demo``: the embedded default end to end, on real components.
 
-Starts the local Kafka broker, creates the topics, publishes a simulated Thanh Hóa feed, runs
-the real worker (a child process) until the feed is ingested, then reads ClickHouse (chDB).
+Starts the local Kafka broker, creates the topics, publishes a simulated Thanh Hóa feed (four
+weeks of June 2024 with the drop of ``scenarios/demo.yaml``), runs the real worker (a child
+process) until the feed is ingested, then reads ClickHouse (chDB).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
-from simulator.feed import generate_invoices
-from simulator.population import build_population
-from simulator.publish import publish_invoices, publish_registry
+from simulator.archive import GROUND_TRUTH, write_ground_truth
+from simulator.engine import Simulation, SimulationConfig, registry_scale
+from simulator.publish import publish_simulation
+from simulator.scenarios import load_scenario
 from sinks.clickhouse import ClickHouseStore
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
+from streams.config import Settings
 from streams.progress import progress_bar
 from streams.topics import create_topics
 
@@ -38,6 +39,13 @@ FROM segment_daily AS s LEFT JOIN sectors AS c ON c.vsic_code = s.vsic_code
 WHERE s.registered = 1
 GROUP BY s.vsic_code ORDER BY invoices DESC
 """
+SEGMENT_BY_WEEK = """
+SELECT toMonday(issue_date) AS week, uniqExactMerge(issuers) AS issuers, sum(invoices) AS invoices
+FROM segment_daily
+WHERE registered = 1 AND vsic_code = {vsic:String} AND admin_unit_code = {unit:String}
+GROUP BY week ORDER BY week
+"""
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "demo.yaml"
 
 
 def _vnd(amount: float) -> str:
@@ -70,19 +78,25 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
     created = create_topics(bootstrap, settings)
     console.print(f"[green]✓[/] topics: {', '.join(created)}")
 
-    schemas = SchemaRegistry.load()
-    population = build_population(sellers, seed=2024)
-    publish_registry(bootstrap, settings.topics.registry, population, AvroCodec(schemas, REGISTRY_SUBJECT))
-    records = list(
-        generate_invoices(
-            population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date(2024, 6, 1), days=7, total=invoices,
-            seed=2024,
-        )
+    # the simulator's feed: `sellers` businesses, about `invoices` valid invoices over the scenario's window
+    scenario = load_scenario(DEMO_SCENARIO)
+    config = SimulationConfig(
+        scale=registry_scale(sellers), start=scenario.run["start"], days=scenario.run["days"], seed=2024,
+        target_invoices=invoices, scenarios=(DEMO_SCENARIO,),
     )  # fmt: skip
+    sim = Simulation(config, [scenario])
     with progress_bar(console) as bar:
-        task = bar.add_task("publishing invoices", total=len(records), rate="")
-        publish_invoices(bootstrap, settings.topics.invoices, records, lambda n: bar.update(task, advance=n))
-    console.print(f"[green]✓[/] published {len(population):,} registrations and {len(records):,} invoice records")
+        task = bar.add_task("publishing invoices", total=sim.expected_records(), rate="")
+        registered, total = publish_simulation(
+            sim, bootstrap, settings.topics.registry, settings.topics.invoices,
+            on_progress=lambda n: bar.update(task, advance=n),
+        )  # fmt: skip
+        bar.update(task, completed=total, total=total)
+    truth = write_ground_truth(sim, settings.data_dir / GROUND_TRUTH)
+    console.print(
+        f"[green]✓[/] published {registered:,} registrations and {total:,} invoice records "
+        f"({config.days} days from {config.start}; ground truth in {settings.data_dir / GROUND_TRUTH})"
+    )
 
     port = free_port()
     worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", port)
@@ -92,9 +106,9 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
         with console.status("worker starting (joins the consumer group, applies ClickHouse migrations)"):
             worker.wait_healthy()
         with progress_bar(console) as bar:
-            task = bar.add_task("ingesting", total=len(records), rate="")
+            task = bar.add_task("ingesting", total=total, rate="")
             done = 0.0
-            while done < len(records):
+            while done < total:
                 if not worker.running:
                     raise RuntimeError(f"the worker stopped; see {worker.log_path}:\n{worker.tail()}")
                 done = worker.metric_sum("einvoice_events_total", topic=settings.topics.invoices)
@@ -105,7 +119,7 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
     finally:
         worker.stop()
     seconds = time.monotonic() - started
-    console.print(f"[green]✓[/] worker ingested {len(records):,} records in {seconds:.1f} s (incl. start-up)")
+    console.print(f"[green]✓[/] worker ingested {total:,} records in {seconds:.1f} s (incl. start-up)")
 
     def metric(name: str) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -117,6 +131,7 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
     store = ClickHouseStore(settings.clickhouse_dsn)
     try:
         _print_tables(store, console)
+        _print_scenario(store, truth, console)
     finally:
         store.close()
     rejected = metric("einvoice_rejected_total")
@@ -129,7 +144,7 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
 
 
 def _print_tables(store: ClickHouseStore, console: Console) -> None:
-    units = Table(title="Cash-register e-invoices by district (simulated week, Thanh Hóa)")
+    units = Table(title="Cash-register e-invoices by district (simulated, Thanh Hóa, June 2024)")
     for column in ("district", "invoices", "issuers", "revenue (VND)", "non-cash"):
         units.add_column(column, justify="left" if column == "district" else "right")
     for name, n, issuers, revenue, non_cash in store.query_rows(BY_UNIT):
@@ -141,3 +156,22 @@ def _print_tables(store: ClickHouseStore, console: Console) -> None:
     for code, name, n, issuers, revenue, non_cash in store.query_rows(BY_SECTOR):
         sectors.add_row(code, name, f"{n:,}", f"{issuers:,}", _vnd(revenue), f"{non_cash:.0%}")
     console.print(sectors)
+
+
+def _print_scenario(store: ClickHouseStore, truth: dict, console: Console) -> None:
+    """The injected drop, week by week: what the alert rules are there to catch."""
+    for change in truth["changes"]:
+        if change["kind"] != "sector_drop":
+            continue
+        details = change["details"]
+        for segment in change["segments"]:
+            table = Table(
+                title=f"Scenario: {details['stopped']} of {details['issuers_before']} issuers of VSIC "
+                f"{segment['vsic_code']} in unit {segment['admin_unit_code']} stop from {change['from']}"
+            )
+            for column in ("week of", "issuers", "invoices"):
+                table.add_column(column, justify="left" if column == "week of" else "right")
+            params = {"vsic": segment["vsic_code"], "unit": segment["admin_unit_code"]}
+            for week, issuers, n in store.query_rows(SEGMENT_BY_WEEK, params):
+                table.add_row(str(week), f"{issuers:,}", f"{n:,}")
+            console.print(table)

@@ -27,6 +27,7 @@ from alerts.rules import load_rules
 from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink
+from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
@@ -98,7 +99,10 @@ def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
 class Pipeline:
     """Everything the agents share: ClickHouse, the DLQ writers, codecs, metrics."""
 
-    def __init__(self, settings: Settings, bootstrap: str, registry_table: RegistryTable) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, registry_table: RegistryTable,
+        webhook_config: WebhookConfig | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.bootstrap = bootstrap
         self.metrics = IngestMetrics()
@@ -114,6 +118,8 @@ class Pipeline:
         self.registry_positions: dict[int, int] = {}
         self.next_offsets: dict[int, int] = {}
         self.evaluator: AlertEvaluator | None = None
+        self.webhook_config = webhook_config
+        self.webhooks: WebhookDispatcher | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
@@ -135,8 +141,17 @@ class Pipeline:
             metrics=self.metrics,
         )
         self.ready.set()
+        # Webhooks: one consumer group per endpoint on adoption.alerts; never holds up ingestion.
+        self.webhooks = WebhookDispatcher.from_settings(
+            self.settings, self.bootstrap, self.store, registry=self.metrics.registry, config=self.webhook_config
+        )
+        if self.webhooks is not None:
+            await self.webhooks.start()
 
     async def stop(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         await self.invoice_dlq.stop()
         await self.registry_dlq.stop()
         if self.store is not None:
@@ -236,7 +251,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         key_type=str,
     )  # fmt: skip
     app.tables.add(registry_table)
-    pipeline = Pipeline(settings, bootstrap, registry_table)
+    webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts
+    pipeline = Pipeline(settings, bootstrap, registry_table, webhook_config)
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.on_partitions_revoked.connect
@@ -323,6 +339,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def start_pipeline() -> None:
         await pipeline.start()
 
+    @app.on_before_shutdown.connect
+    async def stop_webhooks(sender: faust.App, **kwargs: Any) -> None:
+        if pipeline.webhooks is not None:
+            await pipeline.webhooks.stop()
+            pipeline.webhooks = None
+
     rules = load_rules(settings.rules_file)
 
     @app.timer(interval=rules.evaluation.interval_s, on_leader=True)
@@ -406,6 +428,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         except (KeyError, ValueError) as exc:
             return web.json({"error": str(exc)}, status=400)
         return web.json({"rows": [r.as_json() for r in rows]})
+
+    @app.page("/webhooks")
+    async def webhooks_page(web: Any, request: Any) -> Any:
+        """Per endpoint: partitions, disabled, the event in flight and its attempt."""
+        return web.json({"endpoints": pipeline.webhooks.status() if pipeline.webhooks else []})
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,8 @@ import typer
 from rich.console import Console
 
 from deploy.kafka import LocalBroker
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
-from streams.progress import progress_bar
+from simulator.cli import simulate_command
+from streams.config import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -23,6 +24,13 @@ app.add_typer(topics_app, name="topics")
 alerts_app = typer.Typer(help="Falling-adoption alerts: state, silences, offline evaluation.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 console = Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    """Tables on stdout: a terminal's width, or 130 columns when piped (Vietnamese names are long)."""
+    return Console(width=None if sys.stdout.isatty() else 130)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -119,46 +127,42 @@ def worker(
     settings = _settings()
     bootstrap = resolve_bootstrap(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    faust_app = create_app(settings, bootstrap)
+    try:
+        faust_app = create_app(settings, bootstrap)
+    except ValueError as exc:  # e.g. the webhooks file (WebhookConfigError); the message never holds a secret
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
     faust_worker = Worker(
         faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False, logging_config=logs.logging_config(loglevel)
     )
     faust_worker.execute_from_commandline()
 
 
-@app.command()
-def simulate(
-    sellers: Annotated[int, typer.Option(help="Businesses in the registry.")] = 2000,
-    invoices: Annotated[int, typer.Option(help="Valid invoices to generate.")] = 50_000,
-    days: Annotated[int, typer.Option(help="Days of issue time the invoices spread over.")] = 3,
-    start: Annotated[str, typer.Option(help="First local day, YYYY-MM-DD.")] = "2024-06-01",
-    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 1,
-    duplicate_share: Annotated[float, typer.Option(help="Share of invoices sent twice.")] = 0.02,
-    malformed_share: Annotated[float, typer.Option(help="Share of malformed records.")] = 0.01,
-) -> None:
-    """Publish a simulated registry and invoice feed to Kafka (registry first)."""
-    from simulator.feed import generate_invoices
-    from simulator.population import build_population
-    from simulator.publish import publish_invoices, publish_registry
-    from streams.codec import AvroCodec, SchemaRegistry
+# `simulate` lives with the simulator (simulator/cli.py), next to the model its options describe.
+app.command("simulate")(simulate_command)
 
-    settings = _settings()
-    bootstrap = resolve_bootstrap(settings)
-    schemas = SchemaRegistry.load()
-    population = build_population(sellers, seed)
-    publish_registry(bootstrap, settings.topics.registry, population, AvroCodec(schemas, REGISTRY_SUBJECT))
-    records = list(
-        generate_invoices(
-            population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date.fromisoformat(start), days=days,
-            total=invoices, seed=seed, duplicate_share=duplicate_share, malformed_share=malformed_share,
-        )
-    )  # fmt: skip
-    with progress_bar(console) as bar:
-        task = bar.add_task("publishing invoices", total=len(records), rate="")
-        publish_invoices(
-            bootstrap, settings.topics.invoices, records, on_progress=lambda n: bar.update(task, advance=n)
-        )
-    console.print(f"published {len(population)} registrations and {len(records)} invoice records to {bootstrap}")
+
+def _report_from_worker(
+    settings: Settings, day: str | None, start: str | None, end: str | None, level: str,
+    sectors: list[str] | None, units: list[str] | None, sort: str,
+) -> list | None:  # fmt: skip
+    """Ask a running embedded worker (it owns chDB); None when none answers or no day is given."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from analytics.report import ReportRow
+
+    if settings.clickhouse_url or (day is None and start is None):
+        return None
+    query = [("from", start or day), ("to", end or day or start), ("level", level), ("sort", sort)]
+    query += [("sector", s) for s in sectors or []] + [("unit", u) for u in units or []]
+    url = f"http://{settings.web_host}:{settings.web_port}/report?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return [ReportRow(**row) for row in json.loads(response.read())["rows"]]
+    except OSError:
+        return None
 
 
 @app.command()
@@ -181,22 +185,26 @@ def report(
     from analytics.report import period_report
 
     settings = _settings()
-    store = _open_store(settings)
-    try:
-        if day is None and start is None:
-            newest = store.query_rows("SELECT max(issue_date) FROM seller_daily")[0][0]
-            if newest is None or newest.year < 2000:
-                console.print("[yellow]no invoices in ClickHouse yet[/]: run the worker on a feed first")
-                raise typer.Exit(1)
-            day = newest.isoformat()
-        first = dt.date.fromisoformat(start or day or "")
-        last = dt.date.fromisoformat(end or day or start or "")
-        rows = period_report(store, first, last, level=level, sectors=sector, units=unit, sort=sort)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    finally:
-        store.close()
+    rows = _report_from_worker(settings, day, start, end, level, sector, unit, sort)
+    if rows is not None:
+        first, last = dt.date.fromisoformat(start or day or ""), dt.date.fromisoformat(end or day or start or "")
+    else:
+        store = _open_store(settings)
+        try:
+            if day is None and start is None:
+                newest = store.query_rows("SELECT max(issue_date) FROM seller_daily")[0][0]
+                if newest is None or newest.year < 2000:
+                    console.print("[yellow]no invoices in ClickHouse yet[/]: run the worker on a feed first")
+                    raise typer.Exit(1)
+                day = newest.isoformat()
+            first = dt.date.fromisoformat(start or day or "")
+            last = dt.date.fromisoformat(end or day or start or "")
+            rows = period_report(store, first, last, level=level, sectors=sector, units=unit, sort=sort)
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+        finally:
+            store.close()
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row.as_json(), ensure_ascii=False))
@@ -205,14 +213,14 @@ def report(
 
     table = Table(title=f"Adoption of cash-register e-invoices, {first} – {last} (7-day active / eligible)")
     for column in ("sector", "unit", "eligible", "active", "adoption", "Δ vs before", "invoices", "non-cash"):
-        table.add_column(column, justify="left" if column in ("sector", "unit") else "right")
+        table.add_column(column, justify="left" if column in ("sector", "unit") else "right", no_wrap=True)
     for row in rows[: limit or None]:
         change = "" if row.change is None else f"{row.change * 100:+.1f} pt"
         table.add_row(
             "all" if row.sector == "*" else row.sector, row.unit_name, f"{row.eligible:,}", f"{row.active_7d:,}",
             f"{row.adoption_7d:.1%}", change, f"{row.invoices:,}", f"{row.non_cash_share:.0%}",
         )  # fmt: skip
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
@@ -277,7 +285,7 @@ def alerts_list(
             continue
         labels = ", ".join(f"{k}={v}" for k, v in sorted(item["labels"].items()))
         table.add_row(item["state"], item["rule"], labels, str(item["started_day"] or ""), str(item["values"])[:80])
-    Console().print(table)
+    stdout_console().print(table)
     for silence in silences:
         until = dt.datetime.fromtimestamp(silence.ends_at).isoformat(timespec="minutes")
         who = f"{silence.comment} ({silence.created_by})"
@@ -353,6 +361,49 @@ def alerts_evaluate(
     finally:
         evaluator.close()
         store.close()
+
+
+@alerts_app.command("redeliver")
+def alerts_redeliver(
+    endpoint: Annotated[list[str] | None, typer.Option(help="Only this endpoint (repeatable).")] = None,
+    event: Annotated[list[str] | None, typer.Option(help="Only this event id (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the pending dead-lettered events; send nothing.")] = False,
+    within: Annotated[float, typer.Option(help="Seconds of retrying per event before giving up again.")] = 30.0,
+) -> None:
+    """Send the events in the alert DLQ to their webhook endpoints again (same webhook-id); exit 1 if any fails."""
+    from sinks.clickhouse import ClickHouseStore, apply_migrations
+    from sinks.webhook import config_from_settings, redeliver_sync
+
+    settings = _settings()
+    try:
+        config = config_from_settings(settings)
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    bootstrap = resolve_bootstrap(settings)
+    store = None
+    if not dry_run:
+        try:
+            store = ClickHouseStore(settings.clickhouse_dsn)
+            store.call(apply_migrations, store.client)
+        except Exception as exc:  # chDB belongs to the running worker in the embedded mode
+            console.print(f"[yellow]attempts are not logged in ClickHouse ({exc.__class__.__name__}); "
+                          "in the embedded mode stop the worker first to keep them[/]")  # fmt: skip
+            store = None
+    try:
+        results = redeliver_sync(
+            bootstrap, settings.topics.alerts_dlq, config, store=store, endpoints=endpoint or (),
+            event_ids=event or (), dry_run=dry_run, within_s=within,
+        )  # fmt: skip
+    finally:
+        if store is not None:
+            store.close()
+    if not results:
+        typer.echo("nothing pending in the alert DLQ")
+    for result in results:
+        typer.echo(f"{result.outcome:9} {result.endpoint:20} {result.event_id}  {result.detail}")
+    if any(r.outcome == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()

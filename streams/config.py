@@ -27,6 +27,7 @@ class Topics:
     registry_dlq: str = "business.registry.dlq"
     alerts: str = "adoption.alerts"
     silences: str = "adoption.silences"
+    alerts_dlq: str = "adoption.alerts.dlq"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -57,6 +58,9 @@ class Settings:
     session_timeout_s: float = 30.0
     metrics_interval_s: float = 10.0
     rules_file: Path | None = None
+    webhooks_file: Path | None = None
+    webhook_http_allowlist: str = ""
+    grafana_url: str = "http://localhost:3000/d/einvoice-adoption"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -133,4 +137,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "session_timeout_s": ("EINVOICE_SESSION_TIMEOUT_S", "Kafka consumer session timeout, seconds."),
     "metrics_interval_s": ("EINVOICE_METRICS_INTERVAL_S", "How often metrics are copied to ClickHouse, seconds."),
     "rules_file": ("EINVOICE_RULES_FILE", "Alert rules (YAML); unset = alerts/default_rules.yaml."),
+    "webhooks_file": ("EINVOICE_WEBHOOKS_FILE", "Webhook endpoints (YAML, as alerts/endpoints.example.yaml)."),
+    "webhook_http_allowlist": ("EINVOICE_WEBHOOK_HTTP_ALLOWLIST", "Hosts webhooks may reach over plain http (a,b)."),
+    "grafana_url": ("EINVOICE_GRAFANA_URL", "Grafana board linked from each webhook payload."),
 }

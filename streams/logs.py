@@ -34,7 +34,7 @@ def _quote(value: object) -> str:
 
 NOISY = (
     "aiokafka", "kafka", "mode", "faust.transport", "faust.tables", "faust.app", "faust.agents", "faust.web",
-    "faust.sensors", "faust.stores", "faust.assignor", "faust.worker",
+    "faust.sensors", "faust.stores", "faust.assignor", "faust.worker", "httpx", "httpcore",
 )  # fmt: skip
 
 

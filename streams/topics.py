@@ -42,6 +42,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}, "Faust leader election (the alert evaluator)"),
         TopicSpec(t.alerts, n, by_size, "alert events (JSON), key = fingerprint"),
         TopicSpec(t.silences, 1, {"cleanup.policy": "compact"}, "alert silences (JSON), key = silence id"),
+        TopicSpec(t.alerts_dlq, n, {"cleanup.policy": "compact"}, "alert events an endpoint did not take (JSON)"),
     ]
 
 

@@ -120,24 +120,24 @@ class PublishedFeed:
                  days: int = 3) -> None:  # fmt: skip
         import datetime as dt
 
-        from simulator.feed import generate_invoices
-        from simulator.population import build_population
+        from simulator.engine import Simulation, SimulationConfig, registry_scale
         from simulator.publish import publish_invoices, publish_registry
-        from streams.codec import AvroCodec, SchemaRegistry
-        from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 
-        schemas = SchemaRegistry.load()
-        self.population = build_population(sellers + unregistered, seed)
-        self.in_registry = self.population[:sellers]
-        self.registered = {b.seller_id: (b.vsic_code, b.admin_unit_code) for b in self.in_registry}
-        self.records = list(
-            generate_invoices(
-                self.population, AvroCodec(schemas, INVOICE_SUBJECT), start=dt.date(2024, 6, 1), days=days,
-                total=invoices, seed=seed,
+        # about `sellers` businesses in the registry, `unregistered` more issuing without a registration,
+        # about `invoices` valid invoices, malformed records of every kind the validator rejects
+        sim = Simulation(
+            SimulationConfig(
+                scale=registry_scale(sellers), start=dt.date(2024, 6, 1), days=days, seed=seed,
+                target_invoices=invoices, unregistered=unregistered,
             )
         )  # fmt: skip
-        publish_registry(settings.kafka_brokers or "", settings.topics.registry, self.in_registry,
-                         AvroCodec(schemas, REGISTRY_SUBJECT))  # fmt: skip
+        self.simulation = sim
+        self.population = sim.population.businesses
+        self.in_registry = [b for b in self.population if b.in_registry]
+        self.registered = {b.seller_id: (b.vsic_code, b.admin_unit_code) for b in self.in_registry}
+        self.records = list(sim.feed_records())
+        publish_registry(settings.kafka_brokers or "", settings.topics.registry, sim.registrations(),
+                         sim.registry_codec, sim.registry_timestamp_ms)  # fmt: skip
         publish_invoices(settings.kafka_brokers or "", settings.topics.invoices, self.records)
 
     @property
