@@ -214,8 +214,9 @@ class AlertEvaluator:
             rows = adoption(self.store, day - dt.timedelta(weeks=weeks), day, level=level, hierarchy=hierarchy)
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
-            observations = segment_observations(rows, day, rules)
-            observations += dormant_observations(self._sellers(day, hierarchy), units, day, rules)
+            data_start = self.first_day() or day
+            observations = segment_observations(rows, day, rules, data_start)
+            observations += dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
             observations = hold_segments(observations, silent) + silent
             events = advance(
                 self.instances, observations, day, now,
@@ -236,16 +237,17 @@ class AlertEvaluator:
     def _hourly(self, day: dt.date, hierarchy: UnitHierarchy) -> dict[str, dict[dt.datetime, int]]:
         codes, targets = hierarchy.mapping(self.rules.evaluation.level)
         start = day - dt.timedelta(days=self.rules.pipeline_silence.baseline_days)
+        # toDate/toHour in the column's time zone: clickhouse-connect hands DateTime('tz') back as naive UTC
         rows = self.store.query_rows(
-            "SELECT received_hour, transform(admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') "
-            "AS u, sum(invoices) FROM receipts_hourly "
-            "WHERE received_hour >= toDateTime({start:Date}, 'Asia/Ho_Chi_Minh') "
-            "AND received_hour < toDateTime({end:Date}, 'Asia/Ho_Chi_Minh') AND u != '' GROUP BY received_hour, u",
+            "SELECT toDate(received_hour) AS d, toHour(received_hour) AS h, "
+            "transform(admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') AS u, sum(invoices) "
+            "FROM receipts_hourly WHERE received_hour >= toDateTime({start:Date}, 'Asia/Ho_Chi_Minh') "
+            "AND received_hour < toDateTime({end:Date}, 'Asia/Ho_Chi_Minh') AND u != '' GROUP BY d, h, u",
             {"codes": codes, "targets": targets, "start": start, "end": day + dt.timedelta(days=1)},
         )
         hourly: dict[str, dict[dt.datetime, int]] = defaultdict(lambda: defaultdict(int))
-        for hour, unit, count in rows:
-            at = hour.replace(tzinfo=None)
+        for local_day, hour, unit, count in rows:
+            at = dt.datetime.combine(local_day, dt.time(hour))
             hourly[unit][at] += int(count)
             hourly[PROVINCE][at] += int(count)
         return hourly

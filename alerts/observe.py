@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,14 +28,20 @@ class SellerActivity:
 
 
 def _same_weekday_baseline(
-    by_day: dict[dt.date, SegmentDay], day: dt.date, weeks: int, rules: Rules
+    by_day: dict[dt.date, SegmentDay], day: dt.date, weeks: int, rules: Rules, data_start: dt.date
 ) -> list[SegmentDay]:
     days = [day - dt.timedelta(weeks=w) for w in range(1, weeks + 1)]
-    return [by_day[d] for d in days if d in by_day and not rules.evaluation.is_holiday(d)]
+    return [by_day[d] for d in days if d in by_day and d >= data_start and not rules.evaluation.is_holiday(d)]
 
 
-def segment_observations(rows: Iterable[SegmentDay], day: dt.date, rules: Rules) -> list[Observation]:
-    """adoption_drop and volume_drop for every segment and roll-up that has figures on ``day``."""
+def segment_observations(
+    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min
+) -> list[Observation]:
+    """adoption_drop and volume_drop for every segment and roll-up that has figures on ``day``.
+
+    Days before ``data_start`` (the first day with invoices) are no baseline: nobody issued
+    then only because nothing was ingested yet.
+    """
     series: dict[tuple[str, str], dict[dt.date, SegmentDay]] = defaultdict(dict)
     for row in rows:
         series[(row.sector, row.unit)][row.day] = row
@@ -46,7 +53,7 @@ def segment_observations(rows: Iterable[SegmentDay], day: dt.date, rules: Rules)
         labels = {"sector": sector, "unit": unit}
         adoption = rules.for_sector("adoption_drop", sector)
         if adoption.enabled:
-            base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules)
+            base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
             if len(base) * 2 >= adoption.baseline_weeks:  # enough history to judge
                 baseline = sum(b.active_1d / b.eligible for b in base if b.eligible) / len(base)
                 share = today.active_1d / today.eligible if today.eligible else 0.0
@@ -68,7 +75,7 @@ def segment_observations(rows: Iterable[SegmentDay], day: dt.date, rules: Rules)
                 )
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
-            base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules)
+            base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
             if len(base) * 2 >= volume.baseline_weeks:
                 baseline = sum(b.invoices for b in base) / len(base)
                 p_value = poisson_cdf(today.invoices, baseline)
@@ -111,8 +118,9 @@ def _broad_rollups(observations: list[Observation], rules: Rules) -> list[Observ
 
 
 def dormant_observations(
-    sellers: Iterable[SellerActivity], units: Iterable[str], day: dt.date, rules: Rules
-) -> list[Observation]:
+    sellers: Iterable[SellerActivity], units: Iterable[str], day: dt.date, rules: Rules,
+    data_start: dt.date = dt.date.min,
+) -> list[Observation]:  # fmt: skip
     """One observation per unit: active when some regular issuer there went silent."""
     silent_by_unit: dict[str, list[dict[str, object]]] = defaultdict(list)
     base = rules.dormant_issuer
@@ -121,22 +129,35 @@ def dormant_observations(
         if not rule.enabled or seller.status_today != "ACTIVE" or not seller.days:
             continue
         last = max(seller.days)
-        if last > day - dt.timedelta(days=rule.silent_days):
-            continue  # issued within the silent window
+        silent_for = (day - last).days
+        if silent_for < rule.silent_days:
+            continue
         # regular = issued on most days of the lookback that ended with the last invoice, so a long
         # silence keeps the seller named instead of slowly turning them "irregular"
         lookback = [last - dt.timedelta(days=i) for i in range(rule.lookback_days)]
-        counted = [d for d in lookback if not rules.evaluation.is_holiday(d)]
-        if counted and sum(d in seller.days for d in counted) >= rule.min_active_share * len(counted):
-            silent_by_unit[seller.unit].append(
-                {
-                    "seller_id": seller.seller_id,
-                    "sector": seller.sector,
-                    "last_invoice_day": last.isoformat(),
-                    "silent_days": (day - last).days,
-                    "usual_daily_invoices": round(seller.usual_daily_invoices, 1),
-                }
-            )
+        counted = [d for d in lookback if d >= data_start and not rules.evaluation.is_holiday(d)]
+        if len(counted) * 2 < rule.lookback_days:
+            continue
+        share = sum(d in seller.days for d in counted) / len(counted)
+        if share < rule.min_active_share:
+            continue
+        # and the silence is unlikely for this seller's own rate: a seller issuing twice a day is
+        # silent two days running by chance 2% of the time, a filling station never
+        per_day = seller.usual_daily_invoices * share
+        if per_day < rule.min_daily_invoices:
+            continue  # a seller issuing a couple of invoices a day can be quiet for days by chance
+        needed = math.ceil(math.log(1 / rule.max_chance) / per_day) if per_day > 0 else rule.lookback_days
+        if silent_for < needed:
+            continue
+        silent_by_unit[seller.unit].append(
+            {
+                "seller_id": seller.seller_id,
+                "sector": seller.sector,
+                "last_invoice_day": last.isoformat(),
+                "silent_days": silent_for,
+                "usual_daily_invoices": round(per_day, 1),
+            }
+        )
     observations = []
     for unit in sorted(set(units) | set(silent_by_unit)):
         silent = sorted(silent_by_unit.get(unit, []), key=lambda s: str(s["seller_id"]))

@@ -60,6 +60,8 @@ class DormantIssuer:
     lookback_days: int = 28
     min_active_share: float = 0.8
     silent_days: int = 2
+    max_chance: float = 0.001
+    min_daily_invoices: float = 5.0
     for_: int = 1
     clear_for: int = 1
 

@@ -32,7 +32,7 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
     committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
     missing = [p for p in partitions if p not in committed]
     if missing:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         try:
             starts = consumer.beginning_offsets([KafkaTopicPartition(topic, p) for p in missing])
         finally:
@@ -43,7 +43,7 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
 
 def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The current end (high watermark) of each partition (blocking)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         ends = consumer.end_offsets([KafkaTopicPartition(topic, p) for p in partitions])
     finally:

@@ -2,7 +2,7 @@
 
 The simulator-driven scenario tests live in test_alert_scenarios.py; this one pins the rule
 semantics on a small, fully known data set: 40 restaurants in Hoằng Hóa and 40 in the city
-issue every day for six weeks; from day 36, 60% of Hoằng Hóa's stop.
+issue six invoices every day for six weeks; from day 36, 60% of Hoằng Hóa's stop.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def seed_tables(store: ClickHouseStore, stop_share: float = 0.6, outage_day: dt.
         for seller_id, vsic, unit in sellers:
             if day >= DROP_DAY and seller_id in stopped:
                 continue
-            for _ in range(3):
+            for _ in range(6):  # six a day: regular enough to be watched for dormancy
                 hour = rng.randrange(7, 22)
                 if outage_day == day and 9 <= hour < 15:
                     continue  # the feed lost these hours
