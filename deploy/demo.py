@@ -7,14 +7,20 @@ process) until the feed is ingested, then reads ClickHouse (chDB).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alerts.rules import DEFAULT_RULES
+from analytics.report import period_report
 from deploy.kafka import LocalBroker, free_port
+from deploy.webhook_receiver import demo_receiver
 from deploy.worker_process import WorkerProcess
 from simulator.archive import GROUND_TRUTH, write_ground_truth
 from simulator.engine import Simulation, SimulationConfig, registry_scale
@@ -98,28 +104,50 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
         f"({config.days} days from {config.start}; ground truth in {settings.data_dir / GROUND_TRUTH})"
     )
 
-    port = free_port()
-    worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", port)
-    worker.start()
-    started = time.monotonic()
-    try:
-        with console.status("worker starting (joins the consumer group, applies ClickHouse migrations)"):
-            worker.wait_healthy()
-        with progress_bar(console) as bar:
-            task = bar.add_task("ingesting", total=total, rate="")
-            done = 0.0
-            while done < total:
-                if not worker.running:
-                    raise RuntimeError(f"the worker stopped; see {worker.log_path}:\n{worker.tail()}")
-                done = worker.metric_sum("einvoice_events_total", topic=settings.topics.invoices)
-                elapsed = time.monotonic() - started
-                bar.update(task, completed=done, rate=f"{done / elapsed:,.0f} ev/s")
-                time.sleep(0.3)
-        metrics = worker.metrics()
-    finally:
-        worker.stop()
-    seconds = time.monotonic() - started
-    console.print(f"[green]✓[/] worker ingested {total:,} records in {seconds:.1f} s (incl. start-up)")
+    # fast evaluation for the demo: the same rules, looked at every second instead of every 30
+    rules = yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8"))
+    rules["evaluation"]["interval_s"] = 1
+    rules_file = settings.data_dir / "rules.demo.yaml"
+    rules_file.write_text(yaml.safe_dump(rules, allow_unicode=True), encoding="utf-8")
+    settings = settings.replace(rules_file=rules_file, web_port=free_port())
+    # the last issue day ends near midnight; 48 h of allowed lateness leave the day three before it complete
+    newest_complete = (config.start + dt.timedelta(days=config.days - 4)).isoformat()
+
+    def echo(line: str) -> None:
+        console.print(f"[cyan]webhook receiver[/] {line}")
+
+    with demo_receiver(settings.data_dir, echo=echo) as (receiver, webhook_env):
+        worker = WorkerProcess(
+            {**settings.to_env(), **webhook_env}, settings.data_dir / "worker.log", settings.web_port
+        )
+        worker.start()
+        started = time.monotonic()
+        try:
+            with console.status("worker starting (joins the consumer group, applies ClickHouse migrations)"):
+                worker.wait_healthy()
+            with progress_bar(console) as bar:
+                task = bar.add_task("ingesting", total=total, rate="")
+                done = 0.0
+                while done < total:
+                    _check(worker)
+                    done = worker.metric_sum("einvoice_events_total", topic=settings.topics.invoices)
+                    elapsed = time.monotonic() - started
+                    bar.update(task, completed=done, rate=f"{done / elapsed:,.0f} ev/s")
+                    time.sleep(0.3)
+            ingest_seconds = time.monotonic() - started
+            with console.status("the leader evaluates each complete day and sends the alerts to the webhook"):
+                deadline = time.monotonic() + 300
+                while _evaluated_day(worker) != newest_complete and time.monotonic() < deadline:
+                    _check(worker)
+                    time.sleep(0.5)
+                sent = worker.metric_sum("einvoice_alert_events_total")
+                while len(receiver.accepted()) < min(sent, 1) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                time.sleep(3)  # the last deliveries
+            metrics = worker.metrics()
+        finally:
+            worker.stop()
+    console.print(f"[green]✓[/] worker ingested {total:,} records in {ingest_seconds:.1f} s (incl. start-up)")
 
     def metric(name: str) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -132,6 +160,8 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
     try:
         _print_tables(store, console)
         _print_scenario(store, truth, console)
+        _print_adoption(store, dt.date.fromisoformat(newest_complete), console)
+        _print_alerts(store, console)
     finally:
         store.close()
     rejected = metric("einvoice_rejected_total")
@@ -141,6 +171,59 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
         + ", ".join(f"{reason} {n:,.0f}" for reason, n in sorted(rejected.items()))
     )
     console.print(f"Feed duplicates dropped: {dupes:,.0f}. Worker log: {worker.log_path}")
+    verified = sum(1 for r in receiver.accepted() if r.verified)
+    console.print(f"Webhook receiver: {len(receiver.accepted())} deliveries, {verified} with a valid signature.")
+    console.print(
+        f"Next: EINVOICE_DATA_DIR={settings.data_dir} einvoice-monitor report --from {config.start} "
+        f"--to {newest_complete} --sort change   (or: alerts list)"
+    )
+
+
+def _check(worker: WorkerProcess) -> None:
+    if not worker.running:
+        raise RuntimeError(f"the worker stopped; see {worker.log_path}:\n{worker.tail()}")
+
+
+def _evaluated_day(worker: WorkerProcess) -> str | None:
+    page = worker.get_json("/alerts")
+    return page.get("last_evaluated_day") if isinstance(page, dict) else None
+
+
+def _print_adoption(store: ClickHouseStore, day: dt.date, console: Console) -> None:
+    """The adoption table on the newest complete day: the segments that fell most first."""
+    rows = period_report(store, day - dt.timedelta(days=6), day, sort="change")
+    table = Table(title=f"Adoption of cash-register e-invoices, week to {day}: largest falls first")
+    for column in ("sector", "unit", "eligible", "active (7 d)", "adoption", "Δ vs week before", "invoices"):
+        table.add_column(column, justify="left" if column in ("sector", "unit") else "right", no_wrap=True)
+    for row in [r for r in rows if r.eligible >= 15][:12]:
+        change = "" if row.change is None else f"{row.change * 100:+.1f} pt"
+        table.add_row("all" if row.sector == "*" else row.sector, row.unit_name, f"{row.eligible:,}",
+                      f"{row.active_7d:,}", f"{row.adoption_7d:.0%}", change, f"{row.invoices:,}")  # fmt: skip
+    console.print(table)
+
+
+def _print_alerts(store: ClickHouseStore, console: Console) -> None:
+    table = Table(title="Alerts that fired (and resolved) on the demo's scenario")
+    for column in ("day", "type", "rule", "sector", "unit", "detail"):
+        table.add_column(column, no_wrap=column != "detail")
+    rows = store.query_rows(
+        "SELECT day, type, rule, labels, values, suppressed_by FROM alert_events FINAL "
+        "WHERE rule != 'pipeline_lag' ORDER BY day, rule, type"
+    )
+    for day, kind, rule, labels, values, suppressed in rows:
+        detail = json.loads(values)
+        if rule == "dormant_issuer":
+            text = f"{detail['count']} silent: " + ", ".join(s["seller_id"] for s in detail["sellers"][:4])
+        elif rule == "adoption_drop":
+            text = f"issuing share {detail['issuing_share']:.0%} vs {detail['baseline_share']:.0%}"
+        elif rule == "volume_drop":
+            text = f"{detail['invoices']:,} invoices vs {detail['baseline_invoices']:,.0f}"
+        else:
+            text = json.dumps(detail, ensure_ascii=False)[:60]
+        if suppressed:
+            text += f" (not sent: {suppressed.split(':')[0]})"
+        table.add_row(str(day), kind, rule, labels.get("sector", ""), labels.get("unit", ""), text)
+    console.print(table)
 
 
 def _print_tables(store: ClickHouseStore, console: Console) -> None:

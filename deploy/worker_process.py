@@ -62,6 +62,16 @@ class WorkerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"worker not healthy after {timeout}s; log:\n{self.tail()}")
 
+    def get_json(self, path: str) -> object | None:
+        """A JSON page of the worker's web server; None when it does not answer 200."""
+        import json
+
+        try:
+            status, body = self._get(path)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        return json.loads(body) if status == 200 else None
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
         _, body = self._get("/metrics")
