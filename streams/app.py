@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
+from analytics.adoption import unregistered
 from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink
@@ -425,9 +426,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 level=query.get("level", "district"), sectors=query.getall("sector", []) or None,
                 units=query.getall("unit", []) or None, sort=query.get("sort", "rate"),
             )  # fmt: skip
+            first, last = dt.date.fromisoformat(query["from"]), dt.date.fromisoformat(query["to"])
+            outside = await asyncio.to_thread(unregistered, pipeline.store, first, last)
         except (KeyError, ValueError) as exc:
             return web.json({"error": str(exc)}, status=400)
-        return web.json({"rows": [r.as_json() for r in rows]})
+        return web.json(
+            {"rows": [r.as_json() for r in rows], "unregistered": [[d.isoformat(), i, n] for d, i, n in outside]}
+        )
 
     @app.page("/webhooks")
     async def webhooks_page(web: Any, request: Any) -> Any:

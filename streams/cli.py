@@ -145,7 +145,7 @@ app.command("simulate")(simulate_command)
 def _report_from_worker(
     settings: Settings, day: str | None, start: str | None, end: str | None, level: str,
     sectors: list[str] | None, units: list[str] | None, sort: str,
-) -> list | None:  # fmt: skip
+) -> tuple[list, list] | None:  # fmt: skip
     """Ask a running embedded worker (it owns chDB); None when none answers or no day is given."""
     import json
     import urllib.parse
@@ -160,9 +160,10 @@ def _report_from_worker(
     url = f"http://{settings.web_host}:{settings.web_port}/report?{urllib.parse.urlencode(query)}"
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            return [ReportRow(**row) for row in json.loads(response.read())["rows"]]
+            body = json.loads(response.read())
     except OSError:
         return None
+    return [ReportRow(**row) for row in body["rows"]], [(d, i, n) for d, i, n in body.get("unregistered", [])]
 
 
 @app.command()
@@ -178,15 +179,18 @@ def report(
     sort: Annotated[str, typer.Option(help="rate, change, eligible, invoices or segment.")] = "rate",
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines instead of a table.")] = False,
     limit: Annotated[int, typer.Option(help="Most rows in the table (0 = all).")] = 40,
+    min_eligible: Annotated[int, typer.Option(help="Hide segments with fewer eligible businesses.")] = 10,
 ) -> None:
     """Adoption by sector and unit for a day or a period, with the change against the period before."""
     import json
 
+    from analytics.adoption import unregistered
     from analytics.report import period_report
 
     settings = _settings()
-    rows = _report_from_worker(settings, day, start, end, level, sector, unit, sort)
-    if rows is not None:
+    answer = _report_from_worker(settings, day, start, end, level, sector, unit, sort)
+    if answer is not None:
+        rows, outside = answer
         first, last = dt.date.fromisoformat(start or day or ""), dt.date.fromisoformat(end or day or start or "")
     else:
         store = _open_store(settings)
@@ -200,14 +204,19 @@ def report(
             first = dt.date.fromisoformat(start or day or "")
             last = dt.date.fromisoformat(end or day or start or "")
             rows = period_report(store, first, last, level=level, sectors=sector, units=unit, sort=sort)
+            outside = unregistered(store, first, last)
         except ValueError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
         finally:
             store.close()
+    rows = [row for row in rows if row.eligible >= min_eligible]
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row.as_json(), ensure_ascii=False))
+        for d, issuers, invoices in outside:
+            record = {"unregistered": True, "day": str(d), "issuers": issuers, "invoices": invoices}
+            typer.echo(json.dumps(record))
         return
     from rich.table import Table
 
@@ -221,6 +230,10 @@ def report(
             f"{row.adoption_7d:.1%}", change, f"{row.invoices:,}", f"{row.non_cash_share:.0%}",
         )  # fmt: skip
     stdout_console().print(table)
+    if outside:
+        most = max(issuers for _, issuers, _ in outside)
+        total = sum(invoices for _, _, invoices in outside)
+        typer.echo(f"Issuers not in the registry (no sector or unit): up to {most:,} a day, {total:,} invoices.")
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
