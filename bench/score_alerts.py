@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -87,15 +88,30 @@ def run_once(seed: int, bootstrap: str, work: Path) -> dict:
     worker.stop()
     store = ClickHouseStore(settings.clickhouse_dsn)
     evaluator = AlertEvaluator(store, load_rules(), bootstrap, settings.topics.alerts, settings.topics.silences)
-    events = []
-    while results := evaluator.run():
-        events += [e for r in results for e in r.events]
+    while evaluator.run():
+        pass  # the worker's own timer may have evaluated the first days already: read them all back
     evaluator.close()
+    rows = store.query_rows(
+        "SELECT type, rule, labels, day, values, suppressed_by FROM alert_events FINAL WHERE rule != 'pipeline_lag'"
+    )
     store.close()
+    events = [
+        Event(t, r, dict(labels), day, json.loads(values), suppressed) for t, r, labels, day, values, suppressed in rows
+    ]
     return score(events, truth)
 
 
-def score(events: list, truth: list[dict]) -> dict:
+@dataclass(frozen=True)
+class Event:
+    type: str
+    rule: str
+    labels: dict
+    day: dt.date
+    values: dict
+    suppressed_by: str
+
+
+def score(events: list[Event], truth: list[dict]) -> dict:
     fired = [e for e in events if e.type == "firing" and not e.suppressed_by]
     drop = next(t for t in truth if t["kind"] == "sector_drop")
     silent = next(t for t in truth if t["kind"] == "silent_issuer")
@@ -104,6 +120,7 @@ def score(events: list, truth: list[dict]) -> dict:
     stopped = set(drop["sellers"]) | set(silent["sellers"])
     outage_day = outage["from"][:10]
     true_positive, delays = 0, {"sector_drop": None, "silent_issuer": None}
+    per_rule: dict[str, list[int]] = {}
     for event in fired:
         day = event.day
         hit = False
@@ -119,9 +136,12 @@ def score(events: list, truth: list[dict]) -> dict:
         elif event.rule == "pipeline_silence":
             hit = day.isoformat() == outage_day
         true_positive += hit
+        counts = per_rule.setdefault(event.rule, [0, 0])
+        counts[0] += 1
+        counts[1] += hit
     caught = sum(d is not None for d in delays.values())
     return {"fired": len(fired), "true_positive": true_positive, "expected": 2, "caught": caught, "delays": delays,
-            "segment": segment, "rules": sorted({e.rule for e in fired})}  # fmt: skip
+            "segment": segment, "per_rule": per_rule}  # fmt: skip
 
 
 def main() -> None:
@@ -140,8 +160,8 @@ def main() -> None:
             row["seconds"] = round(time.perf_counter() - started)
             rows.append(row)
             print(f"seed {seed}: segment {row['segment']} fired {row['fired']} true {row['true_positive']} "
-                  f"caught {row['caught']}/2 delays {row['delays']} rules {row['rules']} ({row['seconds']} s)",
-                  flush=True)  # fmt: skip
+                  f"caught {row['caught']}/2 delays {row['delays']} per rule [fired, true] {row['per_rule']} "
+                  f"({row['seconds']} s)", flush=True)  # fmt: skip
     finally:
         broker.stop()
     fired = sum(r["fired"] for r in rows)
@@ -149,8 +169,15 @@ def main() -> None:
     recall = sum(r["caught"] for r in rows) / sum(r["expected"] for r in rows)
     drop_delays = [r["delays"]["sector_drop"] for r in rows if r["delays"]["sector_drop"] is not None]
     silent_delays = [r["delays"]["silent_issuer"] for r in rows if r["delays"]["silent_issuer"] is not None]
+    by_rule: dict[str, list[int]] = {}
+    for row in rows:
+        for rule, (n, ok) in row["per_rule"].items():
+            total = by_rule.setdefault(rule, [0, 0])
+            total[0] += n
+            total[1] += ok
     summary = {
         "runs": len(rows), "alerts_fired": fired, "precision": round(precision, 3), "recall": round(recall, 3),
+        **{f"precision_{rule}": f"{ok}/{n}" for rule, (n, ok) in sorted(by_rule.items())},
         "sector_drop_delay_days_median": statistics.median(drop_delays) if drop_delays else None,
         "sector_drop_delay_days_max": max(drop_delays) if drop_delays else None,
         "silent_issuer_delay_days_median": statistics.median(silent_delays) if silent_delays else None,
