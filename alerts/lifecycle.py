@@ -125,6 +125,7 @@ def advance(
             continue
         touched.append(instance)
         if obs.active:
+            newcomers = _new_members(instance.values, obs.values)
             instance.values = dict(obs.values)
             instance.held_days += 1
             instance.clear_days = 0
@@ -138,6 +139,8 @@ def advance(
                 due = not unnotified and now - instance.last_notified_at >= repeat_interval_s  # type: ignore[operator]
                 if unnotified:
                     events.append(_event(instance, "firing", day, now, (instance.fired_day or day).isoformat()))
+                elif newcomers:  # a grouped alert (dormant sellers of a unit) gained members: say so now
+                    events.append(_event(instance, "repeat", day, now, f"{day.isoformat()}-grew"))
                 elif due:
                     events.append(_event(instance, "repeat", day, now, str(int(now // repeat_interval_s))))
         else:
@@ -153,6 +156,12 @@ def advance(
                 instance.last_notified_at = None
                 events.append(resolved)
     return [_suppress(e, instances, now, list(silences)) for e in events]
+
+
+def _new_members(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether a grouped alert's member list (``sellers``) gained someone."""
+    old = {str(m.get("seller_id")) for m in before.get("sellers", [])}
+    return any(str(m.get("seller_id")) not in old for m in after.get("sellers", []))
 
 
 def _suppress(event: AlertEvent, instances: dict[str, Instance], now: float, silences: list[Silence]) -> AlertEvent:

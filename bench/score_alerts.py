@@ -113,6 +113,7 @@ class Event:
 
 def score(events: list[Event], truth: list[dict]) -> dict:
     fired = [e for e in events if e.type == "firing" and not e.suppressed_by]
+    grown = [e for e in events if e.type == "repeat" and e.rule == "dormant_issuer" and not e.suppressed_by]
     drop = next(t for t in truth if t["kind"] == "sector_drop")
     silent = next(t for t in truth if t["kind"] == "silent_issuer")
     outage = next(t for t in truth if t["kind"] == "feed_outage")
@@ -139,6 +140,12 @@ def score(events: list[Event], truth: list[dict]) -> dict:
         counts = per_rule.setdefault(event.rule, [0, 0])
         counts[0] += 1
         counts[1] += hit
+    for event in grown:  # a silent seller joining a unit's dormant alert that was already firing
+        if (
+            set(silent["sellers"]) & {s["seller_id"] for s in event.values["sellers"]}
+            and delays["silent_issuer"] is None
+        ):
+            delays["silent_issuer"] = (event.day - dt.date.fromisoformat(silent["from"])).days
     caught = sum(d is not None for d in delays.values())
     return {"fired": len(fired), "true_positive": true_positive, "expected": 2, "caught": caught, "delays": delays,
             "segment": segment, "per_rule": per_rule}  # fmt: skip

@@ -110,3 +110,17 @@ def test_a_misspelt_setting_is_a_clear_error(tmp_path):
     path.write_text("adoption_drop:\n  min_drorp: 0.1\n")
     with pytest.raises(ValueError, match="min_drorp"):
         load_rules(path)
+
+
+def test_a_grouped_alert_that_gains_a_member_notifies_again():
+    instances = {}
+
+    def dormant(sellers):
+        return Observation("dormant_issuer", {"unit": "382"}, bool(sellers), "warning", 1, 1,
+                           {"sellers": [{"seller_id": s} for s in sellers]})  # fmt: skip
+
+    [first] = run(instances, [dormant(["a"])], 0)
+    assert first.type == "firing"
+    assert run(instances, [dormant(["a"])], 1, now=3600.0) == []
+    [grew] = run(instances, [dormant(["a", "b"])], 2, now=7200.0)
+    assert grew.type == "repeat" and [s["seller_id"] for s in grew.values["sellers"]] == ["a", "b"]
