@@ -183,7 +183,7 @@ class InvoiceIngest:
         decode = self.codec.decode
         check = self.validator.check
         dedup = state.dedup
-        horizon_ms = self.dedup_horizon_ms
+        cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
         topic = self.topic
         for record in records:
             try:
@@ -212,7 +212,6 @@ class InvoiceIngest:
             issued_local = local_ms(value["issued_at"])
             day = issued_local // DAY_MS
             key = invoice_key(seller_id, code)
-            cutoff_day = (state.watermark_local_ms - horizon_ms) // DAY_MS
             if day < cutoff_day:
                 self.metrics.beyond_horizon.inc()
             elif dedup.seen_or_add(key, day, cutoff_day):
@@ -239,3 +238,4 @@ class InvoiceIngest:
             )  # fmt: skip
             if issued_local > state.watermark_local_ms:
                 state.watermark_local_ms = issued_local
+                cutoff_day = dedup.cutoff_day(issued_local)

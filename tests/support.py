@@ -5,30 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from deploy.worker_process import WorkerProcess
 from sinks.clickhouse import ClickHouseStore
+from streams import offsets
 from streams.config import Settings
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_brokers)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
+    return offsets.end_offsets(settings.kafka_brokers or "", topic, range(settings.partitions))
 
 
 def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
-    try:
-        offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-    finally:
-        admin.close()
+    """Where the worker's group continues each partition (its commit, else the log start)."""
+    return offsets.group_positions(settings.kafka_brokers or "", settings.app_id, topic, range(settings.partitions))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
@@ -49,7 +41,7 @@ def wait_consumed(settings: Settings, worker: WorkerProcess, timeout: float = 30
 
     def done() -> bool:
         committed = committed_offsets(settings, topic)
-        return all(committed.get(p, 0) >= end for p, end in ends.items())
+        return all(committed[p] >= end for p, end in ends.items())
 
     wait_until(done, timeout, f"the worker to commit {ends}", worker)
 

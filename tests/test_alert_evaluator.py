@@ -12,12 +12,12 @@ import json
 import random
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from sinks.clickhouse import ClickHouseStore, apply_migrations
 from sinks.clickhouse.invoice_sink import STORED_COLUMNS
+from tests.support import read_topic
 
 START = dt.date(2024, 4, 1)
 DROP_DAY = START + dt.timedelta(days=35)
@@ -60,19 +60,7 @@ def seed_tables(store: ClickHouseStore, stop_share: float = 0.6, outage_day: dt.
 
 
 def alert_topic_events(settings) -> list[dict]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_brokers, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(settings.topics.alerts, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out = []
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
+    return [json.loads(record.value) for record in read_topic(settings, settings.topics.alerts)]
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ class InvoiceSink:
     def dedup_keys(self, partition: int, since_day: int) -> list[tuple[int, int]]:
         """(invoice_key, local day number) of the partition's invoices from ``since_day`` on (blocking)."""
         return self.store.client.query(
-            "SELECT invoice_key, toUInt32(issue_date) FROM invoices "
+            f"SELECT invoice_key, toUInt32(issue_date) FROM {self.table} "
             "WHERE issue_date >= toDate({since:UInt32}) AND kafka_topic = {topic:String} "
             "AND kafka_partition = {partition:UInt16}",
             parameters={"since": max(since_day, 0), "topic": self.topic, "partition": partition},
