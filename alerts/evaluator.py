@@ -25,11 +25,12 @@ from alerts.observe import (
     SellerActivity,
     dormant_observations,
     hold_segments,
+    segment_baselines,
     segment_observations,
     silence_observations,
 )
 from alerts.rules import Rules
-from analytics.adoption import adoption, load_units
+from analytics.adoption import SegmentDay, adoption, load_units
 from analytics.units import UnitHierarchy
 from sinks.clickhouse.client import ClickHouseStore
 
@@ -40,6 +41,15 @@ INSTANCE_COLUMNS = (
     "fingerprint", "rule", "labels", "severity", "state", "held_days", "clear_days", "started_day", "fired_day",
     "resolved_day", "last_notified_at", "values", "evaluated_day", "version",
 )  # fmt: skip
+FIGURE_COLUMNS = (
+    "day", "level", "sector", "unit", "eligible", "active_1d", "active_7d", "active_28d", "adoption_7d",
+    "adoption_28d", "issuing_share", "baseline_share", "baseline_invoices", "invoices", "revenue_vnd", "vat_vnd",
+    "issuers", "non_cash_share", "holiday", "evaluated_at",
+)  # fmt: skip
+DORMANT_COLUMNS = (
+    "day", "unit", "seller_id", "sector", "last_invoice_day", "silent_days", "usual_daily_invoices", "evaluated_at",
+)  # fmt: skip
+SILENCE_COLUMNS = ("silence_id", "matchers", "starts_at", "ends_at", "comment", "created_by", "deleted", "version")
 EVENT_COLUMNS = (
     "event_id", "type", "fingerprint", "rule", "labels", "severity", "day", "started_day", "values", "emitted_at",
     "suppressed_by",
@@ -129,6 +139,51 @@ class AlertEvaluator:
         rows.append((PROGRESS, "", {}, "", "", 0, 0, None, None, None, None, "{}", day, version))
         self.store.call(self.store.client.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
 
+    def _save_figures(
+        self, day: dt.date, rows: list[SegmentDay], dormant: list[Observation], data_start: dt.date, holiday: bool
+    ) -> None:
+        """The day's adoption per segment and the named dormant issuers, for the boards (before the
+        progress row: a crash re-evaluates the day and replaces these rows)."""
+        at = dt.datetime.now(dt.UTC)
+        baselines = segment_baselines(rows, day, self.rules, data_start)
+        level = self.rules.evaluation.level
+        figures = [
+            (day, level, r.sector, r.unit, r.eligible, r.active_1d, r.active_7d, r.active_28d, r.adoption_7d,
+             r.adoption_28d, r.active_1d / r.eligible if r.eligible else 0.0, *baselines.get((r.sector, r.unit),
+             (None, None)), r.invoices, r.revenue_vnd, r.vat_vnd, r.issuers, r.non_cash_share, int(holiday), at)
+            for r in rows if r.day == day
+        ]  # fmt: skip
+        if figures:
+            self.store.call(self.store.client.insert, "segment_adoption", figures, column_names=FIGURE_COLUMNS)
+        named = [
+            (day, o.labels["unit"], s["seller_id"], s["sector"], dt.date.fromisoformat(s["last_invoice_day"]),
+             s["silent_days"], s["usual_daily_invoices"], at)
+            for o in dormant for s in o.values["sellers"]
+        ]  # fmt: skip
+        if named:
+            self.store.call(self.store.client.insert, "dormant_issuers", named, column_names=DORMANT_COLUMNS)
+
+    def sync_silences(self, silences: list[Silence]) -> None:
+        """Mirror the live silences into ClickHouse for the alerts board (only what changed)."""
+        known = {
+            row[0]: row[1:]
+            for row in self.store.query_rows(
+                "SELECT silence_id, matchers, toUnixTimestamp64Milli(starts_at), toUnixTimestamp64Milli(ends_at), "
+                "comment, created_by FROM alert_silences FINAL WHERE deleted = 0"
+            )
+        }
+        version = time.time_ns() // 1000
+        rows = []
+        for s in silences:
+            current = (s.matchers, round(s.starts_at * 1000), round(s.ends_at * 1000), s.comment, s.created_by)
+            if known.pop(s.silence_id, None) != current:
+                starts, ends = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (s.starts_at, s.ends_at))
+                rows.append((s.silence_id, s.matchers, starts, ends, s.comment, s.created_by, 0, version))
+        epoch = dt.datetime.fromtimestamp(0, dt.UTC)
+        rows += [(silence_id, {}, epoch, epoch, "", "", 1, version) for silence_id in known]
+        if rows:
+            self.store.call(self.store.client.insert, "alert_silences", rows, column_names=SILENCE_COLUMNS)
+
     def _publish(self, events: list[AlertEvent]) -> None:
         sendable = [e for e in events if not e.suppressed_by]
         if not sendable:
@@ -176,6 +231,7 @@ class AlertEvaluator:
         if day is None:
             return []
         silences = read_silences(self.bootstrap, self.silences_topic)
+        self.sync_silences(silences)
         hierarchy = load_units(self.store)
         results = []
         while day <= newest and len(results) < self.rules.evaluation.max_days_per_run:
@@ -206,22 +262,24 @@ class AlertEvaluator:
         self, day: dt.date, now: float, silences: list[Silence], hierarchy: UnitHierarchy
     ) -> EvaluationResult:
         rules = self.rules
-        if rules.evaluation.is_holiday(day):
-            events: list[AlertEvent] = []
-        else:
-            level = rules.evaluation.level
-            weeks = max(rules.adoption_drop.baseline_weeks, rules.volume_drop.baseline_weeks)
-            rows = adoption(self.store, day - dt.timedelta(weeks=weeks), day, level=level, hierarchy=hierarchy)
+        level = rules.evaluation.level
+        weeks = max(rules.adoption_drop.baseline_weeks, rules.volume_drop.baseline_weeks)
+        rows = adoption(self.store, day - dt.timedelta(weeks=weeks), day, level=level, hierarchy=hierarchy)
+        data_start = self.first_day() or day
+        holiday = rules.evaluation.is_holiday(day)
+        events: list[AlertEvent] = []
+        dormant: list[Observation] = []
+        if not holiday:
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
-            data_start = self.first_day() or day
             observations = segment_observations(rows, day, rules, data_start)
-            observations += dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
-            observations = hold_segments(observations, silent) + silent
+            dormant = dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
+            observations = hold_segments(observations + dormant, silent) + silent
             events = advance(
                 self.instances, observations, day, now,
                 repeat_interval_s=rules.evaluation.repeat_interval_hours * 3600, silences=silences,
             )  # fmt: skip
+        self._save_figures(day, rows, dormant, data_start, holiday)
         self._publish(events)
         mark_notified(self.instances, events)
         self._save(day, events)

@@ -34,6 +34,43 @@ def _same_weekday_baseline(
     return [by_day[d] for d in days if d in by_day and d >= data_start and not rules.evaluation.is_holiday(d)]
 
 
+def _baseline_share(base: list[SegmentDay]) -> float:
+    return sum(b.active_1d / b.eligible for b in base if b.eligible) / len(base)
+
+
+def _baseline_invoices(base: list[SegmentDay]) -> float:
+    return sum(b.invoices for b in base) / len(base)
+
+
+def _series(rows: Iterable[SegmentDay]) -> dict[tuple[str, str], dict[dt.date, SegmentDay]]:
+    series: dict[tuple[str, str], dict[dt.date, SegmentDay]] = defaultdict(dict)
+    for row in rows:
+        series[(row.sector, row.unit)][row.day] = row
+    return series
+
+
+def segment_baselines(
+    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min
+) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """(baseline issuing share, baseline invoices) per segment on ``day``, as the rules see them.
+
+    None where the history is too short to judge; the boards show these next to the day's figures.
+    """
+    baselines = {}
+    for (sector, unit), by_day in _series(rows).items():
+        if day not in by_day:
+            continue
+        adoption = rules.for_sector("adoption_drop", sector)
+        volume = rules.for_sector("volume_drop", sector)
+        share_base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
+        volume_base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
+        baselines[(sector, unit)] = (
+            _baseline_share(share_base) if len(share_base) * 2 >= adoption.baseline_weeks else None,
+            _baseline_invoices(volume_base) if len(volume_base) * 2 >= volume.baseline_weeks else None,
+        )
+    return baselines
+
+
 def segment_observations(
     rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min
 ) -> list[Observation]:
@@ -42,11 +79,8 @@ def segment_observations(
     Days before ``data_start`` (the first day with invoices) are no baseline: nobody issued
     then only because nothing was ingested yet.
     """
-    series: dict[tuple[str, str], dict[dt.date, SegmentDay]] = defaultdict(dict)
-    for row in rows:
-        series[(row.sector, row.unit)][row.day] = row
     observations = []
-    for (sector, unit), by_day in sorted(series.items()):
+    for (sector, unit), by_day in sorted(_series(rows).items()):
         today = by_day.get(day)
         if today is None:
             continue
@@ -55,7 +89,7 @@ def segment_observations(
         if adoption.enabled:
             base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
             if len(base) * 2 >= adoption.baseline_weeks:  # enough history to judge
-                baseline = sum(b.active_1d / b.eligible for b in base if b.eligible) / len(base)
+                baseline = _baseline_share(base)
                 share = today.active_1d / today.eligible if today.eligible else 0.0
                 upper = wilson_upper(today.active_1d, today.eligible, adoption.confidence)
                 active = (
@@ -77,7 +111,7 @@ def segment_observations(
         if volume.enabled:
             base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
             if len(base) * 2 >= volume.baseline_weeks:
-                baseline = sum(b.invoices for b in base) / len(base)
+                baseline = _baseline_invoices(base)
                 p_value = poisson_cdf(today.invoices, baseline)
                 active = (
                     baseline >= volume.min_baseline_invoices

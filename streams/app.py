@@ -123,7 +123,9 @@ class Pipeline:
         self.webhooks: WebhookDispatcher | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        # one name per process life: the boards read each name's counters as starting from zero, and a
+        # container restarts with the same hostname and pid
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}:{int(self.started_at)}"
 
     async def start(self) -> None:
         self.store = ClickHouseStore(self.settings.clickhouse_dsn)
@@ -156,8 +158,23 @@ class Pipeline:
         await self.invoice_dlq.stop()
         await self.registry_dlq.stop()
         if self.store is not None:
+            await self.copy_metrics()  # the last figures, or the boards miss what came after the last copy
             self.store.close()
             self.store = None
+
+    async def copy_metrics(self) -> None:
+        """The worker's counters and gauges into pipeline_metrics, for the pipeline board."""
+        store = self.store
+        if store is None:
+            return
+        now_ms = int(time.time() * 1000)
+        rows = [(now_ms, self.worker_name, name, label, value) for name, label, value in self.metrics.snapshot()]
+        try:
+            await store.run(
+                store.client.insert, "pipeline_metrics", rows, column_names=["ts", "worker", "metric", "label", "value"]
+            )
+        except Exception as exc:  # the board shows a gap; ingest goes on
+            log.warning("could not copy metrics to ClickHouse", extra={"error": type(exc).__name__})
 
     def lookup_seller(self, seller_id: str) -> list[dict[str, Any]] | None:
         return self.registry_table.get(seller_id)
@@ -367,17 +384,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.timer(interval=settings.metrics_interval_s)
     async def write_metrics() -> None:
-        if pipeline.store is None:
-            return
-        now_ms = int(time.time() * 1000)
-        rows = [
-            (now_ms, pipeline.worker_name, name, label, value) for name, label, value in pipeline.metrics.snapshot()
-        ]
-        store = pipeline.store
-        with contextlib.suppress(Exception):
-            await store.run(
-                store.client.insert, "pipeline_metrics", rows, column_names=["ts", "worker", "metric", "label", "value"]
-            )
+        await pipeline.copy_metrics()
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.clickhouse import ClickHouseStore
 from streams import offsets
 from streams.config import Settings
+from streams.topics import create_topics
+
+
+def deployment_settings(kafka_bootstrap: str, directory: Path) -> Settings:
+    """Settings of a deployment of its own: own topics, consumer group, chDB directory, web port."""
+    run = uuid.uuid4().hex[:8]
+    configured = Settings(
+        data_dir=directory / "data",
+        kafka_brokers=kafka_bootstrap,
+        topic_prefix=f"t{run}.",
+        app_id=f"einvoice-test-{run}",
+        partitions=4,
+        web_port=free_port(),
+        session_timeout_s=6.0,
+        batch_size=1000,
+        metrics_interval_s=2.0,
+    )
+    create_topics(kafka_bootstrap, configured)
+    return configured
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

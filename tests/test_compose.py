@@ -401,6 +401,50 @@ def check_cli_commands(compose: Compose) -> list[str]:
     return problems
 
 
+def check_grafana(compose: Compose) -> list[str]:
+    """Grafana gets the pinned plugin, a data source with the boards' uid as the read-only user, and the boards."""
+    from boards.grafana import DATASOURCE_UID, PLUGIN, PLUGIN_VERSION
+
+    grafana = compose["services"].get("grafana")
+    if grafana is None:
+        return ["no grafana service"]
+    env = environment(grafana)
+    problems = []
+    if f"{PLUGIN} {PLUGIN_VERSION}" not in env.get("GF_INSTALL_PLUGINS", ""):
+        problems.append(f"grafana: GF_INSTALL_PLUGINS should install {PLUGIN} {PLUGIN_VERSION}")
+    mounts = {target: ROOT / source for kind, source, target in volume_mounts(grafana) if kind == "bind"}
+    provisioning = mounts.get("/etc/grafana/provisioning")
+    if provisioning is None or not provisioning.is_dir():
+        return [*problems, "grafana: no provisioning directory mounted at /etc/grafana/provisioning"]
+    sources = [
+        ds for path in sorted((provisioning / "datasources").glob("*.yaml"))
+        for ds in yaml.safe_load(path.read_text(encoding="utf-8")).get("datasources", [])
+    ]  # fmt: skip
+    ours = [ds for ds in sources if ds.get("uid") == DATASOURCE_UID]
+    if len(ours) != 1 or ours[0].get("type") != PLUGIN:
+        problems.append(f"grafana: provisioning should define one {PLUGIN} data source with uid {DATASOURCE_UID}")
+    elif ours[0].get("jsonData", {}).get("username") != "grafana":
+        problems.append("grafana: the data source should log in as the read-only ClickHouse user `grafana`")
+    for path in sorted(provisioning.rglob("*.yaml")):
+        for var in re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", path.read_text(encoding="utf-8")):
+            if var not in env:
+                problems.append(f"grafana: {path.relative_to(ROOT)} reads ${var}, which the service does not set")
+    providers = [
+        pr for path in sorted((provisioning / "dashboards").glob("*.yaml"))
+        for pr in yaml.safe_load(path.read_text(encoding="utf-8")).get("providers", [])
+    ]  # fmt: skip
+    for provider in providers:
+        path = provider.get("options", {}).get("path", "")
+        host = next((src / path[len(t) :].lstrip("/") for t, src in mounts.items() if path.startswith(t + "/")), None)
+        if host is None or not list(host.glob("*.json")):
+            problems.append(f"grafana: provider {provider.get('name')} reads {path}, where no board is mounted")
+    if not providers:
+        problems.append("grafana: no dashboard provider")
+    if "clickhouse" not in dependencies(grafana):
+        problems.append("grafana: should start after clickhouse")
+    return problems
+
+
 CHECKS: list[Callable[[Compose], list[str]]] = [
     check_images_and_builds,
     check_bind_mounts,
@@ -415,6 +459,7 @@ CHECKS: list[Callable[[Compose], list[str]]] = [
     check_substitutions_documented,
     check_clickhouse_config,
     check_cli_commands,
+    check_grafana,
 ]
 
 
@@ -428,7 +473,7 @@ def compose() -> Compose:
 
 def test_compose_spec_shape(compose: Compose) -> None:
     assert "version" not in compose, "the Compose spec has no `version:` key"
-    assert {"kafka", "clickhouse", "topics", "worker", "simulator"} <= set(compose["services"])
+    assert {"kafka", "clickhouse", "topics", "worker", "simulator", "grafana"} <= set(compose["services"])
     assert set(app_services(compose)) >= {"topics", "worker", "simulator"}
 
 
@@ -459,6 +504,11 @@ def _rename_bind_source(model: Compose) -> None:
     volumes[index] = volumes[index].replace(".xml:", ".renamed.xml:", 1)
 
 
+def _move_grafana_boards(model: Compose) -> None:
+    volumes = model["services"]["grafana"]["volumes"]
+    volumes[:] = [v.replace(":/etc/grafana/dashboards", ":/var/lib/dashboards") for v in volumes]
+
+
 MUTATIONS = [
     (check_images_and_builds, _set("services.worker.build.dockerfile", "deploy/Dockerfile.renamed")),
     (check_images_and_builds, _set("services.kafka.image", "apache/kafka:latest")),
@@ -484,6 +534,10 @@ MUTATIONS = [
     (check_clickhouse_config, _set("services.clickhouse.environment.CLICKHOUSE_GRAFANA_PASSWORD", ...)),
     (check_cli_commands, _set("services.topics.command", ["topic", "create"])),
     (check_cli_commands, _set("services.simulator.command", ["simulate", "--no-such-option"])),
+    (check_grafana, _set("services.grafana.environment.GF_INSTALL_PLUGINS", "grafana-clickhouse-datasource")),
+    (check_grafana, _set("services.grafana.environment.CLICKHOUSE_GRAFANA_PASSWORD", ...)),
+    (check_grafana, _move_grafana_boards),
+    (check_grafana, _set("services.grafana.depends_on", {})),
 ]
 
 

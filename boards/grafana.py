@@ -1,0 +1,314 @@
+"""The five Grafana boards as code (grafana-foundation-sdk), in Vietnamese or English.
+
+Every panel's SQL comes from :mod:`boards.queries`; this module only decides how it is shown.
+Uids are stable (``einvoice-<board>``, ``-en`` for the English build) so that provisioning and
+``dashboards publish`` update boards in place instead of adding copies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, common, dashboard, stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as models
+
+from boards.i18n import column, t
+from boards.queries import BOARDS, PanelQuery
+from streams.config import LOCAL_TZ
+
+PLUGIN = "grafana-clickhouse-datasource"
+DATASOURCE_UID = "einvoice-clickhouse"
+DATASOURCE = models.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
+PLUGIN_VERSION = "4.11.2"
+TAGS = ["einvoice", "thanh-hoa"]
+# red below 60 %, amber below the 80 % of supermarkets (the seed articles' anchor), green above
+RATE_STEPS = [(None, "red"), (0.6, "orange"), (0.8, "green")]
+DEFAULT_RANGE = ("now-30d", "now")
+
+
+class ClickHouseQuery(cogbuilder.Builder[cogvariants.Dataquery]):
+    """A raw-SQL query of the ClickHouse plugin (the SDK has no builder for it)."""
+
+    def __init__(self, sql: str, time_series: bool, ref_id: str = "A") -> None:
+        self._query = _ClickHouseTarget(sql.strip(), time_series, ref_id)
+
+    def build(self) -> cogvariants.Dataquery:
+        return self._query
+
+
+class _ClickHouseTarget(cogvariants.Dataquery):
+    def __init__(self, sql: str, time_series: bool, ref_id: str) -> None:
+        self.sql, self.time_series, self.ref_id = sql, time_series, ref_id
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "refId": self.ref_id,
+            "datasource": DATASOURCE.to_json(),
+            "pluginVersion": PLUGIN_VERSION,
+            "editorType": "sql",
+            "queryType": "timeseries" if self.time_series else "table",
+            "format": 0 if self.time_series else 1,  # the plugin's Format: 0 time series, 1 table
+            "rawSql": self.sql,
+        }
+
+
+def _thresholds(steps: list[tuple[float | None, str]]) -> dashboard.ThresholdsConfig:
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(models.ThresholdsMode.ABSOLUTE)
+        .steps([models.Threshold(value=v, color=c) for v, c in steps])
+    )
+
+
+def _display_names(panel: Any, query: PanelQuery, lang: str) -> Any:
+    for name in query.columns:
+        label = column(name, lang)
+        if label != name:
+            panel = panel.override_by_name(name, [models.DynamicConfigValue(id_val="displayName", value=label)])
+    return panel
+
+
+def _percent(panel: Any, names: list[str]) -> Any:
+    for name in names:
+        panel = panel.override_by_name(
+            name,
+            [models.DynamicConfigValue(id_val="unit", value="percentunit"),
+             models.DynamicConfigValue(id_val="decimals", value=1)],
+        )  # fmt: skip
+    return panel
+
+
+def _rate_colours(panel: Any, names: list[str]) -> Any:
+    steps = {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in RATE_STEPS]}
+    cell = {"type": "color-background", "mode": "basic"}
+    for name in names:
+        panel = panel.override_by_name(
+            name,
+            [models.DynamicConfigValue(id_val="thresholds", value=steps),
+             models.DynamicConfigValue(id_val="custom.cellOptions", value=cell),
+             models.DynamicConfigValue(id_val="color", value={"mode": "thresholds"})],
+        )  # fmt: skip
+    return panel
+
+
+PERCENT_COLUMNS = [
+    "adoption_rate", "adoption_change", "adoption_7d", "adoption_28d", "issuing_share", "baseline_share",
+    "non_cash_share", "invoices_change", "invoices_vs_baseline", "gap",
+]  # fmt: skip
+
+
+def _common(panel: Any, board: str, key: str, query: PanelQuery, lang: str, width: int, height: int) -> Any:
+    panel = (
+        panel.title(t(f"{board}.{key}", lang))
+        .datasource(DATASOURCE)
+        .with_target(ClickHouseQuery(query.sql, query.time_series))
+        .span(width)
+        .height(height)
+    )
+    panel = _display_names(panel, query, lang)
+    return _percent(panel, [c for c in PERCENT_COLUMNS if c in query.columns])
+
+
+def _table(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, height: int = 10) -> Any:
+    panel = _common(table.Panel(), board, key, query, lang, width, height).filterable(True)
+    return _rate_colours(panel, [c for c in ("adoption_rate", "issuing_share") if c in query.columns])
+
+
+def _series(board: str, key: str, query: PanelQuery, lang: str, width: int = 12, height: int = 8) -> Any:
+    panel = _common(timeseries.Panel(), board, key, query, lang, width, height)
+    return panel.line_width(2).fill_opacity(10).show_points(common_models.VisibilityMode.AUTO)
+
+
+def _bars(board: str, key: str, query: PanelQuery, lang: str, label: str, width: int = 12) -> Any:
+    panel = _common(bargauge.Panel(), board, key, query, lang, width, 14)
+    return (
+        panel.orientation(common_models.VizOrientation.HORIZONTAL)
+        .display_mode(common_models.BarGaugeDisplayMode.BASIC)
+        .reduce_options(
+            common.ReduceDataOptions().values(True).calcs(["lastNotNull"]).fields("/^adoption_rate$/").limit(100)
+        )
+        .thresholds(_thresholds(RATE_STEPS))
+        .min(0)
+        .max(1)
+        .unit("percentunit")
+        .with_override(models.MatcherConfig(id_val="byName", options=label), [])
+    )
+
+
+def _stat(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, height: int = 5) -> Any:
+    panel = _common(stat.Panel(), board, key, query, lang, width, height)
+    return panel.reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("/.*/")).color_mode(
+        common_models.BigValueColorMode.NONE
+    )
+
+
+def _variables(board: Any, lang: str, with_target: bool = False) -> Any:
+    sector_name = "name_en" if lang == "en" else "name"
+    all_option = models.VariableOption(selected=True, text=t("all", lang), value="$__all")
+    board = (
+        board.with_variable(
+            dashboard.QueryVariable("sector")
+            .label(t("var.sector", lang))
+            .datasource(DATASOURCE)
+            .query(f"SELECT vsic_code, concat(vsic_code, ' ', {sector_name}) FROM sectors FINAL ORDER BY vsic_code")
+            .include_all(True)
+            .all_value("*")
+            .current(all_option)
+            .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
+        )
+        .with_variable(
+            dashboard.QueryVariable("unit")
+            .label(t("var.unit", lang))
+            .datasource(DATASOURCE)
+            .query(
+                "SELECT code, name FROM admin_units FINAL WHERE code IN "
+                "(SELECT DISTINCT unit FROM segment_adoption WHERE unit != '*') ORDER BY name"
+            )
+            .include_all(True)
+            .all_value("*")
+            .current(all_option)
+            .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
+        )
+        .with_variable(
+            dashboard.CustomVariable("period")
+            .label(t("var.period", lang))
+            .values(f"{t('period.7', lang)} : 7, {t('period.28', lang)} : 28")
+            .current(models.VariableOption(selected=True, text=t("period.7", lang), value="7"))
+        )
+    )
+    if with_target:
+        board = board.with_variable(
+            dashboard.TextBoxVariable("target").label(t("var.target", lang)).default_value("0.8")
+        )
+    return board
+
+
+# the variables each board's SQL uses, with the values a fresh board starts with (for the tests)
+DEFAULT_VARIABLES = {"sector": "*", "unit": "*", "period": "7", "target": "0.8"}
+
+
+def _board(name: str, lang: str) -> Any:
+    suffix = "" if lang == "vi" else "-en"
+    return (
+        dashboard.Dashboard(t(f"board.{name}", lang))
+        .uid(f"einvoice-{name}{suffix}")
+        .tags(TAGS)
+        .timezone(LOCAL_TZ)
+        .time(*DEFAULT_RANGE)
+        .refresh("5m")
+        .editable()
+        .link(
+            dashboard.DashboardLink(t("folder", lang))
+            .type(models.DashboardLinkType.DASHBOARDS)
+            .tags(["einvoice"])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+
+
+def build_overview(lang: str) -> Any:
+    q = BOARDS["overview"](lang)
+    return (
+        _variables(_board("overview", lang), lang, with_target=True)
+        .with_panel(_stat("overview", "totals", q["totals"], lang))
+        .with_panel(_bars("overview", "by_unit", q["by_unit"], lang, "unit_name"))
+        .with_panel(_bars("overview", "by_sector", q["by_sector"], lang, "sector_name"))
+        .with_panel(
+            _table("overview", "heatmap", q["heatmap"], lang, width=16, height=14).with_transformation(
+                models.DataTransformerConfig(
+                    id_val="groupingToMatrix",
+                    options={"columnField": "sector", "rowField": "unit_name", "valueField": "adoption_rate"},
+                )
+            )
+        )
+        .with_panel(_table("overview", "below_target", q["below_target"], lang, width=8, height=14))
+    )
+
+
+def build_trends(lang: str) -> Any:
+    q = BOARDS["trends"](lang)
+    annotation = q["annotations"]
+    return (
+        _variables(_board("trends", lang), lang)
+        .annotation(
+            dashboard.AnnotationQuery()
+            .name(t("trends.annotations", lang))
+            .datasource(DATASOURCE)
+            .enable(True)
+            .icon_color("red")
+            .target(ClickHouseQuery(annotation.sql, time_series=False))  # type: ignore[arg-type]
+        )
+        .with_panel(_series("trends", "adoption", q["adoption"], lang).min(0).max(1))
+        .with_panel(_series("trends", "issuers", q["issuers"], lang))
+        .with_panel(_series("trends", "invoices", q["invoices"], lang))
+        .with_panel(_series("trends", "non_cash", q["non_cash"], lang).min(0).max(1))
+    )
+
+
+def build_drilldown(lang: str) -> Any:
+    q = BOARDS["drilldown"](lang)
+    return (
+        _variables(_board("drilldown", lang), lang)
+        .with_panel(_table("drilldown", "segments", q["segments"], lang, height=12))
+        .with_panel(_series("drilldown", "baseline", q["baseline"], lang, width=24).min(0).max(1))
+        .with_panel(_table("drilldown", "dormant", q["dormant"], lang, height=12))
+    )
+
+
+def build_alerts(lang: str) -> Any:
+    q = BOARDS["alerts"](lang)
+    return (
+        _board("alerts", lang)
+        .with_panel(_table("alerts", "active", q["active"], lang, height=8))
+        .with_panel(_series("alerts", "per_day", q["per_day"], lang, width=12).draw_style(
+            common_models.GraphDrawStyle.BARS))
+        .with_panel(_table("alerts", "silences", q["silences"], lang, width=12, height=8))
+        .with_panel(_table("alerts", "deliveries", q["deliveries"], lang, height=7))
+        .with_panel(_table("alerts", "recent", q["recent"], lang, height=12))
+    )  # fmt: skip
+
+
+def build_pipeline(lang: str) -> Any:
+    q = BOARDS["pipeline"](lang)
+    return (
+        _board("pipeline", lang)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .with_panel(_stat("pipeline", "freshness", q["freshness"], lang, height=4))
+        .with_panel(_series("pipeline", "ingest_rate", q["ingest_rate"], lang))
+        .with_panel(_series("pipeline", "dlq_rate", q["dlq_rate"], lang))
+        .with_panel(_series("pipeline", "consumer_lag", q["consumer_lag"], lang))
+        .with_panel(_series("pipeline", "watermark_delay", q["watermark_delay"], lang).unit("s"))
+        .with_panel(_table("pipeline", "dlq_reasons", q["dlq_reasons"], lang, height=8))
+    )
+
+
+BUILDERS: dict[str, Callable[[str], Any]] = {
+    "overview": build_overview,
+    "trends": build_trends,
+    "drilldown": build_drilldown,
+    "alerts": build_alerts,
+    "pipeline": build_pipeline,
+}
+
+
+def dashboards(lang: str = "vi") -> dict[str, dict[str, Any]]:
+    """Every board as Grafana's dashboard JSON model, keyed by board name."""
+    boards = {}
+    for name, build in BUILDERS.items():
+        model = build(lang).build()
+        boards[name] = json.loads(json.dumps(model, cls=JSONEncoder))
+    return boards
+
+
+def to_json_text(board: dict[str, Any]) -> str:
+    """Stable text for committing and comparing (sorted keys, UTF-8, trailing newline)."""
+    return json.dumps(board, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
