@@ -78,8 +78,16 @@ FROM (
     FROM segment_adoption FINAL
     WHERE {WITH_BEFORE} AND {SECTOR_IS} AND {UNIT_IS}
 )""",
-            {"adoption_rate": "number", "adoption_change": "number", "eligible": "number", "active": "number",
-             "invoices": "number", "invoices_change": "number", "revenue_vnd": "number", "non_cash_share": "number"},
+            {
+                "adoption_rate": "number",
+                "adoption_change": "number",
+                "eligible": "number",
+                "active": "number",
+                "invoices": "number",
+                "invoices_change": "number",
+                "revenue_vnd": "number",
+                "non_cash_share": "number",
+            },
         ),
         "by_unit": PanelQuery(
             f"""
