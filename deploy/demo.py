@@ -162,6 +162,7 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
         _print_scenario(store, truth, console)
         _print_adoption(store, dt.date.fromisoformat(newest_complete), console)
         _print_alerts(store, console)
+        report = _write_report(store, config.start, dt.date.fromisoformat(newest_complete), settings.data_dir, console)
     finally:
         store.close()
     rejected = metric("einvoice_rejected_total")
@@ -173,10 +174,26 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
     console.print(f"Feed duplicates dropped: {dupes:,.0f}. Worker log: {worker.log_path}")
     verified = sum(1 for r in receiver.accepted() if r.verified)
     console.print(f"Webhook receiver: {len(receiver.accepted())} deliveries, {verified} with a valid signature.")
+    console.print(f"[bold]Offline report (the boards without Grafana):[/] {report}")
     console.print(
         f"Next: EINVOICE_DATA_DIR={settings.data_dir} einvoice-monitor report --from {config.start} "
         f"--to {newest_complete} --sort change   (or: alerts list)"
     )
+
+
+def _write_report(store: ClickHouseStore, first: dt.date, last: dt.date, data_dir: Path, console: Console) -> Path:
+    """The html page and the png charts of `einvoice-monitor report`, for the demo's four weeks."""
+    from boards.offline import collect, render_html, write_png
+
+    with console.status("drawing the offline report (the boards' queries, matplotlib)"):
+        data = collect(store, first, last)
+        directory = data_dir / "reports"
+        directory.mkdir(parents=True, exist_ok=True)
+        page = directory / f"adoption-{first}-{last}-vi.html"
+        page.write_text(render_html(data), encoding="utf-8")
+        images = write_png(data, directory / f"adoption-{first}-{last}-vi")
+    console.print(f"[green]✓[/] report: {page} and {len(images)} charts in {images[0].parent if images else directory}")
+    return page
 
 
 def _check(worker: WorkerProcess) -> None:

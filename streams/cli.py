@@ -182,6 +182,18 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines instead of a table.")] = False,
     limit: Annotated[int, typer.Option(help="Most rows in the table (0 = all).")] = 40,
     min_eligible: Annotated[int, typer.Option(help="Hide segments with fewer eligible businesses.")] = 10,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table or json on the terminal; html (one self-contained page) or png (one image per chart): "
+            "the boards' key views, for the embedded mode that has no Grafana.",
+        ),
+    ] = "table",
+    out: Annotated[
+        Path | None, typer.Option(help="File (html) or directory (png); default under EINVOICE_DATA_DIR/reports.")
+    ] = None,
+    lang: Annotated[str, typer.Option(help="Language of html/png: vi or en.")] = "vi",
 ) -> None:
     """Adoption by sector and unit for a day or a period, with the change against the period before."""
     import json
@@ -190,6 +202,15 @@ def report(
     from analytics.report import period_report
 
     settings = _settings()
+    if output_format in ("html", "png"):
+        path = offline_report(settings, start or day, end or day, lang, (sector or ["*"])[0], (unit or ["*"])[0],
+                              output_format, out)  # fmt: skip
+        typer.echo(str(path))
+        return
+    if output_format not in ("table", "json"):
+        console.print(f"[red]--format must be table, json, html or png, not {output_format!r}[/]")
+        raise typer.Exit(2)
+    as_json = as_json or output_format == "json"
     answer = _report_from_worker(settings, day, start, end, level, sector, unit, sort)
     if answer is not None:
         rows, outside = answer
@@ -236,6 +257,45 @@ def report(
         most = max(issuers for _, issuers, _ in outside)
         total = sum(invoices for _, _, invoices in outside)
         typer.echo(f"Issuers not in the registry (no sector or unit): up to {most:,} a day, {total:,} invoices.")
+
+
+def offline_report(
+    settings: Settings, first: str | None, last: str | None, lang: str, sector: str, unit: str, output_format: str,
+    out: Path | None,
+) -> Path:  # fmt: skip
+    """Render the html page or the png charts from ClickHouse; returns the file or directory written."""
+    from boards.offline import collect, render_html, write_png
+
+    if lang not in ("vi", "en"):
+        console.print(f"[red]--lang must be vi or en, not {lang!r}[/]")
+        raise typer.Exit(2)
+    store = _open_store(settings)
+    try:
+        if last is None:
+            newest = store.query_rows("SELECT max(day) FROM segment_adoption")[0][0]
+            if newest is None or newest.year < 2000:
+                console.print("[yellow]no evaluated day yet[/]: the worker evaluates complete days; run it on a feed")
+                raise typer.Exit(1)
+            last_day = newest
+        else:
+            last_day = dt.date.fromisoformat(last)
+        first_day = dt.date.fromisoformat(first) if first else last_day - dt.timedelta(days=27)
+        with console.status("running the boards' queries"):
+            data = collect(store, first_day, last_day, lang=lang, sector=sector, unit=unit)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    reports = settings.data_dir / "reports"
+    if output_format == "html":
+        path = out or reports / f"adoption-{first_day}-{last_day}-{lang}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_html(data), encoding="utf-8")
+        return path
+    directory = out or reports / f"adoption-{first_day}-{last_day}-{lang}"
+    write_png(data, directory)
+    return directory
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
