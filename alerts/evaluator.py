@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -33,6 +34,7 @@ from alerts.rules import Rules
 from analytics.adoption import SegmentDay, adoption, load_units
 from analytics.units import UnitHierarchy
 from sinks.clickhouse.client import ClickHouseStore
+from streams.config import LOCAL_TZ
 
 log = logging.getLogger(__name__)
 PROGRESS = "__progress__"
@@ -120,7 +122,7 @@ class AlertEvaluator:
             )  # fmt: skip
         self._loaded = True
 
-    def _save(self, day: dt.date, events: list[AlertEvent]) -> None:
+    def _save(self, day: dt.date, events: list[AlertEvent], progress: bool = True) -> None:
         if events:
             event_rows = [
                 (e.event_id, e.type, e.fingerprint, e.rule, e.labels, e.severity, e.day, e.started_day,
@@ -136,7 +138,8 @@ class AlertEvaluator:
              day, version)
             for i in self.instances.values()
         ]  # fmt: skip
-        rows.append((PROGRESS, "", {}, "", "", 0, 0, None, None, None, None, "{}", day, version))
+        if progress:
+            rows.append((PROGRESS, "", {}, "", "", 0, 0, None, None, None, None, "{}", day, version))
         self.store.call(self.store.client.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
 
     def _save_figures(
@@ -250,13 +253,15 @@ class AlertEvaluator:
             "pipeline_lag", {"unit": PROVINCE}, lagging, self.rules.pipeline_silence.severity, 1, 1,
             {"consumer_lag": consumer_lag, "max_consumer_lag": limit},
         )  # fmt: skip
-        day = self.last_day or dt.date(1970, 1, 1)
+        # before the first evaluated day, the lag belongs to today; no progress row then, or the
+        # evaluation would resume from that day instead of from the first day with data
+        day = self.last_day or dt.datetime.now(ZoneInfo(LOCAL_TZ)).date()
         repeat = self.rules.evaluation.repeat_interval_hours * 3600
         events = advance(self.instances, [observation], day, now, repeat_interval_s=repeat)
         if events or lagging:
             self._publish(events)
             mark_notified(self.instances, events)
-            self._save(day, events)
+            self._save(day, events, progress=self.last_day is not None)
 
     def evaluate_day(
         self, day: dt.date, now: float, silences: list[Silence], hierarchy: UnitHierarchy

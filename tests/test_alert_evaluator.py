@@ -134,3 +134,24 @@ def test_consumer_lag_raises_a_data_problem_and_holds_every_day(store, settings)
     assert [i.state for i in evaluator.instances.values() if i.rule == "pipeline_lag"] == ["resolved"]
     types = [e["type"] for e in alert_topic_events(settings) if e["rule"] == "pipeline_lag"]
     assert types == ["firing", "resolved"]
+
+
+def test_lag_before_the_first_evaluation_does_not_move_where_evaluation_resumes(store, settings):
+    """A lag alert before any day was evaluated must not leave a progress row: a restarted worker
+    would then resume from that day instead of from the first day with invoices."""
+    seed_tables(store, stop_share=0.0)
+    evaluator_for(store, settings).run(consumer_lag=10**9, now=1_000_000.0)
+    restarted = evaluator_for(store, settings)
+    restarted.load()
+    assert restarted.last_day is None
+    assert [i.state for i in restarted.instances.values() if i.rule == "pipeline_lag"] == ["firing"]
+    results = restarted.run(consumer_lag=0, now=1_000_060.0, until=START + dt.timedelta(days=2))
+    assert [r.day for r in results] == [START, START + dt.timedelta(days=1), START + dt.timedelta(days=2)]
+    # the boards get the adoption of every evaluated day, with roll-ups
+    days = store.query_rows("SELECT DISTINCT day FROM segment_adoption FINAL ORDER BY day")
+    assert [d for (d,) in days] == [START, START + dt.timedelta(days=1), START + dt.timedelta(days=2)]
+    [(eligible, active)] = store.query_rows(
+        "SELECT eligible, active_1d FROM segment_adoption FINAL WHERE day = {d:Date} AND sector = '*' AND unit = '*'",
+        {"d": START},
+    )
+    assert eligible == 80 and active == 80
