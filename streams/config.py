@@ -60,7 +60,7 @@ class Settings:
     rules_file: Path | None = None
     webhooks_file: Path | None = None
     webhook_http_allowlist: str = ""
-    grafana_url: str = "http://localhost:3000/d/einvoice-adoption"
+    grafana_url: str = "http://localhost:3000/d/einvoice-drilldown"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -242,14 +242,14 @@ SAMPLES = [
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s['rule']}-{s['type']}")
 def test_payloads_follow_the_schema(sample):
     names = Names({"4730": "Bán lẻ nhiên liệu động cơ"}, {"399": "Huyện Hoằng Hóa"}, "Tỉnh Thanh Hóa")
-    payload = build_payload(sample, names, "https://grafana.example.org/d/einvoice-adoption")
+    payload = build_payload(sample, names, "https://grafana.example.org/d/einvoice-drilldown")
     body = encode(payload)
     assert json.loads(body) == payload  # strict JSON: NaN became null
     validator = jsonschema.Draft202012Validator(load_schema(), format_checker=jsonschema.FormatChecker())
     assert not list(validator.iter_errors(payload)), list(validator.iter_errors(payload))
     assert payload["event_id"] == sample["event_id"] and payload["type"] == sample["type"]
     assert payload["timestamp"] == "2024-06-13T00:00:00.500Z"
-    assert payload["links"]["grafana"].startswith("https://grafana.example.org/d/einvoice-adoption?var-rule=")
+    assert payload["links"]["grafana"].startswith("https://grafana.example.org/d/einvoice-drilldown?var-rule=")
     alert = payload["alert"]
     assert alert["starts_at"] == "2024-06-11T00:00:00+07:00"
     assert (alert["ends_at"] is not None) == (sample["type"] == "resolved")

@@ -28,7 +28,7 @@ import yaml
 SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 EVENT_TYPES = ("firing", "resolved", "repeat")
-DEFAULT_GRAFANA_URL = "http://localhost:3000/d/einvoice-adoption"
+DEFAULT_GRAFANA_URL = "http://localhost:3000/d/einvoice-drilldown"
 
 
 class WebhookConfigError(ValueError):
