@@ -158,7 +158,6 @@ class Pipeline:
         await self.invoice_dlq.stop()
         await self.registry_dlq.stop()
         if self.store is not None:
-            await self.copy_metrics()  # the last figures, or the boards miss what came after the last copy
             self.store.close()
             self.store = None
 
@@ -358,10 +357,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         await pipeline.start()
 
     @app.on_before_shutdown.connect
-    async def stop_webhooks(sender: faust.App, **kwargs: Any) -> None:
+    async def before_shutdown(sender: faust.App, **kwargs: Any) -> None:
         if pipeline.webhooks is not None:
             await pipeline.webhooks.stop()
             pipeline.webhooks = None
+        await pipeline.copy_metrics()  # the last figures, or the boards miss what came after the last copy
 
     rules = load_rules(settings.rules_file)
 
