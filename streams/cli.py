@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from deploy.kafka import LocalBroker
+from replay.cli import replay_app
 from simulator.cli import simulate_command
 from streams.config import Settings
 
@@ -23,6 +24,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 alerts_app = typer.Typer(help="Falling-adoption alerts: state, silences, offline evaluation.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(replay_app, name="replay")
 console = Console(stderr=True)
 
 
