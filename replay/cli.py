@@ -47,15 +47,11 @@ def _audit(settings: Settings) -> AuditLog:
 def _errors(console: Console) -> Iterator[None]:
     """Known failures as one red line and an exit code, never a traceback."""
     from replay.audit import Refused
-    from replay.databases import DatabaseUnavailable
 
     try:
         yield
     except Refused as exc:
         console.print(f"[red]refused:[/] {exc}")
-        raise typer.Exit(3) from None
-    except DatabaseUnavailable as exc:
-        console.print(f"[red]ClickHouse:[/] {exc}")
         raise typer.Exit(3) from None
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
@@ -494,6 +490,7 @@ def switch_command(
     Needs the live worker stopped (start it again afterwards) and the rebuild caught up with it. Server: one
     EXCHANGE TABLES statement (the boards see old or new tables, never none). Embedded: a directory swap.
     """
+    from replay.databases import Database
     from replay.rebuild import find, rebuilt_database, switch
     from streams.cli import resolve_bootstrap
 
@@ -507,6 +504,8 @@ def switch_command(
             raise typer.Exit(1)
         with audit.action("switch", {"rebuild": rebuild.id, "database": target}) as detail:
             detail.update(switch(settings, bootstrap, rebuild, stop_workers=stop_workers))
+        if not settings.clickhouse_url:  # embedded: chDB is free while the worker is stopped, copy the log now
+            Database(settings.clickhouse_dsn).run("sync_audit", entries=audit.entries())
     console.print(
         f"switched to rebuild {rebuild.id}; the old data is kept as {rebuild.retired} until "
         f"`einvoice-monitor replay drop {rebuild.id}`. Start the worker again."

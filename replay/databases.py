@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replay.audit import AUDIT_COLUMNS, audit_rows, redact
+from replay.audit import AUDIT_COLUMNS, Refused, audit_rows, redact
 from sinks.clickhouse import ClickHouseStore, apply_migrations
 
 BUSY_HINT = (
@@ -26,7 +26,7 @@ BUSY_HINT = (
 )
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(Refused):
     """The database cannot be opened now; the message says why and what to do."""
 
 
