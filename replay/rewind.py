@@ -170,5 +170,5 @@ def _active_message(state: GroupState, stopped: bool) -> str:
     return (
         f"{first}: {members}. Stop the workers first (Ctrl-C, `docker compose stop worker`), or pass "
         "--stop-workers to stop this machine's workers, or --force to remove the members from the group "
-        "(they rejoin and continue from the new offsets; one in the middle of a batch exits and is restarted)."
+        "(they rejoin at once and continue from the new offsets)."
     )
