@@ -89,11 +89,16 @@ class Offsets:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def partitions(self, topic: str) -> list[int]:
+    def partitions(self, topic: str, chosen: Sequence[int] | None = None) -> list[int]:
+        """The topic's partitions, or the ``chosen`` ones after checking that they exist."""
         described = self.admin.describe_topics([topic])[0]
         if described["error_code"] or not described["partitions"]:
             raise ValueError(f"topic {topic} does not exist (check EINVOICE_TOPIC_PREFIX, or run `topics create`)")
-        return sorted(p["partition_index"] for p in described["partitions"])
+        available = sorted(p["partition_index"] for p in described["partitions"])
+        unknown = sorted(set(chosen or ()) - set(available))
+        if unknown:
+            raise ValueError(f"topic {topic} has partitions {available}; there is no {unknown}")
+        return list(chosen) if chosen else available
 
     def bounds(self, topic: str, partitions: Sequence[int]) -> dict[int, Bounds]:
         starts = self._lookup(topic, partitions, OffsetSpec.EARLIEST)

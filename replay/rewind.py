@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from replay.audit import Refused
 from replay.members import GroupState, describe_group, remove_members, stop_local_workers
-from replay.ranges import Offsets, check_within, parse_offsets
+from replay.ranges import Offsets, check_within, format_instant, parse_offsets
 from streams.offsets import group_positions
 
 
@@ -35,8 +35,6 @@ class Target:
     offsets: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        from replay.ranges import format_instant
-
         if self.kind == "time":
             return f"time {format_instant(self.at_ms)}"
         if self.kind == "offsets":
@@ -104,11 +102,7 @@ def plan_rewind(
     with Offsets(bootstrap) as offsets:
         members = describe_group(offsets.admin, group)
         for topic in topics:
-            available = offsets.partitions(topic)
-            chosen = list(partitions) if partitions else available
-            unknown = sorted(set(chosen) - set(available))
-            if unknown:
-                raise ValueError(f"topic {topic} has partitions {available}; there is no {unknown}")
+            chosen = offsets.partitions(topic, partitions)
             bounds = offsets.bounds(topic, chosen)
             current = group_positions(bootstrap, group, topic, chosen)
             if target.kind == "earliest":
@@ -135,25 +129,24 @@ def apply_rewind(
     the remaining members from the group and commits in the moment before they rejoin.
     """
     offsets = {TopicPartition(p.topic, p.partition): OffsetAndMetadata(p.target, "", -1) for p in plan.partitions}
-    outcome: dict[str, object] = {"stopped_pids": [], "removed_members": 0}
+    stopped: list[int] = []
+    removed = 0
     with Offsets(bootstrap) as looked_up:
         admin = looked_up.admin
         state = describe_group(admin, plan.group)
         if state.active and stop_workers:
-            pids, state = stop_local_workers(admin, plan.group, timeout_s)
-            outcome["stopped_pids"] = pids
+            stopped, state = stop_local_workers(admin, plan.group, timeout_s)
         if state.active and not force:
-            raise Refused(_active_message(state, stopped=bool(outcome["stopped_pids"])))
+            raise Refused(_active_message(state, stopped=bool(stopped)))
         deadline = time.monotonic() + timeout_s
         while True:
             if state.active:
                 remove_members(admin, state, "einvoice-monitor replay rewind --force")
-                outcome["removed_members"] = int(outcome["removed_members"]) + len(state.members)  # type: ignore[call-overload]
-            errors = {
-                tp: err for tp, err in admin.alter_group_offsets(plan.group, offsets).items() if err is not NoError
-            }
+                removed += len(state.members)
+            answer = admin.alter_group_offsets(plan.group, offsets)
+            errors = {tp: err for tp, err in answer.items() if err is not NoError}
             if not errors:
-                return outcome
+                return {"stopped_pids": stopped, "removed_members": removed}
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"the group kept rejecting the new offsets: {errors}")
             time.sleep(0.2)  # a member rejoined between removal and commit: remove it again
@@ -162,11 +155,9 @@ def apply_rewind(
 
 def _active_message(state: GroupState, stopped: bool) -> str:
     members = "; ".join(m.describe() for m in state.members)
-    first = (
-        "the group still has members after stopping this machine's workers"
-        if stopped
-        else (f"group {state.group} has {len(state.members)} active member(s)")
-    )
+    first = f"group {state.group} has {len(state.members)} active member(s)"
+    if stopped:
+        first = "the group still has members after stopping this machine's workers"
     return (
         f"{first}: {members}. Stop the workers first (Ctrl-C, `docker compose stop worker`), or pass "
         "--stop-workers to stop this machine's workers, or --force to remove the members from the group "

@@ -177,3 +177,11 @@ def test_archive_by_time_is_exact_resumes_after_interruption_and_verify_finds_da
     assert "stray.avro: not in the manifest" in said
     results = [e["result"] for e in AuditLog(settings.data_dir).entries()]
     assert results == ["ok", "damaged"]
+
+    # by offsets: partition 1 from 20 (inclusive) to 170 (exclusive), interrupted and resumed as well
+    by_offset = plan_archive(settings.kafka_brokers, [topic], [1], from_offsets={1: 20}, to_offsets={1: 170},
+                             file_records=50)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        write_archive(settings.kafka_brokers, by_offset, tmp_path / "c", interrupt_after(75))
+    manifest, _ = write_archive(settings.kafka_brokers, by_offset, tmp_path / "c")
+    assert [(f["first_offset"], f["last_offset"]) for f in manifest["files"]] == [(20, 69), (70, 119), (120, 169)]
