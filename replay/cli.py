@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from replay.audit import AuditLog
     from streams.config import Settings
 
-replay_app = typer.Typer(help=__doc__, no_args_is_help=True)
+replay_app = typer.Typer(
+    help="Replay and backfill: rewind consumer groups, archive topics, publish archives, rebuild ClickHouse. "
+    "Every command is written to the audit log ($EINVOICE_DATA_DIR/audit/replay.jsonl). Exit codes: 0 done, "
+    "1 a check found problems or the work failed, 2 bad options, 3 refused (the message says what to do), "
+    "130 interrupted (run the same command again to go on).",
+    no_args_is_help=True,
+)
 
 TopicOption = Annotated[
     list[str] | None,
@@ -56,6 +62,9 @@ def _errors(console: Console) -> Iterator[None]:
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    except (RuntimeError, TimeoutError) as exc:  # e.g. the rebuild worker died: the message holds its log's end
+        console.print(f"[red]failed:[/] {exc}")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: what is done is kept; run the same command again to go on")
         raise typer.Exit(130) from None

@@ -84,12 +84,17 @@ def wait_inactive(admin: KafkaAdminClient, group: str, timeout_s: float) -> Grou
 
 
 def local_processes(state: GroupState) -> list[psutil.Process]:
-    """The processes of this machine that are members: they listen on the port their metadata names."""
-    local_hosts = {"127.0.0.1", "localhost", "::1", "0.0.0.0", socket.gethostname()}
+    """The processes of this machine that are members: they listen on the port their metadata names.
+
+    Only members whose connection the coordinator saw come from this machine count, so a worker
+    elsewhere that happens to announce ``127.0.0.1`` never stops a process here.
+    """
+    addresses = {a.address for nics in psutil.net_if_addrs().values() for a in nics}
+    web_hosts = addresses | {"localhost", "0.0.0.0", socket.gethostname()}
     ports = set()
     for member in state.members:
         address = urllib.parse.urlparse(member.url or "")
-        if address.hostname in local_hosts and address.port:
+        if member.host.lstrip("/") in addresses and address.hostname in web_hosts and address.port:
             ports.add(address.port)
     pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}
     return [psutil.Process(pid) for pid in sorted(p for p in pids if p)]

@@ -48,7 +48,6 @@ class PublishResult:
     sent: int = 0
     already_there: int = 0
     resumed: bool = False
-    state_path: Path | None = None
 
 
 def timestamp_ms(value: Any) -> int:
@@ -186,7 +185,7 @@ def publish_archive(
     if state and state.get("done"):
         state = None
     files = manifest["files"]
-    result = PublishResult(total=int(manifest["records"]), resumed=state is not None, state_path=path)
+    result = PublishResult(total=int(manifest["records"]), resumed=state is not None)
     publisher = Publisher(bootstrap)
     try:
         router = _Router(publisher, manifest, topic_map)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka.admin import KafkaAdminClient
 
@@ -50,6 +50,7 @@ from streams.topics import create_topics
 
 OPERATIONAL_TABLES = ("alert_instances", "alert_events", "webhook_attempts", "pipeline_metrics", "replay_audit")
 STATE = "rebuild.json"
+T = TypeVar("T")
 Progress = Callable[[int, int], None]
 
 
@@ -117,6 +118,15 @@ def rebuilt_database(settings: Settings, rebuild: Rebuild) -> Database:
     return Database(f"chdb://{Path(name).resolve()}")
 
 
+def on_server(database: Database, fn: Callable[[Any], T]) -> T:
+    """``fn(client)`` against a ClickHouse server (DDL of the rebuild: create, exchange, rename, drop)."""
+    store = ClickHouseStore(database.dsn)
+    try:
+        return store.call(fn, store.client)
+    finally:
+        store.close()
+
+
 def worker_settings(settings: Settings, rebuild: Rebuild, bootstrap: str) -> Settings:
     """The live configuration (with its fixes), another group and database, the rebuild role."""
     server = live_database(settings).sibling(rebuild.database).dsn if rebuild.mode == "server" else None
@@ -146,11 +156,7 @@ def create_rebuild(settings: Settings, bootstrap: str) -> Rebuild:
         database = str((rebuilds_dir(settings) / stamp / "clickhouse").resolve())
     else:
         database = f"{live.name}_rebuild_{stamp}"
-        store = ClickHouseStore(live.dsn)
-        try:
-            store.call(store.client.command, f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        finally:
-            store.close()
+        on_server(live, lambda client: client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`"))
     rebuild = Rebuild(
         stamp,
         "embedded" if live.embedded else "server",
@@ -312,12 +318,13 @@ def switch(settings: Settings, bootstrap: str, rebuild: Rebuild, stop_workers: b
     live = live_database(settings)
     if rebuild.mode == "server":
         retired = f"{live.name}_retired_{rebuild.id}"
-        store = ClickHouseStore(live.dsn)
-        try:
-            outcome["tables"] = store.call(exchange_tables, store.client, live.name, rebuild.database)
-            store.call(store.client.command, f"RENAME DATABASE `{rebuild.database}` TO `{retired}`")
-        finally:
-            store.close()
+
+        def exchange(client: Any) -> list[str]:
+            tables = exchange_tables(client, live.name, rebuild.database)
+            client.command(f"RENAME DATABASE `{rebuild.database}` TO `{retired}`")
+            return tables
+
+        outcome["tables"] = on_server(live, exchange)
     else:
         rebuilt = Path(rebuild.database)
         retired = str(rebuilt.with_name("retired-clickhouse"))
@@ -355,11 +362,9 @@ def drop(settings: Settings, bootstrap: str, rebuild: Rebuild) -> dict[str, Any]
             raise Refused(f"the rebuild worker of {rebuild.id} still runs; stop `replay rebuild` first")
         doomed = rebuilt_database(settings, rebuild)
         if rebuild.mode == "server":
-            store = ClickHouseStore(live_database(settings).dsn)
-            try:
-                store.call(store.client.command, f"DROP DATABASE IF EXISTS `{doomed.name}`")
-            finally:
-                store.close()
+            on_server(
+                live_database(settings), lambda client: client.command(f"DROP DATABASE IF EXISTS `{doomed.name}`")
+            )
         else:
             shutil.rmtree(doomed.directory, ignore_errors=True)
             shutil.rmtree(rebuilds_dir(settings) / rebuild.id / "faust", ignore_errors=True)
