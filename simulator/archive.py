@@ -52,7 +52,10 @@ def archive_schema_json() -> str:
 class ContainerWriter:
     """An Avro object container file written from pre-encoded record bytes."""
 
-    def __init__(self, path: Path, codec: str, sync: bytes, metadata: dict[str, str], level: int = 1) -> None:
+    def __init__(
+        self, path: Path, codec: str, sync: bytes, metadata: dict[str, str], level: int = 1, schema: str | None = None
+    ) -> None:
+        """``schema``: the record schema's JSON for the header (default: ``archive_record.avsc``)."""
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}")
         self.path = path
@@ -66,7 +69,7 @@ class ContainerWriter:
         self.size = 0
         self._pending: deque[tuple[int, Future[bytes]]] = deque()
         self._fh: BinaryIO = path.open("wb")
-        meta = {"avro.schema": archive_schema_json(), "avro.codec": codec, **metadata}
+        meta = {"avro.schema": schema or archive_schema_json(), "avro.codec": codec, **metadata}
         header = bytearray(MAGIC)
         header += varint(len(meta))
         for key, value in meta.items():

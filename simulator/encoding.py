@@ -255,15 +255,20 @@ def encode_archive_records(
     return EncodedBatch(buf, start, start[:-1] + value_start, value_len)
 
 
-def encode_archive_record(key: bytes | None, value: bytes | None, timestamp_ms: int) -> bytes:
-    """One archive record, the slow way (registry records, tests)."""
-    out = bytearray()
-    for part in (key, value):
-        if part is None:
-            out += b"\x00"
-        else:
-            out += b"\x02" + varint(len(part)) + part
-    out += varint(timestamp_ms) + b"\x00"
+def _nullable_bytes(part: bytes | None) -> bytes:
+    return b"\x00" if part is None else b"\x02" + varint(len(part)) + part
+
+
+def encode_archive_record(
+    key: bytes | None, value: bytes | None, timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]] = ()
+) -> bytes:
+    """One archive record, the slow way (registry records, replayed topics, tests)."""
+    out = bytearray(_nullable_bytes(key) + _nullable_bytes(value) + varint(timestamp_ms))
+    if headers:
+        out += varint(len(headers))
+        for name, data in headers:
+            out += avro_string(name) + _nullable_bytes(data)
+    out += b"\x00"
     return bytes(out)
 
 

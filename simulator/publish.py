@@ -96,25 +96,26 @@ class Publisher:
         return len(found)
 
     def send(
-        self, topic: str, partitions: np.ndarray, keys: Sequence[bytes], values: Sequence[bytes | None],
-        timestamps: Sequence[int],
+        self, topic: str, partitions: np.ndarray, keys: Sequence[bytes | None], values: Sequence[bytes | None],
+        timestamps: Sequence[int], headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
     ) -> None:  # fmt: skip
         """Records in order; each partition's records keep their relative order."""
-        self.loop.run_until_complete(self._send(topic, partitions, keys, values, timestamps))
+        self.loop.run_until_complete(self._send(topic, partitions, keys, values, timestamps, headers))
 
     async def _send(
-        self, topic: str, partitions: np.ndarray, keys: Sequence[bytes], values: Sequence[bytes | None],
-        timestamps: Sequence[int],
+        self, topic: str, partitions: np.ndarray, keys: Sequence[bytes | None], values: Sequence[bytes | None],
+        timestamps: Sequence[int], headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
     ) -> None:  # fmt: skip
         producer = self.producer
         for partition in np.unique(partitions).tolist():
             batch = producer.create_batch()
             for i in np.flatnonzero(partitions == partition).tolist():
-                if batch.append(key=keys[i], value=values[i], timestamp=timestamps[i]) is None:
+                extra = None if headers is None else list(headers[i])
+                if batch.append(key=keys[i], value=values[i], timestamp=timestamps[i], headers=extra) is None:
                     batch.close()
                     self._futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=keys[i], value=values[i], timestamp=timestamps[i])
+                    batch.append(key=keys[i], value=values[i], timestamp=timestamps[i], headers=extra)
             batch.close()
             self._futures.append(await producer.send_batch(batch, topic, partition=partition))
         if len(self._futures) > 256:

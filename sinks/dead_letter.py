@@ -118,3 +118,17 @@ class DeadLetterSink:
             return result
         finally:
             await consumer.stop()
+
+
+class DiscardingDeadLetterSink(DeadLetterSink):
+    """Keeps the bookkeeping, sends nothing: a rebuild worker must not write the live DLQ a second time."""
+
+    async def start(self) -> None:
+        return None
+
+    async def flush(self) -> dict[int, int]:
+        pending, self._pending = self._pending, {}
+        return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
+
+    async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, -1)

@@ -27,7 +27,7 @@ from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
-from sinks.dead_letter import DeadLetter, DeadLetterSink
+from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
@@ -113,8 +113,12 @@ class Pipeline:
         self.registry_table = registry_table
         self.store: ClickHouseStore | None = None
         self.topics = settings.topics
-        self.invoice_dlq = DeadLetterSink(bootstrap, self.topics.invoices_dlq)
-        self.registry_dlq = DeadLetterSink(bootstrap, self.topics.registry_dlq)
+        if settings.role not in ("live", "rebuild"):
+            raise ValueError(f"EINVOICE_ROLE must be live or rebuild, got {settings.role!r}")
+        self.live = settings.role == "live"  # a rebuild worker writes ClickHouse only (replay/rebuild.py)
+        dead_letters = DeadLetterSink if self.live else DiscardingDeadLetterSink
+        self.invoice_dlq = dead_letters(bootstrap, self.topics.invoices_dlq)
+        self.registry_dlq = dead_letters(bootstrap, self.topics.registry_dlq)
         self.ingest: InvoiceIngest | None = None
         self.registry_positions: dict[int, int] = {}
         self.next_offsets: dict[int, int] = {}
@@ -144,6 +148,8 @@ class Pipeline:
             metrics=self.metrics,
         )
         self.ready.set()
+        if not self.live:
+            return
         # Webhooks: one consumer group per endpoint on adoption.alerts; never holds up ingestion.
         self.webhooks = WebhookDispatcher.from_settings(
             self.settings, self.bootstrap, self.store, registry=self.metrics.registry, config=self.webhook_config
@@ -210,10 +216,23 @@ class Pipeline:
         )
 
     async def complete(self, records: list[SourceRecord]) -> list[SourceRecord]:
-        """The batch with any hole before or inside it filled from Kafka (see streams.offsets)."""
+        """The batch as this worker must process it: holes filled from Kafka, records it processed already dropped.
+
+        Holes: see streams.offsets. Faust also delivers some records twice (seen: the last record of
+        each partition after a start at a rewound offset); the sink would skip them, but they would
+        count as events again.
+        """
         by_partition: dict[int, list[int]] = {}
+        fresh = []
         for record in records:
-            by_partition.setdefault(record.partition, []).append(record.offset)
+            offsets = by_partition.setdefault(record.partition, [])
+            if record.offset < self.next_offsets[record.partition] or (offsets and record.offset <= offsets[-1]):
+                continue
+            offsets.append(record.offset)
+            fresh.append(record)
+        if len(fresh) < len(records):
+            log.info("records delivered again; dropped", extra={"dropped": len(records) - len(fresh)})
+            records = fresh
         filled: list[SourceRecord] = []
         for partition, offsets in by_partition.items():
             for start, end in missing_ranges(offsets, self.next_offsets[partition]):
@@ -368,7 +387,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.timer(interval=rules.evaluation.interval_s, on_leader=True)
     async def evaluate_alerts() -> None:
         """The alert evaluator: on the leader only, every interval, each newly complete day once."""
-        if pipeline.store is None:
+        if pipeline.store is None or not pipeline.live:
             return
         if pipeline.evaluator is None:
             pipeline.evaluator = AlertEvaluator(pipeline.store, rules, bootstrap, topics.alerts, topics.silences)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from boards.cli import dashboards_app
 from deploy.kafka import LocalBroker
+from replay.cli import replay_app
 from simulator.cli import simulate_command
 from streams.config import Settings
 
@@ -25,6 +26,7 @@ app.add_typer(topics_app, name="topics")
 alerts_app = typer.Typer(help="Falling-adoption alerts: state, silences, offline evaluation.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(replay_app, name="replay")
 console = Console(stderr=True)
 
 

@@ -61,6 +61,7 @@ class Settings:
     webhooks_file: Path | None = None
     webhook_http_allowlist: str = ""
     grafana_url: str = "http://localhost:3000/d/einvoice-drilldown"
+    role: str = "live"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -140,4 +141,5 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "webhooks_file": ("EINVOICE_WEBHOOKS_FILE", "Webhook endpoints (YAML, as alerts/endpoints.example.yaml)."),
     "webhook_http_allowlist": ("EINVOICE_WEBHOOK_HTTP_ALLOWLIST", "Hosts webhooks may reach over plain http (a,b)."),
     "grafana_url": ("EINVOICE_GRAFANA_URL", "Grafana board linked from each webhook payload."),
+    "role": ("EINVOICE_ROLE", "live; rebuild = ClickHouse only: no DLQ, alerts or webhooks (`replay rebuild`)."),
 }

@@ -161,3 +161,12 @@ class PublishedFeed:
     @property
     def malformed(self) -> list:
         return [r for r in self.records if r.kind.startswith("malformed:")]
+
+
+def run_cli(settings: Settings, *args: str):
+    """``einvoice-monitor ARGS`` in this process, with the deployment's environment (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    return CliRunner().invoke(app, list(args), env=settings.to_env(), catch_exceptions=False)

@@ -1,0 +1,154 @@
+"""Replay benchmark: archive, verify, publish and rewind-reprocess rates, in events per second.
+
+    .venv/bin/python bench/replay.py --invoices 200000 --sellers 10000
+
+Uses the real pieces: the project's local Kafka broker (or KAFKA_BROKERS), the simulator's feed
+(2% duplicates, 1% malformed), the replay functions behind the CLI, and the `einvoice-monitor
+worker` child process on chDB for the reprocessing after a rewind (records already in ClickHouse
+are read, validated and skipped) and for a rebuild into a fresh chDB directory (a full ingest).
+Prints a table and writes JSON to bench/results/replay.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+# Run as a script, bench/ is first on sys.path and this file would hide the replay package: the repository goes first.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from deploy.kafka import LocalBroker, free_port
+from deploy.worker_process import WorkerProcess
+from replay.archive import plan_archive, verify_archive, write_archive
+from replay.publish import publish_archive
+from replay.rebuild import create_rebuild, run_rebuild
+from replay.rewind import Target, apply_rewind, plan_rewind
+from simulator.engine import Simulation, SimulationConfig, registry_scale
+from simulator.publish import publish_invoices, publish_registry
+from streams.config import Settings
+from streams.offsets import end_offsets, group_positions
+from streams.topics import create_topics
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def run_worker(settings: Settings, name: str, total: int) -> tuple[float, float]:
+    """Start the worker, wait until its group committed every offset; (steady seconds, seconds with start-up)."""
+    topic = settings.topics.invoices
+    ends = end_offsets(settings.kafka_brokers or "", topic, range(settings.partitions))
+    worker = WorkerProcess(settings.to_env(), settings.data_dir / f"{name}.log", settings.web_port)
+    started = time.perf_counter()
+    worker.start()
+    worker.wait_healthy()
+    first = None
+    try:
+        while True:
+            if not worker.running:
+                raise SystemExit(f"worker died:\n{worker.tail()}")
+            if first is None and worker.metric_sum("einvoice_events_total", topic=topic) > 0:
+                first = time.perf_counter()
+            done = group_positions(settings.kafka_brokers or "", settings.app_id, topic, range(settings.partitions))
+            if all(done[p] >= ends[p] for p in ends):
+                break
+            time.sleep(0.2)
+        finished = time.perf_counter()
+        assert worker.metric_sum("einvoice_events_total", topic=topic) == total
+    finally:
+        worker.stop()
+    return finished - (first or started), finished - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invoices", type=int, default=200_000)
+    parser.add_argument("--sellers", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="einvoice-bench-replay-"))
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BROKERS")
+    if not bootstrap:
+        broker = LocalBroker(work / "kafka")
+        bootstrap = broker.start()
+    run = uuid.uuid4().hex[:6]
+    settings = Settings(
+        data_dir=work / "data", kafka_brokers=bootstrap, topic_prefix=f"bench{run}.", app_id=f"einvoice-bench-{run}",
+        partitions=args.partitions, web_port=free_port(), session_timeout_s=10,
+    )  # fmt: skip
+    copy = settings.replace(topic_prefix=f"copy{run}.", app_id=f"einvoice-copy-{run}")
+    results: dict[str, object] = {}
+    try:
+        create_topics(bootstrap, settings)
+        create_topics(bootstrap, copy)
+        sim = Simulation(
+            SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
+                             target_invoices=args.invoices)
+        )  # fmt: skip
+        publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec)
+        publish_invoices(bootstrap, settings.topics.invoices, list(sim.feed_records()))
+        topic = settings.topics.invoices
+        total = sum(end_offsets(bootstrap, topic, range(args.partitions)).values())
+
+        out = work / "archive"
+        plan = plan_archive(bootstrap, [topic], None)
+        (manifest, _), seconds = timed(lambda: write_archive(bootstrap, plan, out))
+        size = sum(f["bytes"] for f in manifest["files"])
+        results["archive"] = (total, seconds, f"{size / total:.0f} B/event, deflate")
+        report, seconds = timed(lambda: verify_archive(out))
+        assert report.ok, report.problems
+        results["verify"] = (total, seconds, "sha256 + every record read")
+        mapping = {topic: copy.topics.invoices}
+        published, seconds = timed(lambda: publish_archive(bootstrap, out, work / "state", topic_map=mapping))
+        assert published.sent == total
+        results["publish"] = (total, seconds, "acks=all, idempotent, lz4")
+
+        steady, with_startup = run_worker(settings, "ingest", total)
+        results["ingest (first pass)"] = (total, steady, f"{total / with_startup:,.0f} ev/s with start-up")
+        plan_all = plan_rewind(bootstrap, settings.app_id, [topic], None, Target("earliest"))
+        _, seconds = timed(lambda: apply_rewind(bootstrap, plan_all))
+        results["rewind (commit)"] = (plan_all.reprocess, seconds, "offsets moved, nothing read yet")
+        steady, with_startup = run_worker(settings, "reprocess", plan_all.reprocess)
+        results["rewind-reprocess"] = (plan_all.reprocess, steady, f"{plan_all.reprocess / with_startup:,.0f} ev/s "
+                                       "with start-up; all skipped, 0 rows written")  # fmt: skip
+
+        rebuild = create_rebuild(settings, bootstrap)
+        _, seconds = timed(lambda: run_rebuild(settings, bootstrap, rebuild))
+        results["rebuild (fresh chDB)"] = (total, seconds, "with worker start-up and stop")
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    memory_gib = psutil.virtual_memory().total / 2**30
+    machine = f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB"
+    print(f"{args.invoices:,} invoices requested, {args.sellers:,} sellers, {args.partitions} partitions; "
+          f"{machine}, Python {platform.python_version()}")  # fmt: skip
+    print(f"{'step':<22} {'events':>10} {'seconds':>8} {'events/s':>10}  note")
+    table = {}
+    for step, (events, seconds, note) in results.items():  # type: ignore[misc]
+        rate = events / max(seconds, 1e-9)
+        table[step] = {"events": events, "seconds": round(seconds, 2), "events_per_s": round(rate), "note": note}
+        print(f"{step:<22} {events:>10,} {seconds:>8.2f} {rate:>10,.0f}  {note}")
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "replay.json").write_text(json.dumps({"args": vars(args), "results": table}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Every replay action, written down: who, when, what range, with what result.
+
+A JSON-lines file under the data directory (``audit/replay.jsonl``) is the log of record: it can
+always be written, also while the embedded worker owns chDB. With a ClickHouse server the same
+entries go to the ``replay_audit`` table at once (for the boards); in the embedded mode
+``replay audit --sync`` and ``replay switch`` copy them when chDB is free. Entries never hold a
+secret: URLs lose their credentials before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+AUDIT_COLUMNS = ("id", "at", "user", "host", "action", "target", "result", "detail", "duration_s")
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+class Refused(RuntimeError):
+    """The action was not taken because it would be unsafe; the message says what to do."""
+
+
+def redact(value: Any) -> Any:
+    """The value with ``user:password@`` removed from every URL in it, recursively."""
+    if isinstance(value, str):
+        return _CREDENTIALS.sub(r"\g<scheme>***@", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def who() -> tuple[str, str]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = "unknown"
+    return user, socket.gethostname()
+
+
+class AuditLog:
+    """Appends entries to the JSON-lines file; mirrors them to a ClickHouse server when configured."""
+
+    def __init__(self, data_dir: Path, clickhouse_url: str | None = None) -> None:
+        self.path = data_dir / "audit" / "replay.jsonl"
+        self.clickhouse_url = clickhouse_url
+
+    def record(
+        self,
+        action: str,
+        target: dict[str, Any],
+        result: str,
+        detail: dict[str, Any] | None = None,
+        duration_s: float = 0.0,
+    ) -> dict[str, Any]:
+        user, host = who()
+        entry = redact(
+            {
+                "id": uuid.uuid4().hex,
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "user": user,
+                "host": host,
+                "action": action,
+                "target": target,
+                "result": result,
+                "detail": detail or {},
+                "duration_s": round(duration_s, 3),
+            }
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        if self.clickhouse_url:
+            try:
+                from replay.databases import Database
+
+                Database(self.clickhouse_url).run("sync_audit", entries=[entry])
+            except Exception as exc:  # the file is the log of record; the table is a convenience
+                log.warning("audit entry not copied to ClickHouse: %s", redact(str(exc)))
+        return entry
+
+    @contextlib.contextmanager
+    def action(self, name: str, target: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Record the action when it ends: ``ok`` (or ``detail['result']``), refused, interrupted or failed."""
+        detail: dict[str, Any] = {}
+        started = time.monotonic()
+        try:
+            yield detail
+        except KeyboardInterrupt:
+            self.record(name, target, "interrupted", detail, time.monotonic() - started)
+            raise
+        except Refused as exc:
+            self.record(name, target, "refused", {**detail, "reason": str(exc)}, time.monotonic() - started)
+            raise
+        except BaseException as exc:
+            failure = {**detail, "error": f"{type(exc).__name__}: {exc}"}
+            self.record(name, target, "failed", failure, time.monotonic() - started)
+            raise
+        else:
+            self.record(name, target, detail.pop("result", "ok"), detail, time.monotonic() - started)
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def audit_rows(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Entries as rows of ``replay_audit`` (target and detail as JSON text)."""
+    rows = []
+    for e in entries:
+        at = dt.datetime.fromisoformat(e["at"])
+        rows.append(
+            (
+                e["id"],
+                at,
+                e["user"],
+                e["host"],
+                e["action"],
+                json.dumps(e["target"], ensure_ascii=False),
+                e["result"],
+                json.dumps(e["detail"], ensure_ascii=False, default=str),
+                float(e["duration_s"]),
+            )
+        )
+    return rows
