@@ -48,7 +48,12 @@ from streams.config import ENVIRONMENT, Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 
-OPERATIONAL_TABLES = ("alert_instances", "alert_events", "webhook_attempts", "pipeline_metrics", "replay_audit")
+# not derived from the topics (the evaluator's and the dispatcher's state, the boards' daily figures the
+# evaluator wrote, metrics, the audit): a switch keeps the live ones
+OPERATIONAL_TABLES = (
+    "alert_instances", "alert_events", "alert_silences", "segment_adoption", "dormant_issuers", "webhook_attempts",
+    "webhook_endpoint_state", "pipeline_metrics", "replay_audit",
+)  # fmt: skip
 STATE = "rebuild.json"
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
