@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install kafka demo test test-fast lint format bench clean
+.PHONY: install kafka demo test test-fast lint format bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ format: install
 
 bench: kafka
 	$(BIN)/python bench/ingest.py
+
+# libFuzzer (atheris) on the decoder and the validators; the corpus is seeded from the simulator when
+# empty, and an input that breaks the contract is written to fuzz/crashes/. FUZZ_RUNS=-1: until stopped.
+FUZZ_RUNS ?= 200000
+fuzz: install
+	@mkdir -p fuzz/crashes
+	$(BIN)/python -m fuzz.fuzz_decode_validate -runs=$(FUZZ_RUNS) -timeout=10 -print_final_stats=1 \
+		-artifact_prefix=fuzz/crashes/ fuzz/corpus
 
 clean:
 	rm -rf .data .pytest_cache .ruff_cache

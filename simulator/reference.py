@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from streams.validation import nfc  # the one normalisation the pipeline stores names in
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = REFERENCE_DIR / "thanh_hoa.toml"
 LEGAL_FORMS = ("enterprise", "branch", "household")
 NON_CASH_METHODS = ("CARD", "TRANSFER", "EWALLET")
 VAT_RATES = (0, 5, 8, 10)
-
-
-def nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
 
 
 @dataclass(frozen=True)

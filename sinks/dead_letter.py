@@ -3,16 +3,27 @@
 A rejected record goes to the DLQ partition with the same number as its source partition, in
 source-offset order, so the newest DLQ record of a partition tells how far the DLQ got. After a
 crash :meth:`DeadLetterSink.progress` reads that back and the pipeline does not send twice.
+
+A dead letter must always fit the DLQ topic, or the worker could never get past its record: the
+source topic accepted it (compressed, so maybe far larger than the limit uncompressed) and our
+headers make it bigger still. So a dead letter larger than the DLQ topic's ``max.message.bytes``
+keeps a prefix of its value (then of its key) and says so in headers with the original size and
+SHA-256; everything smaller, which is every record a default-configured source topic accepts
+uncompressed (the DLQ topics are created with twice Kafka's default limit), keeps its bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +32,58 @@ H_DETAIL = "dlq.detail"
 H_SOURCE_TOPIC = "dlq.source.topic"
 H_SOURCE_PARTITION = "dlq.source.partition"
 H_SOURCE_OFFSET = "dlq.source.offset"
+H_ORIGINAL = "dlq.original"  # dlq.original.value.bytes / .sha256 (and .key.…): what a cut-down letter lost
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # message.max.bytes of a broker left at its default
+DLQ_MAX_MESSAGE_BYTES = 2 * KAFKA_DEFAULT_MAX_MESSAGE_BYTES  # max.message.bytes of the DLQ topics we create
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """Upper bound of the size of a one-record batch, uncompressed: what the broker compares with its limit."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
+
+
+def fit_record(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """Key, value and headers cut down to ``limit`` bytes: the value first, then the key, then foreign headers."""
+    if record_size(key, value, headers) <= limit:
+        return key, value, headers
+    for name in ("value", "key"):
+        data = value if name == "value" else key
+        if not data or record_size(key, value, headers) <= limit:
+            continue
+        headers = [
+            *headers,
+            (f"{H_ORIGINAL}.{name}.bytes", str(len(data)).encode()),
+            (f"{H_ORIGINAL}.{name}.sha256", hashlib.sha256(data).hexdigest().encode()),
+        ]
+        cut = data[: max(0, len(data) - (record_size(key, value, headers) - limit))]
+        key, value = (key, cut) if name == "value" else (cut, value)
+    if record_size(key, value, headers) > limit:  # the source's own headers were the bulk: keep only ours
+        headers = [h for h in headers if h[0].startswith("dlq.")]
+    return key, value, headers
+
+
+async def topic_max_message_bytes(bootstrap: str, topic: str) -> int:
+    """The topic's ``max.message.bytes`` (Kafka's default when it cannot be read)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
+        for response in responses:
+            for _error, _message, _type, _name, entries in response.resources:
+                for entry in entries:
+                    if entry[0] == "max.message.bytes":
+                        return int(entry[1])
+    except Exception as exc:
+        log.warning(
+            "could not read max.message.bytes; assuming Kafka's default", extra={"topic": topic, "error": repr(exc)}
+        )
+    finally:
+        await admin.close()
+    return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -52,13 +115,17 @@ class DeadLetterSink:
 
     bootstrap: str
     topic: str
+    max_record_bytes: int | None = None  # None: the DLQ topic's max.message.bytes, read at start
     _producer: AIOKafkaProducer | None = None
     _pending: dict[int, list[DeadLetter]] = field(default_factory=dict)
 
     async def start(self) -> None:
+        if self.max_record_bytes is None:
+            self.max_record_bytes = await topic_max_message_bytes(self.bootstrap, self.topic)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-        )
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            max_request_size=max(self.max_record_bytes, 1_048_576),
+        )  # fmt: skip
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -77,19 +144,19 @@ class DeadLetterSink:
         pending, self._pending = self._pending, {}
         if not pending:
             return {}
-        assert self._producer is not None, "DeadLetterSink.start() first"
-        futures = [
-            await self._producer.send(
-                self.topic,
-                value=letter.value,
-                key=letter.key,
-                partition=partition,
-                timestamp_ms=letter.timestamp_ms,
-                headers=letter.kafka_headers(),
-            )
-            for partition, letters in pending.items()
-            for letter in letters
-        ]
+        assert self._producer is not None and self.max_record_bytes, "DeadLetterSink.start() first"
+        futures = []
+        for partition, letters in pending.items():
+            for letter in letters:
+                key, value, headers = fit_record(
+                    letter.key, letter.value, letter.kafka_headers(), self.max_record_bytes
+                )
+                futures.append(
+                    await self._producer.send(
+                        self.topic, value=value, key=key, partition=partition, timestamp_ms=letter.timestamp_ms,
+                        headers=headers,
+                    )
+                )  # fmt: skip
         await asyncio.gather(*futures)
         return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
 

@@ -20,7 +20,9 @@ import schemas
 
 SCHEMAS_DIR = Path(schemas.__file__).resolve().parent
 MAGIC_BYTE = 0
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")  # unsigned: a magic byte 0xff is 255, not -1, in the DLQ detail
+# Every reason a DecodeError can carry (the DLQ's dlq.reason header).
+DECODE_REASONS = frozenset({"malformed_bytes", "bad_magic_byte", "unknown_schema_id", "wrong_subject"})
 
 
 class DecodeError(ValueError):

@@ -25,12 +25,13 @@ from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.metrics import IngestMetrics
-from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceValidator, local_ms, seller_kind
+from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceValidator, check_key, local_ms, nfc, seller_kind
 
 log = logging.getLogger(__name__)
 
 NO_WATERMARK = -(2**62)
 NON_CASH_METHODS = frozenset({"CARD", "TRANSFER", "EWALLET"})
+MALFORMED_VALUE = "malformed_value"  # a decoded value the validator could not even read (the last resort)
 
 RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
 
@@ -188,11 +189,11 @@ class InvoiceIngest:
         for record in records:
             try:
                 schema_id, value = decode(record.value)
-                rejection = check(value, record.timestamp_ms)
+                rejection = check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
             except DecodeError as exc:
                 rejection = exc.reason, exc.detail
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                rejection = "malformed_value", f"{type(exc).__name__}: {exc}"
+                rejection = MALFORMED_VALUE, f"{type(exc).__name__}: {exc}"
             if rejection is not None:
                 outcome.rejected[rejection[0]] += 1
                 if record.offset > state.dead_lettered_offset:
@@ -232,7 +233,7 @@ class InvoiceIngest:
                     seller_id, code, key, value["invoice_form"], value["invoice_symbol"],
                     issued_local - LOCAL_OFFSET_MS, day, value["amount_vnd"], value["vat_rate"],
                     value["vat_amount_vnd"], method, 1 if method in NON_CASH_METHODS else 0,
-                    value["register_id"], value.get("buyer_tax_code"), seller_kind(seller_id),
+                    nfc(value["register_id"]), value.get("buyer_tax_code"), seller_kind(seller_id),
                     registered, vsic, unit, schema_id, topic, partition, record.offset, record.timestamp_ms,
                 ),
             )  # fmt: skip

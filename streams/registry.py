@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.codec import AvroCodec, DecodeError
-from streams.ingest import SourceRecord
-from streams.validation import Rejection, check_registration
+from streams.ingest import MALFORMED_VALUE, SourceRecord
+from streams.validation import Rejection, check_key, check_registration
 
 _EPOCH_DATE = dt.date(1970, 1, 1)
 MAX_VERSIONS = 16  # history kept per seller in the join table; older versions live on in ClickHouse
@@ -63,10 +63,12 @@ def decode_registry_batch(codec: AvroCodec, records: Sequence[SourceRecord]) -> 
         try:
             _, value = codec.decode(record.value)
             value, rejection = check_registration(value)
+            if value is not None and (rejection := check_key(value["seller_id"], record.key)):
+                value = None  # compaction and tombstones go by key: a registration under another key is unreachable
         except DecodeError as exc:
             value, rejection = None, Rejection(exc.reason, exc.detail)
-        except (KeyError, TypeError, ValueError) as exc:
-            value, rejection = None, Rejection("malformed_value", f"{type(exc).__name__}: {exc}")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            value, rejection = None, Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
         if rejection is not None or value is None:
             assert rejection is not None
             batch.rejected.append((record, rejection))

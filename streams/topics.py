@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from sinks.dead_letter import DLQ_MAX_MESSAGE_BYTES
 from streams.config import Settings
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # here are the feed's receive times; a backfill republished with 2024 timestamps would be
     # deleted the moment it landed.
     by_size = {"retention.ms": "-1", "retention.bytes": str(settings.retention_bytes)}
+    # A dead letter is its source record plus headers: room for any record a default topic accepts.
+    dlq = {**by_size, "max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
     return [
         TopicSpec(t.invoices, n, by_size, "cash-register invoices, Avro, key = seller id"),
         TopicSpec(t.registry, n, {"cleanup.policy": "compact"}, "business registry, Avro, compacted, key = seller id"),
-        TopicSpec(t.invoices_dlq, n, by_size, "rejected invoices + reason headers"),
-        TopicSpec(t.registry_dlq, n, by_size, "rejected registrations"),
+        TopicSpec(t.invoices_dlq, n, dlq, "rejected invoices + reason headers"),
+        TopicSpec(t.registry_dlq, n, dlq, "rejected registrations"),
         TopicSpec(f"{settings.app_id}-registry-changelog", n, {"cleanup.policy": "compact"}, "Faust registry table"),
         TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}, "Faust leader election (the alert evaluator)"),
         TopicSpec(t.alerts, n, by_size, "alert events (JSON), key = fingerprint"),

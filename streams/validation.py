@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from streams.config import Settings
@@ -21,11 +21,36 @@ _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
 # re.ASCII: \d must not match other scripts' digits (full-width, Arabic-Indic, ...).
+# Always used with fullmatch: with match, `$` also matches before a trailing newline, so
+# "2800000001\n" passed as a seller id and "M1-…-00000012345\n" as a new invoice code (a dedup bypass).
 SELLER_ID_RE = re.compile(r"^(?:\d{10}|\d{10}-\d{3}|\d{12})$", re.ASCII)
 SYMBOL_RE = re.compile(r"^[CK](\d{2})M[0-9A-Z]{2}$", re.ASCII)
 VSIC_RE = re.compile(r"^\d{4}$", re.ASCII)
 ADMIN_UNIT_RE = re.compile(r"^\d{2,5}$", re.ASCII)
 VAT_RATES = frozenset({0, 5, 8, 10})
+# Control characters, surrogates and bidi overrides: never part of a register id or a name
+# (a surrogate cannot even be encoded for ClickHouse; a bidi override spoofs what a board shows).
+_UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+MAX_REGISTER_ID_CHARS = 64
+MAX_NAME_CHARS = 500  # registered names; 16 versions of one seller must fit a changelog record
+# Absolute bounds, whatever the record timestamp says: Kafka accepts a timestamp of -1 or of
+# year 1 (no receive-time check then), and ClickHouse's Date ends in 2149 (an insert of a day
+# outside it fails, and the sink retries it for ever).
+EARLIEST_ISSUED = datetime(2000, 1, 1)
+LATEST_ISSUED = datetime(2100, 1, 1)  # exclusive
+EARLIEST_VALID_FROM = date(1970, 1, 1)
+LATEST_VALID_FROM = date(2100, 1, 1)  # exclusive
+
+# Every reason a record can get, by where it is decided (the DLQ's dlq.reason header).
+INVOICE_REASONS = frozenset({
+    "invalid_seller_id", "invalid_invoice_form", "invalid_symbol", "invalid_invoice_code", "invalid_amount",
+    "invalid_vat_rate", "vat_mismatch", "invalid_register_id", "invalid_buyer_tax_code", "issued_in_future",
+    "issued_too_old", "invalid_key",
+})  # fmt: skip
+REGISTRATION_REASONS = frozenset({
+    "invalid_seller_id", "invalid_vsic_code", "invalid_admin_unit", "invalid_name", "invalid_valid_from",
+    "invalid_key",
+})  # fmt: skip
 
 
 class Rejection(NamedTuple):
@@ -41,6 +66,11 @@ def local_ms(value: datetime) -> int:
 def local_day(local_wall_ms: int) -> int:
     """Days since 1970-01-01 of a local wall-clock time: the analyst's day."""
     return local_wall_ms // DAY_MS
+
+
+def nfc(text: str) -> str:
+    """Text as stored and compared (Unicode NFC, see DOMAIN.md); ASCII, the usual case, costs one check."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def seller_kind(seller_id: str) -> str:
@@ -91,7 +121,7 @@ class InvoiceValidator:
         """
         rules = self.rules
         seller_id = value["seller_id"]
-        if not SELLER_ID_RE.match(seller_id):
+        if not SELLER_ID_RE.fullmatch(seller_id):
             return Rejection(
                 "invalid_seller_id", f"seller id {seller_id[:40]!r} is not 10 digits, 10-3 digits or 12 digits"
             )
@@ -99,13 +129,13 @@ class InvoiceValidator:
         if not 1 <= form <= 9:
             return Rejection("invalid_invoice_form", f"form number {form} is not one digit 1-9")
         symbol = value["invoice_symbol"]
-        symbol_match = SYMBOL_RE.match(symbol)
+        symbol_match = SYMBOL_RE.fullmatch(symbol)
         if symbol_match is None:
             return Rejection(
                 "invalid_symbol", f"symbol {symbol[:40]!r} is not of the cash-register kind (C|K, yy, M, xx)"
             )
         code = value["invoice_code"]
-        code_match = self._code_re.match(code)
+        code_match = self._code_re.fullmatch(code)
         if code_match is None:
             return Rejection(
                 "invalid_invoice_code", f"invoice code {code[:60]!r} does not match the configured pattern"
@@ -113,7 +143,7 @@ class InvoiceValidator:
         if int(code_match.group(1)) != form or code_match.group(2) != symbol_match.group(1):
             return Rejection(
                 "invalid_invoice_code",
-                f"invoice code {code!r} disagrees with form {form} / symbol {symbol!r} (form digit or year)",
+                f"invoice code {code[:60]!r} disagrees with form {form} / symbol {symbol!r} (form digit or year)",
             )
         amount = value["amount_vnd"]
         if amount < 0 or amount > rules.max_amount_vnd:
@@ -123,11 +153,25 @@ class InvoiceValidator:
             return Rejection("invalid_vat_rate", f"VAT rate {rate}% is not one of 0, 5, 8, 10")
         vat = value["vat_amount_vnd"]
         expected = amount * rate / 100
-        if abs(vat - expected) > rules.vat_tolerance_vnd:
+        if vat < 0 or abs(vat - expected) > rules.vat_tolerance_vnd:
             return Rejection("vat_mismatch", f"VAT {vat} VND but {rate}% of {amount} is {expected:.0f}")
-        if not value["register_id"]:
-            return Rejection("invalid_register_id", "register id is empty")
-        issued_utc_ms = local_ms(value["issued_at"]) - LOCAL_OFFSET_MS
+        register_id = value["register_id"]
+        if not register_id or len(register_id) > MAX_REGISTER_ID_CHARS or _UNPRINTABLE_RE.search(register_id):
+            return Rejection(
+                "invalid_register_id",
+                f"register id {register_id[:40]!r} ({len(register_id)} chars) is empty, longer than "
+                f"{MAX_REGISTER_ID_CHARS} or holds control characters",
+            )
+        buyer = value.get("buyer_tax_code")
+        if buyer is not None and not SELLER_ID_RE.fullmatch(buyer):
+            return Rejection("invalid_buyer_tax_code", f"buyer tax code {buyer[:40]!r} is not a legal tax code form")
+        issued_at = value["issued_at"]
+        if not EARLIEST_ISSUED <= issued_at < LATEST_ISSUED:
+            reason = "issued_too_old" if issued_at < EARLIEST_ISSUED else "issued_in_future"
+            return Rejection(
+                reason, f"issued at {issued_at.isoformat()}, outside {EARLIEST_ISSUED.year}-{LATEST_ISSUED.year}"
+            )
+        issued_utc_ms = local_ms(issued_at) - LOCAL_OFFSET_MS
         if received_at_ms >= 0:
             if issued_utc_ms > received_at_ms + rules.future_tolerance_ms:
                 ahead_min = (issued_utc_ms - received_at_ms) / 60_000
@@ -141,13 +185,37 @@ class InvoiceValidator:
         return None
 
 
+def check_key(seller_id: str, key: bytes | None) -> Rejection | None:
+    """The record key must be the seller id: it decides the partition, where dedup and the join happen.
+
+    An invoice published under another key (or none) lands on another partition than its seller's
+    registrations and its own earlier copies, so it would be joined wrongly and counted twice.
+    """
+    if key is None or key != seller_id.encode():
+        shown = None if key is None else key[:40]
+        return Rejection("invalid_key", f"record key {shown!r} is not the seller id {seller_id[:40]!r}")
+    return None
+
+
 def check_registration(value: dict[str, Any]) -> tuple[dict[str, Any] | None, Rejection | None]:
     """Validate a registry record; returns the value with its name in Unicode NFC."""
     seller_id = value["seller_id"]
-    if not SELLER_ID_RE.match(seller_id):
+    if not SELLER_ID_RE.fullmatch(seller_id):
         return None, Rejection("invalid_seller_id", f"seller id {seller_id[:40]!r} is not a legal form")
-    if not VSIC_RE.match(value["vsic_code"]):
+    if not VSIC_RE.fullmatch(value["vsic_code"]):
         return None, Rejection("invalid_vsic_code", f"VSIC code {value['vsic_code'][:20]!r} is not four digits")
-    if not ADMIN_UNIT_RE.match(value["admin_unit_code"]):
+    if not ADMIN_UNIT_RE.fullmatch(value["admin_unit_code"]):
         return None, Rejection("invalid_admin_unit", f"unit code {value['admin_unit_code'][:20]!r} is not a GSO code")
-    return {**value, "name": unicodedata.normalize("NFC", value["name"])}, None
+    name = nfc(value["name"])
+    if not name.strip() or len(name) > MAX_NAME_CHARS or _UNPRINTABLE_RE.search(name):
+        return None, Rejection(
+            "invalid_name",
+            f"name {name[:40]!r} ({len(name)} chars) is blank, over {MAX_NAME_CHARS} chars or holds control characters",
+        )
+    valid_from = value["valid_from"]
+    if not EARLIEST_VALID_FROM <= valid_from < LATEST_VALID_FROM:
+        return None, Rejection(
+            "invalid_valid_from",
+            f"valid_from {valid_from.isoformat()} is outside {EARLIEST_VALID_FROM.year}-{LATEST_VALID_FROM.year - 1}",
+        )
+    return {**value, "name": name}, None

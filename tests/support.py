@@ -131,14 +131,15 @@ class PublishedFeed:
     """A simulated feed as published: the ground truth the assertions count against."""
 
     def __init__(self, settings: Settings, sellers: int, invoices: int, seed: int, unregistered: int = 0,
-                 days: int = 3) -> None:  # fmt: skip
+                 days: int = 3, mix: Callable[[list], list] | None = None) -> None:  # fmt: skip
         import datetime as dt
 
         from simulator.engine import Simulation, SimulationConfig, registry_scale
         from simulator.publish import publish_invoices, publish_registry
 
         # about `sellers` businesses in the registry, `unregistered` more issuing without a registration,
-        # about `invoices` valid invoices, malformed records of every kind the validator rejects
+        # about `invoices` valid invoices, malformed records of every kind the validator rejects;
+        # `mix` turns the simulated records into what is published (other records interleaved)
         sim = Simulation(
             SimulationConfig(
                 scale=registry_scale(sellers), start=dt.date(2024, 6, 1), days=days, seed=seed,
@@ -152,7 +153,8 @@ class PublishedFeed:
         self.records = list(sim.feed_records())
         publish_registry(settings.kafka_brokers or "", settings.topics.registry, sim.registrations(),
                          sim.registry_codec, sim.registry_timestamp_ms)  # fmt: skip
-        publish_invoices(settings.kafka_brokers or "", settings.topics.invoices, self.records)
+        self.published = mix(self.records) if mix else self.records
+        publish_invoices(settings.kafka_brokers or "", settings.topics.invoices, self.published)
 
     @property
     def valid(self) -> list:

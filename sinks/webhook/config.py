@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from streams.logs import register_secret
+
 SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 EVENT_TYPES = ("firing", "resolved", "repeat")
@@ -55,6 +57,8 @@ class Secret:
             raise WebhookConfigError(f"{where} must decode to 24–64 bytes, decodes to {len(key)}")
         self._key = key
         self._text = SECRET_PREFIX + base64.b64encode(key).decode()
+        for form in (body, self._text[len(SECRET_PREFIX) :]):  # as given and canonical
+            register_secret(form.rstrip("="))  # belt and braces: even a careless log line shows *** instead
 
     @property
     def key(self) -> bytes:
