@@ -237,9 +237,11 @@ def publish_archive(
         publisher.flush()
         state.update(done=True, finished_at=dt.datetime.now(dt.UTC).isoformat(), ends=_ends(bootstrap, router))
         _save(path, state)
-        return result
-    finally:
-        publisher.close()
+    except BaseException:
+        publisher.abort()  # an interrupt can leave aiokafka's sender dead: never wait on it forever
+        raise
+    publisher.close()
+    return result
 
 
 def _landed(queue: deque[Landed] | None, record: dict[str, Any]) -> bool:

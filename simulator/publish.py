@@ -13,6 +13,7 @@ factor (record timestamps; 1.0 = real time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,25 @@ class Publisher:
         try:
             self.flush()
             self.loop.run_until_complete(self.producer.stop())
+        finally:
+            self.loop.close()
+
+    def abort(self, timeout_s: float = 10.0) -> None:
+        """Stop after an error or Ctrl-C: in-flight batches may land or not, but this never hangs.
+
+        A KeyboardInterrupt raised inside the loop can kill aiokafka's sender task, after which the
+        pending futures never complete (seen as a publish that did not exit after Ctrl-C).
+        """
+
+        async def stop() -> None:
+            pending, self._futures = self._futures, []
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout_s)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), timeout_s)
+
+        try:
+            self.loop.run_until_complete(stop())
         finally:
             self.loop.close()
 
