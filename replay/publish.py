@@ -187,59 +187,60 @@ def publish_archive(
     files = manifest["files"]
     result = PublishResult(total=int(manifest["records"]), resumed=state is not None)
     publisher = Publisher(bootstrap)
-    try:
-        router = _Router(publisher, manifest, topic_map)
-        landed: dict[tuple[str, int], deque[Landed]] = {}
-        if state is None:
-            if not allow_duplicates:
-                clash = _already_there(bootstrap, archive, manifest, router)
-                if clash:
-                    raise Refused(
-                        f"the topic still holds the archived records ({clash} is the archived record): publishing "
-                        "would write them twice and the worker would count them twice. Publish into an empty or "
-                        "recreated topic, or pass --allow-duplicates"
-                    )
-            state = {
-                "archive": str(archive.resolve()),
-                "topic_map": topic_map,
-                "cursor": [0, 0],
-                "ends": _ends(bootstrap, router),
-                "started_at": dt.datetime.now(dt.UTC).isoformat(),
-            }
+    with publisher.interruptible():  # Ctrl-C between sends, never inside aiokafka's loop
+        try:
+            router = _Router(publisher, manifest, topic_map)
+            landed: dict[tuple[str, int], deque[Landed]] = {}
+            if state is None:
+                if not allow_duplicates:
+                    clash = _already_there(bootstrap, archive, manifest, router)
+                    if clash:
+                        raise Refused(
+                            f"the topic still holds the archived records ({clash} is the archived record): publishing "
+                            "would write them twice and the worker would count them twice. Publish into an empty or "
+                            "recreated topic, or pass --allow-duplicates"
+                        )
+                state = {
+                    "archive": str(archive.resolve()),
+                    "topic_map": topic_map,
+                    "cursor": [0, 0],
+                    "ends": _ends(bootstrap, router),
+                    "started_at": dt.datetime.now(dt.UTC).isoformat(),
+                }
+                _save(path, state)
+            else:
+                landed = _landed_since(bootstrap, state["ends"])
+            cursor_file, cursor_record = state["cursor"]
+            done_before = sum(f["records"] for f in files[:cursor_file]) + cursor_record
+            if on_progress and done_before:
+                on_progress(done_before)
+            clock = _Clock(Pacing(rate=rate))
+            cache: dict[bytes, int] = {}
+            last_checkpoint = time.monotonic()
+            for index in range(cursor_file, len(files)):
+                entry = files[index]
+                topic = router.target(entry["topic"])
+                skip = cursor_record if index == cursor_file else 0
+                for first, records in _chunks(archive / entry["path"], skip):
+                    parts = np.array([router.partition(entry["topic"], r, cache) for r in records], dtype=np.int64)
+                    keep = [i for i, r in enumerate(records) if not _landed(landed.get((topic, int(parts[i]))), r)]
+                    if len(keep) < len(records):
+                        result.already_there += len(records) - len(keep)
+                        if on_progress:
+                            on_progress(len(records) - len(keep))
+                    _send(publisher, clock, topic, records, parts, keep, on_progress)
+                    result.sent += len(keep)
+                    state["cursor"] = [index, first + len(records)]
+                    if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY_S:
+                        _checkpoint(publisher, bootstrap, router, state, path)
+                        last_checkpoint = time.monotonic()
+                state["cursor"] = [index + 1, 0]
+            publisher.flush()
+            state.update(done=True, finished_at=dt.datetime.now(dt.UTC).isoformat(), ends=_ends(bootstrap, router))
             _save(path, state)
-        else:
-            landed = _landed_since(bootstrap, state["ends"])
-        cursor_file, cursor_record = state["cursor"]
-        done_before = sum(f["records"] for f in files[:cursor_file]) + cursor_record
-        if on_progress and done_before:
-            on_progress(done_before)
-        clock = _Clock(Pacing(rate=rate))
-        cache: dict[bytes, int] = {}
-        last_checkpoint = time.monotonic()
-        for index in range(cursor_file, len(files)):
-            entry = files[index]
-            topic = router.target(entry["topic"])
-            skip = cursor_record if index == cursor_file else 0
-            for first, records in _chunks(archive / entry["path"], skip):
-                parts = np.array([router.partition(entry["topic"], r, cache) for r in records], dtype=np.int64)
-                keep = [i for i, r in enumerate(records) if not _landed(landed.get((topic, int(parts[i]))), r)]
-                if len(keep) < len(records):
-                    result.already_there += len(records) - len(keep)
-                    if on_progress:
-                        on_progress(len(records) - len(keep))
-                _send(publisher, clock, topic, records, parts, keep, on_progress)
-                result.sent += len(keep)
-                state["cursor"] = [index, first + len(records)]
-                if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY_S:
-                    _checkpoint(publisher, bootstrap, router, state, path)
-                    last_checkpoint = time.monotonic()
-            state["cursor"] = [index + 1, 0]
-        publisher.flush()
-        state.update(done=True, finished_at=dt.datetime.now(dt.UTC).isoformat(), ends=_ends(bootstrap, router))
-        _save(path, state)
-    except BaseException:
-        publisher.abort()  # an interrupt can leave aiokafka's sender dead: never wait on it forever
-        raise
+        except BaseException:
+            publisher.abort()  # bounded: whatever happened, never wait on the producer forever
+            raise
     publisher.close()
     return result
 

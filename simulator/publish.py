@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,7 @@ class Publisher:
     def __init__(self, bootstrap: str, linger_ms: int = 20) -> None:
         self.loop = asyncio.new_event_loop()
         self._futures: list[asyncio.Future[Any]] = []
+        self._interrupted = False
 
         async def start() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
@@ -101,7 +104,36 @@ class Publisher:
         timestamps: Sequence[int], headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
     ) -> None:  # fmt: skip
         """Records in order; each partition's records keep their relative order."""
-        self.loop.run_until_complete(self._send(topic, partitions, keys, values, timestamps, headers))
+        self._run(self._send(topic, partitions, keys, values, timestamps, headers))
+
+    def _run(self, coroutine: Any) -> Any:
+        result = self.loop.run_until_complete(coroutine)
+        if self._interrupted:
+            raise KeyboardInterrupt
+        return result
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Ctrl-C raises KeyboardInterrupt between event-loop runs, never inside one.
+
+        Raised inside the loop it kills aiokafka's sender task: pending sends then never complete
+        and the loop cannot run again, so the producer could not be stopped cleanly.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self.loop.is_running():
+                self._interrupted = True
+            else:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     async def _send(
         self, topic: str, partitions: np.ndarray, keys: Sequence[bytes | None], values: Sequence[bytes | None],
@@ -127,7 +159,7 @@ class Publisher:
         await asyncio.gather(*futures)
 
     def flush(self) -> None:
-        self.loop.run_until_complete(self._settle())
+        self._run(self._settle())
 
     def close(self) -> None:
         try:
@@ -151,7 +183,9 @@ class Publisher:
                 await asyncio.wait_for(self.producer.stop(), timeout_s)
 
         try:
-            self.loop.run_until_complete(stop())
+            self._interrupted = False
+            with contextlib.suppress(RuntimeError):  # a loop broken by an interrupt elsewhere
+                self.loop.run_until_complete(stop())
         finally:
             self.loop.close()
 
