@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
+from scratch import scratch_deployment
 
-from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
@@ -59,18 +56,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="einvoice-bench-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BROKERS")
-    if not bootstrap:
-        broker = LocalBroker(work / "kafka")
-        bootstrap = broker.start()
-    run = uuid.uuid4().hex[:6]
-    settings = Settings(
-        data_dir=work / "data", kafka_brokers=bootstrap, topic_prefix=f"bench{run}.", app_id=f"einvoice-bench-{run}",
-        partitions=args.partitions, web_port=free_port(), batch_size=args.batch_size, session_timeout_s=10,
-    )  # fmt: skip
-    try:
+    with scratch_deployment("einvoice-bench-", args.partitions, batch_size=args.batch_size) as settings:
+        bootstrap = settings.kafka_brokers or ""
         create_topics(bootstrap, settings)
         sim = Simulation(
             SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
@@ -129,9 +116,6 @@ def main() -> None:
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         (out / "ingest.json").write_text(json.dumps(result, indent=2))
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

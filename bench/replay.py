@@ -14,21 +14,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 # Run as a script, bench/ is first on sys.path and this file would hide the replay package: the repository goes first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
+from scratch import scratch_deployment
 
-from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
 from replay.archive import plan_archive, verify_archive, write_archive
 from replay.publish import publish_archive
@@ -80,20 +76,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="einvoice-bench-replay-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BROKERS")
-    if not bootstrap:
-        broker = LocalBroker(work / "kafka")
-        bootstrap = broker.start()
-    run = uuid.uuid4().hex[:6]
-    settings = Settings(
-        data_dir=work / "data", kafka_brokers=bootstrap, topic_prefix=f"bench{run}.", app_id=f"einvoice-bench-{run}",
-        partitions=args.partitions, web_port=free_port(), session_timeout_s=10,
-    )  # fmt: skip
-    copy = settings.replace(topic_prefix=f"copy{run}.", app_id=f"einvoice-copy-{run}")
     results: dict[str, object] = {}
-    try:
+    with scratch_deployment("einvoice-bench-replay-", args.partitions, remove=True) as settings:
+        bootstrap = settings.kafka_brokers or ""
+        work = settings.data_dir.parent
+        copy = settings.replace(topic_prefix=f"copy{settings.topic_prefix}", app_id=f"{settings.app_id}-copy")
         create_topics(bootstrap, settings)
         create_topics(bootstrap, copy)
         sim = Simulation(
@@ -130,10 +117,6 @@ def main() -> None:
         rebuild = create_rebuild(settings, bootstrap)
         _, seconds = timed(lambda: run_rebuild(settings, bootstrap, rebuild))
         results["rebuild (fresh chDB)"] = (total, seconds, "with worker start-up and stop")
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     memory_gib = psutil.virtual_memory().total / 2**30
     machine = f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB"

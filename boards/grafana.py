@@ -125,7 +125,7 @@ def _series(board: str, key: str, query: PanelQuery, lang: str, width: int = 12,
     return panel.line_width(2).fill_opacity(10).show_points(common_models.VisibilityMode.AUTO)
 
 
-def _bars(board: str, key: str, query: PanelQuery, lang: str, label: str, width: int = 12) -> Any:
+def _bars(board: str, key: str, query: PanelQuery, lang: str, width: int = 12) -> Any:
     panel = _common(bargauge.Panel(), board, key, query, lang, width, 14)
     return (
         panel.orientation(common_models.VizOrientation.HORIZONTAL)
@@ -137,7 +137,6 @@ def _bars(board: str, key: str, query: PanelQuery, lang: str, label: str, width:
         .min(0)
         .max(1)
         .unit("percentunit")
-        .with_override(models.MatcherConfig(id_val="byName", options=label), [])
     )
 
 
@@ -148,32 +147,40 @@ def _stat(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, h
     )
 
 
+def _filter_variable(name: str, label: str, all_option: models.VariableOption, sql: str) -> Any:
+    """A code list from ClickHouse (first column the value, second the text); "All" is the '*' roll-up."""
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(sql)
+        .include_all(True)
+        .all_value("*")
+        .current(all_option)
+        .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
+    )
+
+
 def _variables(board: Any, lang: str, with_target: bool = False) -> Any:
     sector_name = "name_en" if lang == "en" else "name"
     all_option = models.VariableOption(selected=True, text=t("all", lang), value="$__all")
     board = (
         board.with_variable(
-            dashboard.QueryVariable("sector")
-            .label(t("var.sector", lang))
-            .datasource(DATASOURCE)
-            .query(f"SELECT vsic_code, concat(vsic_code, ' ', {sector_name}) FROM sectors FINAL ORDER BY vsic_code")
-            .include_all(True)
-            .all_value("*")
-            .current(all_option)
-            .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
+            _filter_variable(
+                "sector",
+                t("var.sector", lang),
+                all_option,
+                f"SELECT vsic_code, concat(vsic_code, ' ', {sector_name}) FROM sectors FINAL ORDER BY vsic_code",
+            )
         )
         .with_variable(
-            dashboard.QueryVariable("unit")
-            .label(t("var.unit", lang))
-            .datasource(DATASOURCE)
-            .query(
+            _filter_variable(
+                "unit",
+                t("var.unit", lang),
+                all_option,
                 "SELECT code, name FROM admin_units FINAL WHERE code IN "
-                "(SELECT DISTINCT unit FROM segment_adoption WHERE unit != '*') ORDER BY name"
+                "(SELECT DISTINCT unit FROM segment_adoption WHERE unit != '*') ORDER BY name",
             )
-            .include_all(True)
-            .all_value("*")
-            .current(all_option)
-            .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
         )
         .with_variable(
             dashboard.CustomVariable("period")
@@ -219,8 +226,8 @@ def build_overview(lang: str) -> Any:
     return (
         _variables(_board("overview", lang), lang, with_target=True)
         .with_panel(_stat("overview", "totals", q["totals"], lang))
-        .with_panel(_bars("overview", "by_unit", q["by_unit"], lang, "unit_name"))
-        .with_panel(_bars("overview", "by_sector", q["by_sector"], lang, "sector_name"))
+        .with_panel(_bars("overview", "by_unit", q["by_unit"], lang))
+        .with_panel(_bars("overview", "by_sector", q["by_sector"], lang))
         .with_panel(
             _table("overview", "heatmap", q["heatmap"], lang, width=16, height=14).with_transformation(
                 models.DataTransformerConfig(

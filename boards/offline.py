@@ -186,6 +186,18 @@ def charts(data: ReportData) -> dict[str, Figure]:
     return figures
 
 
+def default_path(reports: Path, data: ReportData, output_format: str) -> Path:
+    """Where a report goes unless told: ``<reports>/adoption-<first>-<last>-<lang>`` (.html, or a directory)."""
+    name = f"adoption-{data.first_day}-{data.last_day}-{data.lang}"
+    return reports / (f"{name}.html" if output_format == "html" else name)
+
+
+def write_html(data: ReportData, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(data), encoding="utf-8")
+    return path
+
+
 def write_png(data: ReportData, out_dir: Path, dpi: int = 130) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -56,6 +56,17 @@ WHERE {IN_RANGE} AND {where}
 GROUP BY {group}"""
 
 
+def _rates_by(label: str, group: str, where: str, join: str) -> str:
+    """One row per unit (or sector): its rate, eligible and adopters on its newest day, lowest rate first."""
+    name = label.rsplit(" AS ", 1)[1]
+    return f"""
+SELECT {label}, a.rate_last AS adoption_rate, a.eligible_last AS eligible, a.active_last AS active
+FROM ({_latest_per(group, where)}) AS a
+LEFT JOIN {join}
+WHERE a.eligible_last >= {MIN_ELIGIBLE}
+ORDER BY adoption_rate ASC, {name}"""
+
+
 def overview(lang: str) -> dict[str, PanelQuery]:
     sector_names = _sector_names(lang)
     return {
@@ -90,22 +101,18 @@ FROM (
             },
         ),
         "by_unit": PanelQuery(
-            f"""
-SELECT u.name AS unit_name, a.rate_last AS adoption_rate, a.eligible_last AS eligible, a.active_last AS active
-FROM ({_latest_per("unit", f"{SECTOR_IS} AND unit != '*'")}) AS a
-LEFT JOIN {UNIT_NAMES} AS u ON u.code = a.unit
-WHERE a.eligible_last >= {MIN_ELIGIBLE}
-ORDER BY adoption_rate ASC, unit_name""",
+            _rates_by(
+                "u.name AS unit_name", "unit", f"{SECTOR_IS} AND unit != '*'", f"{UNIT_NAMES} AS u ON u.code = a.unit"
+            ),
             {"unit_name": "string", "adoption_rate": "number", "eligible": "number", "active": "number"},
         ),
         "by_sector": PanelQuery(
-            f"""
-SELECT concat(a.sector, ' ', s.name) AS sector_name, a.rate_last AS adoption_rate, a.eligible_last AS eligible,
-       a.active_last AS active
-FROM ({_latest_per("sector", f"{UNIT_IS} AND sector != '*'")}) AS a
-LEFT JOIN {sector_names} AS s ON s.vsic_code = a.sector
-WHERE a.eligible_last >= {MIN_ELIGIBLE}
-ORDER BY adoption_rate ASC, sector_name""",
+            _rates_by(
+                "concat(a.sector, ' ', s.name) AS sector_name",
+                "sector",
+                f"{UNIT_IS} AND sector != '*'",
+                f"{sector_names} AS s ON s.vsic_code = a.sector",
+            ),
             {"sector_name": "string", "adoption_rate": "number", "eligible": "number", "active": "number"},
         ),
         "heatmap": PanelQuery(

@@ -137,7 +137,7 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
             ingest_seconds = time.monotonic() - started
             with console.status("the leader evaluates each complete day and sends the alerts to the webhook"):
                 deadline = time.monotonic() + 300
-                while _evaluated_day(worker) != newest_complete and time.monotonic() < deadline:
+                while worker.evaluated_day() != newest_complete and time.monotonic() < deadline:
                     _check(worker)
                     time.sleep(0.5)
                 sent = worker.metric_sum("einvoice_alert_events_total")
@@ -183,27 +183,20 @@ def _run(settings: Settings, bootstrap: str, sellers: int, invoices: int, consol
 
 def _write_report(store: ClickHouseStore, first: dt.date, last: dt.date, data_dir: Path, console: Console) -> Path:
     """The html page and the png charts of `einvoice-monitor report`, for the demo's four weeks."""
-    from boards.offline import collect, render_html, write_png
+    from boards.offline import collect, default_path, write_html, write_png
 
     with console.status("drawing the offline report (the boards' queries, matplotlib)"):
         data = collect(store, first, last)
-        directory = data_dir / "reports"
-        directory.mkdir(parents=True, exist_ok=True)
-        page = directory / f"adoption-{first}-{last}-vi.html"
-        page.write_text(render_html(data), encoding="utf-8")
-        images = write_png(data, directory / f"adoption-{first}-{last}-vi")
-    console.print(f"[green]✓[/] report: {page} and {len(images)} charts in {images[0].parent if images else directory}")
+        page = write_html(data, default_path(data_dir / "reports", data, "html"))
+        charts = default_path(data_dir / "reports", data, "png")
+        images = write_png(data, charts)
+    console.print(f"[green]✓[/] report: {page} and {len(images)} charts in {charts}")
     return page
 
 
 def _check(worker: WorkerProcess) -> None:
     if not worker.running:
         raise RuntimeError(f"the worker stopped; see {worker.log_path}:\n{worker.tail()}")
-
-
-def _evaluated_day(worker: WorkerProcess) -> str | None:
-    page = worker.get_json("/alerts")
-    return page.get("last_evaluated_day") if isinstance(page, dict) else None
 
 
 def _print_adoption(store: ClickHouseStore, day: dt.date, console: Console) -> None:

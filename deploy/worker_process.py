@@ -72,6 +72,11 @@ class WorkerProcess:
             return None
         return json.loads(body) if status == 200 else None
 
+    def evaluated_day(self) -> str | None:
+        """The newest day the alert evaluator finished (``/alerts``), ISO; None before the first."""
+        page = self.get_json("/alerts")
+        return page.get("last_evaluated_day") if isinstance(page, dict) else None
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
         _, body = self._get("/metrics")

@@ -266,7 +266,7 @@ def offline_report(
     out: Path | None,
 ) -> Path:  # fmt: skip
     """Render the html page or the png charts from ClickHouse; returns the file or directory written."""
-    from boards.offline import collect, render_html, write_png
+    from boards.offline import collect, default_path, write_html, write_png
 
     if lang not in ("vi", "en"):
         console.print(f"[red]--lang must be vi or en, not {lang!r}[/]")
@@ -289,15 +289,11 @@ def offline_report(
         raise typer.Exit(2) from None
     finally:
         store.close()
-    reports = settings.data_dir / "reports"
+    path = out or default_path(settings.data_dir / "reports", data, output_format)
     if output_format == "html":
-        path = out or reports / f"adoption-{first_day}-{last_day}-{lang}.html"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_html(data), encoding="utf-8")
-        return path
-    directory = out or reports / f"adoption-{first_day}-{last_day}-{lang}"
-    write_png(data, directory)
-    return directory
+        return write_html(data, path)
+    write_png(data, path)
+    return path
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily

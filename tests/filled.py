@@ -9,8 +9,6 @@ Shared by the board and report tests (session scope: it costs about a minute).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +52,6 @@ class FilledDeployment:
     published: int  # invoice records published (valid, duplicates and malformed)
 
 
-def _evaluated_day(settings: Settings) -> str | None:
-    try:
-        url = f"http://127.0.0.1:{settings.web_port}/alerts"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read()).get("last_evaluated_day")
-    except OSError:
-        return None
-
-
 @pytest.fixture(scope="session")
 def filled_deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilledDeployment]:
     directory: Path = tmp_path_factory.mktemp("filled")
@@ -88,7 +77,7 @@ def filled_deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFac
         worker.start()
         try:
             worker.wait_healthy()
-            wait_until(lambda: _evaluated_day(settings) == LAST_COMPLETE.isoformat(), 400, "evaluation", worker)
+            wait_until(lambda: worker.evaluated_day() == LAST_COMPLETE.isoformat(), 400, "evaluation", worker)
             sent = worker.metric_sum("einvoice_alert_events_total")
             assert sent > 0, "the scenario produced no alert"
             wait_until(lambda: len(receiver.accepted()) >= 1, 60, "a webhook delivery", worker)

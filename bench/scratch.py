@@ -1,0 +1,40 @@
+"""A throwaway deployment for a benchmark: its own directory, topics and consumer group.
+
+The project's local Kafka broker is started in the directory unless KAFKA_BROKERS names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from deploy.kafka import LocalBroker, free_port
+from streams.config import Settings
+
+
+@contextlib.contextmanager
+def scratch_deployment(prefix: str, partitions: int, remove: bool = False, **changes) -> Iterator[Settings]:
+    """Settings of a fresh deployment (``data_dir`` under a new temporary directory); the broker stops after."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BROKERS")
+    if not bootstrap:
+        broker = LocalBroker(work / "kafka")
+        bootstrap = broker.start()
+    run = uuid.uuid4().hex[:6]
+    settings = Settings(
+        data_dir=work / "data", kafka_brokers=bootstrap, topic_prefix=f"bench{run}.", app_id=f"einvoice-bench-{run}",
+        partitions=partitions, web_port=free_port(), session_timeout_s=10,
+    ).replace(**changes)  # fmt: skip
+    try:
+        yield settings
+    finally:
+        if broker is not None:
+            broker.stop()
+        if remove:
+            shutil.rmtree(work, ignore_errors=True)
