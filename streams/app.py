@@ -1,8 +1,9 @@
 """The Faust app: topics, the registry table, the agents, the web pages and the timers.
 
 ``create_app`` builds everything from :class:`Settings`, so a test can run a worker with its
-own ports and data directory. The invoice agent takes batches of raw records and hands them
-to :class:`streams.ingest.InvoiceIngest`; Faust acks (and so commits) a batch only after the
+own ports and data directory. Invoices do not go through an agent: the consumer hands each
+fetch over whole (:mod:`streams.batch_fetch`) and one task feeds it, batch after batch, to
+:class:`streams.ingest.InvoiceIngest`; the task commits a batch's offsets itself, only after
 ingest returned, i.e. after ClickHouse and the DLQ acknowledged it.
 """
 
@@ -29,6 +30,7 @@ from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
+from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, SourceRecord
@@ -76,6 +78,14 @@ def crash_without_commit(what: str) -> None:
     log.critical("unrecoverable error; exiting without committing", extra={"during": what}, exc_info=True)
     logging.shutdown()
     os._exit(70)
+
+
+def source_record(record: Any) -> SourceRecord:
+    """An aiokafka ConsumerRecord as the pipeline needs it."""
+    return SourceRecord(
+        record.partition, record.offset, record.key, record.value,
+        record.timestamp if record.timestamp is not None else -1, tuple(record.headers or ()),
+    )  # fmt: skip
 
 
 def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
@@ -254,7 +264,7 @@ class Pipeline:
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    app = faust.App(
+    app = BatchFetchApp(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
@@ -287,6 +297,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         key_type=str,
     )  # fmt: skip
     app.tables.add(registry_table)
+    # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock
+    fetched = FetchedBatches(max_records=settings.batch_size * 4)
+    app.attach_batches(invoice_topic, fetched)
+    in_flight = asyncio.Lock()
     webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts
     pipeline = Pipeline(settings, bootstrap, registry_table, webhook_config)
     app.pipeline = pipeline  # type: ignore[attr-defined]
@@ -294,11 +308,20 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         parts = [tp.partition for tp in revoked if tp.topic == topics.invoices]
-        if pipeline.ingest is not None and parts:
-            pipeline.ingest.revoke(parts)
-            for partition in parts:
-                pipeline.next_offsets.pop(partition, None)
-            log.info("partitions revoked", extra={"partitions": parts})
+        if pipeline.ingest is None or not parts:
+            return
+        try:  # let the batch in flight finish its writes first; its commit may be discarded, which is harmless
+            async with asyncio.timeout(settings.session_timeout_s / 2):
+                await in_flight.acquire()
+        except TimeoutError:
+            log.warning("batch still in flight at revocation", extra={"partitions": parts})
+        else:
+            in_flight.release()
+        dropped = await fetched.purge(parts)
+        pipeline.ingest.revoke(parts)
+        for partition in parts:
+            pipeline.next_offsets.pop(partition, None)
+        log.info("partitions revoked", extra={"partitions": parts, "fetched_records_dropped": dropped})
 
     @app.agent(registry_topic, concurrency=1)
     async def registry_agent(stream: faust.StreamT) -> None:
@@ -342,14 +365,26 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         pipeline.metrics.events.labels(topics.registry).inc(len(records))
         pipeline.metrics.registry_sellers.set(len(registry_table))
 
-    @app.agent(invoice_topic, concurrency=1)
-    async def invoice_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await pipeline.ready.wait()
-            try:
-                await ingest_invoices(to_source_records(events))
-            except Exception:
-                crash_without_commit("invoice batch")
+    @app.task
+    async def ingest_invoice_batches() -> None:
+        """The invoice path: whatever the consumer fetched, as one batch, then the next."""
+        await pipeline.ready.wait()
+        while True:
+            chunks = await fetched.take(settings.batch_size)
+            async with in_flight:
+                assignment = app.consumer.assignment()
+                records = [
+                    source_record(record)
+                    for chunk in chunks
+                    if app.batch_tp(chunk.partition) in assignment
+                    for record in chunk.records
+                ]
+                if not records:
+                    continue
+                try:
+                    await ingest_invoices(records)
+                except Exception:
+                    crash_without_commit("invoice batch")
 
     async def ingest_invoices(records: list[SourceRecord]) -> None:
         assert pipeline.ingest is not None

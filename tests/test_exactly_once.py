@@ -32,10 +32,10 @@ def worker_has_started(worker):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settings):
-    feed = PublishedFeed(settings, sellers=3000, invoices=100_000, seed=2024, unregistered=40)
-    assert len(feed.valid) >= 98_000
-    assert sum(r.kind == "duplicate" for r in feed.records) >= 1800
-    assert len(feed.malformed) >= 1000
+    feed = PublishedFeed(settings, sellers=3000, invoices=200_000, seed=2024, unregistered=40)
+    assert len(feed.valid) >= 196_000
+    assert sum(r.kind == "duplicate" for r in feed.records) >= 3600
+    assert len(feed.malformed) >= 2000
 
     rng = random.Random(99)
     topic = settings.topics.invoices
@@ -46,7 +46,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settin
         worker = start_worker(settings, name=f"worker-{kills}")
         # kill while it works: after its first insert, at a random moment
         wait_until(worker_has_started(worker), 120, "the first batch", worker)
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, 1.5))
         worker.kill()
         kills += 1
         progress_at_kill.append(sum(committed_offsets(settings, topic).values()))
