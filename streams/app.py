@@ -80,14 +80,6 @@ def crash_without_commit(what: str) -> None:
     os._exit(70)
 
 
-def source_record(record: Any) -> SourceRecord:
-    """An aiokafka ConsumerRecord as the pipeline needs it."""
-    return SourceRecord(
-        record.partition, record.offset, record.key, record.value,
-        record.timestamp if record.timestamp is not None else -1, tuple(record.headers or ()),
-    )  # fmt: skip
-
-
 def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
     records = []
     for event in events:
@@ -373,8 +365,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             chunks = await fetched.take(settings.batch_size)
             async with in_flight:
                 assignment = app.consumer.assignment()
+                from_kafka = SourceRecord.from_kafka
                 records = [
-                    source_record(record)
+                    from_kafka(record)
                     for chunk in chunks
                     if app.batch_tp(chunk.partition) in assignment
                     for record in chunk.records

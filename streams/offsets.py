@@ -83,12 +83,7 @@ async def fetch_range(bootstrap: str, topic: str, partition: int, start: int, en
             batch = await consumer.getmany(tp, timeout_ms=1000)
             for record in batch.get(tp, []):
                 if record.offset < end:
-                    found.append(
-                        SourceRecord(
-                            partition, record.offset, record.key, record.value,
-                            record.timestamp if record.timestamp is not None else -1, tuple(record.headers or ()),
-                        )
-                    )  # fmt: skip
+                    found.append(SourceRecord.from_kafka(record))
         return found
     finally:
         await consumer.stop()
