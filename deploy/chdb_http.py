@@ -322,6 +322,8 @@ def decompress(body: bytes, encoding: str) -> bytes:
         while body:
             decoder = lz4.frame.LZ4FrameDecompressor()
             out += decoder.decompress(body)
+            if not decoder.eof:
+                raise ClickHouseError.of(33, "CANNOT_READ_ALL_DATA", "The lz4 frame of the request body is cut short")
             body = decoder.unused_data
         return bytes(out)
     if encoding == "zstd" and zstd is not None:
@@ -360,20 +362,33 @@ class Handler(BaseHTTPRequestHandler):
         self._serve(b"")
 
     def do_POST(self) -> None:
-        self._serve(self._read_body())
+        body = self._read_body()
+        if body is None:  # as ClickHouse, run nothing of a request cut short; nobody is left to answer
+            self.close_connection = True
+            return
+        self._serve(body)
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytes | None:
+        """The whole body, or None when the client went away before its end (nothing of it may run)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line.endswith(b"\n"):
+                    return None
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
-                        pass
+                    while (trailer := self.rfile.readline()) not in (b"\r\n", b"\n"):
+                        if not trailer:
+                            return None
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size or not self.rfile.readline().endswith(b"\n"):
+                    return None
+                chunks.append(chunk)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
 
     def _serve(self, body: bytes) -> None:
         url = urlsplit(self.path)
@@ -472,12 +487,13 @@ class Handler(BaseHTTPRequestHandler):
         )  # fmt: skip
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client died waiting (a killed worker)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
 
 def serve(path: Path, host: str = "127.0.0.1", port: int = 8123, user: str = "default", password: str = "") -> None:

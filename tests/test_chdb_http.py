@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import lz4.frame
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -251,3 +254,30 @@ def test_compressions_and_ping(endpoint: ChdbHttpServer, tmp_path: Path) -> None
                                 parameters={"ids": ids}).result_rows == [(2000, ids[-1])]  # fmt: skip
         finally:
             client.close()
+
+
+def send_and_vanish(endpoint: ChdbHttpServer, database: str, head: bytes, body: bytes) -> None:
+    """An HTTP insert whose client dies before its body ends (a worker SIGKILLed while sending)."""
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:
+        query = urllib.parse.quote(f"INSERT INTO {database}.cut (n) FORMAT TabSeparated")
+        sock.sendall(f"POST /?query={query} HTTP/1.1\r\nHost: x\r\n".encode() + head + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(65536)  # whatever it answers, if anything
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length", "lz4"])
+def test_a_body_cut_short_inserts_nothing(endpoint: ChdbHttpServer, store: ClickHouseStore, framing: str) -> None:
+    """ClickHouse fails an insert whose body ends early; a partial one would later be taken for the whole."""
+    database = store.client.database
+    store.call(store.client.command, "CREATE TABLE cut (n UInt32) ENGINE = MergeTree ORDER BY n")
+    rows = b"".join(b"%d\n" % n for n in range(1000))
+    if framing == "chunked":  # whole chunks of complete rows, but never the terminating zero-size chunk
+        send_and_vanish(endpoint, database, b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (len(rows), rows))
+    elif framing == "content-length":
+        send_and_vanish(endpoint, database, b"Content-Length: %d\r\n" % (2 * len(rows)), rows)
+    else:  # a complete lz4 frame followed by the start of the next one
+        frames = lz4.frame.compress(rows) + lz4.frame.compress(rows)[:20]
+        send_and_vanish(endpoint, database, b"Content-Encoding: lz4\r\nContent-Length: %d\r\n" % len(frames), frames)
+    assert store.query_rows("SELECT count() FROM cut") == [(0,)]
+    store.call(store.client.insert, "cut", [[n] for n in range(10)], column_names=["n"])  # and it still serves
+    assert store.query_rows("SELECT count() FROM cut") == [(10,)]
