@@ -7,13 +7,21 @@ directory and web port, one consumer group. One is SIGKILLed while both are inse
 session timeout the survivor is assigned the dead worker's partitions and must resume them from
 what the store holds (``InvoiceIngest.restore``: written offset, dedup keys, repair of the newest
 block), then the exact accounting of ``test_exactly_once`` holds.
+
+The second test pauses the worker instead (SIGSTOP, a zombie): it is expected to fail until
+in-flight batches are fenced (README, Known limits).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,19 +31,8 @@ from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams.config import Settings
-from tests.support import (
-    PublishedFeed,
-    committed_offsets,
-    end_offsets,
-    expected_totals,
-    open_store,
-    read_topic,
-    segment_totals,
-    seller_daily_totals,
-    start_worker,
-    wait_consumed,
-    wait_until,
-)
+from tests import support
+from tests.support import PublishedFeed
 
 RESTORED = re.compile(
     r'msg="partition restored".*?\bpartition=(\d+)\b.*?\bwritten_offset=(-?\d+)\b.*?\bdedup_keys=(\d+)'
@@ -69,58 +66,89 @@ def inserted(worker: WorkerProcess) -> float:
     return worker.metric_sum("einvoice_rows_inserted_total", table="invoices")
 
 
-@pytest.mark.slow
-def test_the_survivor_takes_over_a_killed_workers_partitions_exactly(settings: Settings, tmp_path: Path) -> None:
+@dataclass
+class Pair:
+    """Two workers on one shared store, both inserting a published feed."""
+
+    shared: Settings
+    feed: PublishedFeed
+    workers: list[WorkerProcess]
+
+    def victim_and_survivor(self) -> tuple[WorkerProcess, WorkerProcess]:
+        """The one holding more partitions (more work to move) first."""
+        victim, survivor = sorted(self.workers, key=lambda w: len(owned(w)), reverse=True)
+        return victim, survivor
+
+
+@contextlib.contextmanager
+def two_workers_inserting(settings: Settings, tmp_path: Path) -> Iterator[Pair]:
     with ChdbHttpServer(tmp_path / "store") as dsn:
         shared = settings.replace(clickhouse_url=dsn, session_timeout_s=10.0)
         workers = []
-        for name in ("a", "b"):
-            own = shared.replace(data_dir=tmp_path / name, web_port=free_port())
-            workers.append(start_worker(own, name=f"worker-{name}"))
         try:
+            for name in ("a", "b"):
+                own = shared.replace(data_dir=tmp_path / name, web_port=free_port())
+                workers.append(support.start_worker(own, name=f"worker-{name}"))
             # both in the group before any record: the first assignment splits the partitions between them
             time.sleep(2 * shared.session_timeout_s / 5)
             feed = PublishedFeed(shared, sellers=2000, invoices=60_000, seed=88, unregistered=30)
             assert len(feed.valid) >= 58_000 and len(feed.malformed) >= 500
-            topic = shared.topics.invoices
-            total = sum(end_offsets(shared, topic).values())
-
-            wait_until(lambda: all(owned(w) and inserted(w) > 0 for w in workers), 120, "both workers inserting")
-            # kill the one holding the most work left; SIGKILL: no revocation, no goodbye to the group
-            victim, survivor = sorted(workers, key=lambda w: len(owned(w)), reverse=True)
-            moved = owned(victim)
-            kept = owned(survivor)
-            victim_rows = inserted(victim)
-            log_mark = survivor.log_path.stat().st_size
-            victim.kill()
-            at_kill = sum(committed_offsets(shared, topic).values())
-            assert sorted(moved + kept) == list(range(shared.partitions)), (moved, kept)
-            assert at_kill < total, "the survivor must have work left when the other dies, or this proves nothing"
-
-            wait_consumed(shared, survivor, timeout=240)
-            # state is loaded lazily, on a partition's first records after an assignment: the moved ones had work left
-            assert set(moved) <= set(owned(survivor))
-            takeover_log = log_since(survivor, log_mark)
-            resumed = restored(takeover_log)
-            # the sink's per-partition resume ran on the survivor for every moved partition, from what the dead
-            # worker had written (not from scratch): its written offset and dedup keys came from the store, and
-            # the newest block was re-inserted under its token (dropped where it had landed)
-            assert set(moved) <= set(resumed), (moved, resumed, survivor.tail())
-            assert victim_rows > 0
-            assert any(resumed[p][0] >= 0 and resumed[p][1] > 0 for p in moved), resumed
-            assert any(repaired(takeover_log).get(p, 0) > 0 for p in moved), takeover_log
+            both_inserting = lambda: all(owned(w) and inserted(w) > 0 for w in workers)  # noqa: E731
+            support.wait_until(both_inserting, 120, "both workers inserting")
+            yield Pair(shared, feed, workers)
         finally:
             for worker in workers:
                 worker.stop()
 
+
+def count_and_distinct(shared: Settings) -> tuple[int, int]:
+    store = support.open_store(shared)
+    try:
+        count, distinct = store.query_rows("SELECT count(), uniqExact(seller_id, invoice_code) FROM invoices")[0]
+        return int(count), int(distinct)
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_the_survivor_takes_over_a_killed_workers_partitions_exactly(settings: Settings, tmp_path: Path) -> None:
+    with two_workers_inserting(settings, tmp_path) as pair:
+        shared, feed = pair.shared, pair.feed
+        topic = shared.topics.invoices
+        total = sum(support.end_offsets(shared, topic).values())
+        # SIGKILL: no revocation, no goodbye to the group
+        victim, survivor = pair.victim_and_survivor()
+        moved = owned(victim)
+        kept = owned(survivor)
+        victim_rows = inserted(victim)
+        log_mark = survivor.log_path.stat().st_size
+        victim.kill()
+        at_kill = sum(support.committed_offsets(shared, topic).values())
+        assert sorted(moved + kept) == list(range(shared.partitions)), (moved, kept)
+        assert at_kill < total, "the survivor must have work left when the other dies, or this proves nothing"
+
+        support.wait_consumed(shared, survivor, timeout=240)
+        # state is loaded lazily, on a partition's first records after an assignment: the moved ones had work left
+        assert set(moved) <= set(owned(survivor))
+        takeover_log = log_since(survivor, log_mark)
+        resumed = restored(takeover_log)
+        # the sink's per-partition resume ran on the survivor for every moved partition, from what the dead
+        # worker had written (not from scratch): its written offset and dedup keys came from the store, and
+        # the newest block was re-inserted under its token (dropped where it had landed)
+        assert set(moved) <= set(resumed), (moved, resumed, survivor.tail())
+        assert victim_rows > 0
+        assert any(resumed[p][0] >= 0 and resumed[p][1] > 0 for p in moved), resumed
+        assert any(repaired(takeover_log).get(p, 0) > 0 for p in moved), takeover_log
+
+        for worker in pair.workers:
+            worker.stop()
         valid = feed.valid
-        store = open_store(shared)
+        assert count_and_distinct(shared) == (len(valid), len(valid)), f"killed at {at_kill}/{total}, moved {moved}"
+        store = support.open_store(shared)
         try:
-            count, distinct = store.query_rows("SELECT count(), uniqExact(seller_id, invoice_code) FROM invoices")[0]
-            assert (count, distinct) == (len(valid), len(valid)), f"killed at {at_kill}/{total}, moved {moved}"
-            expected = expected_totals(feed.records, feed.registered)
-            assert segment_totals(store) == expected
-            assert seller_daily_totals(store) == expected
+            expected = support.expected_totals(feed.records, feed.registered)
+            assert support.segment_totals(store) == expected
+            assert support.seller_daily_totals(store) == expected
             issuers = store.query_rows("SELECT uniqExactMerge(issuers) FROM segment_daily")[0][0]
             assert issuers == len({r.seller_id for r in valid})
             per_partition = dict(store.query_rows("SELECT kafka_partition, count() FROM invoices GROUP BY 1"))
@@ -128,6 +156,35 @@ def test_the_survivor_takes_over_a_killed_workers_partitions_exactly(settings: S
         finally:
             store.close()
 
-    dlq = read_topic(shared, shared.topics.invoices_dlq)
+    dlq = support.read_topic(shared, shared.topics.invoices_dlq)
     assert Counter(r.value for r in dlq) == Counter(r.value for r in feed.malformed)
     assert len({(r.partition, int(dict(r.headers)[H_SOURCE_OFFSET])) for r in dlq}) == len(dlq)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="known limit, not fixed: a worker paused past the session timeout (GC, VM freeze, a partition from "
+    "Kafka only) inserts its in-flight batch after its partitions moved, under a token of other offset bounds "
+    "than the survivor's, so both land; nothing fences it",
+    strict=False,
+)
+def test_a_paused_worker_coming_back_after_the_takeover_doubles_nothing(settings: Settings, tmp_path: Path) -> None:
+    """SIGSTOP (a zombie, not a crash) until the survivor has resumed the partitions, then SIGCONT."""
+    with two_workers_inserting(settings, tmp_path) as pair:
+        victim, survivor = pair.victim_and_survivor()
+        moved = owned(victim)
+        log_mark = survivor.log_path.stat().st_size
+        assert victim.proc is not None
+        os.killpg(victim.proc.pid, signal.SIGSTOP)
+        try:
+            taken_over = lambda: set(moved) <= set(restored(log_since(survivor, log_mark)))  # noqa: E731
+            support.wait_until(taken_over, 60, "the survivor to resume the paused worker's partitions", survivor)
+            time.sleep(3)
+        finally:
+            os.killpg(victim.proc.pid, signal.SIGCONT)
+        support.wait_consumed(pair.shared, survivor, timeout=240)
+        time.sleep(5)  # the resumed worker finishes whatever it held
+        for worker in pair.workers:
+            worker.stop()
+        valid = pair.feed.valid
+        assert count_and_distinct(pair.shared) == (len(valid), len(valid))
