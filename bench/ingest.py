@@ -1,16 +1,23 @@
-"""End-to-end ingest benchmark: publish N events, run one worker, report events/s and peak memory.
+"""End-to-end ingest benchmark: publish N events, run the workers, report events/s and peak memory.
 
     .venv/bin/python bench/ingest.py --invoices 200000 --sellers 20000
+    .venv/bin/python bench/ingest.py --invoices 200000 --sellers 20000 --workers 2
+
+Several workers (or ``--store http``) share one store through ``deploy/chdb_http.py``, the loopback
+ClickHouse HTTP endpoint owning the chDB directory, as several workers share a server.
 
 Uses the real pieces: the project's local Kafka broker (or KAFKA_BROKERS), the simulator's
 feed (2% duplicates, 1% malformed), the `einvoice-monitor worker` child process and chDB.
-The rate is measured from the worker's first processed batch to its last (start-up and
-consumer-group join excluded, reported separately). Prints a table, writes JSON to bench/results/.
+The rate is measured from the first processed batch to the moment the group has committed
+every partition's end (start-up and consumer-group join excluded, reported separately; with two
+workers the join's rebalance happens while they read, as it does when a deployment starts).
+Prints a table, writes JSON to bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import platform
@@ -21,10 +28,13 @@ from pathlib import Path
 import psutil
 from scratch import scratch_deployment
 
+from deploy.chdb_http import ChdbHttpServer
+from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
 from streams.config import Settings
+from streams.offsets import group_positions
 from streams.topics import create_topics
 
 
@@ -54,7 +64,12 @@ def main() -> None:
     parser.add_argument("--sellers", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--store", choices=("embedded", "http"), help="default: embedded for one worker, else http")
     args = parser.parse_args()
+    store = args.store or ("embedded" if args.workers == 1 else "http")
+    if store == "embedded" and args.workers > 1:
+        parser.error("chDB belongs to one process: several workers need --store http")
 
     with scratch_deployment("einvoice-bench-", args.partitions, batch_size=args.batch_size) as settings:
         bootstrap = settings.kafka_brokers or ""
@@ -72,38 +87,54 @@ def main() -> None:
         published_s = time.perf_counter() - t0
         total = len(records)
 
-        worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", settings.web_port)
-        started = time.perf_counter()
-        worker.start()
-        memory = PeakMemory(worker.proc.pid)  # type: ignore[union-attr]
-        memory.start()
-        worker.wait_healthy()
-        first = None
-        done = 0.0
-        while done < total:
-            if not worker.running:
-                raise SystemExit(f"worker died:\n{worker.tail()}")
-            done = worker.metric_sum("einvoice_events_total", topic=settings.topics.invoices)
-            if first is None and done > 0:
-                first = (time.perf_counter(), done)
-            time.sleep(0.1)
-        finished = time.perf_counter()
-        inserted = worker.metric_sum("einvoice_rows_inserted_total", table="invoices")
-        memory.stop.set()
-        worker.stop()
+        endpoint = ChdbHttpServer(settings.data_dir / "clickhouse-http") if store == "http" else None
+        with endpoint or contextlib.nullcontext():
+            shared = settings.replace(clickhouse_url=endpoint.dsn) if endpoint else settings
+            deployments = [shared] if args.workers == 1 else [
+                shared.replace(data_dir=shared.data_dir / f"w{i}", web_port=free_port()) for i in range(args.workers)
+            ]  # fmt: skip
+            workers = [WorkerProcess(own.to_env(), own.data_dir / "worker.log", own.web_port) for own in deployments]
+            started = time.perf_counter()
+            memories = []
+            for worker in workers:
+                worker.start()
+                memories.append(PeakMemory(worker.proc.pid))  # type: ignore[union-attr]
+                memories[-1].start()
+            for worker in workers:
+                worker.wait_healthy()
+            first = None
+            partitions = range(args.partitions)
+            while (
+                sum(group_positions(bootstrap, settings.app_id, settings.topics.invoices, partitions).values()) < total
+            ):
+                if not all(w.running for w in workers):
+                    raise SystemExit("a worker died:\n" + "\n".join(w.tail() for w in workers))
+                if first is None:
+                    done = sum(w.metric_sum("einvoice_events_total", topic=settings.topics.invoices) for w in workers)
+                    if done > 0:
+                        first = (time.perf_counter(), done)
+                time.sleep(0.1)
+            finished = time.perf_counter()
+            inserted = sum(w.metric_sum("einvoice_rows_inserted_total", table="invoices") for w in workers)
+            for memory in memories:
+                memory.stop.set()
+            for worker in workers:
+                worker.stop()
         assert first is not None
         steady_rate = (total - first[1]) / max(finished - first[0], 1e-9)
         memory_gib = psutil.virtual_memory().total / 2**30
         result = {
+            "workers": args.workers,
+            "store": "chDB over loopback HTTP (deploy/chdb_http.py)" if endpoint else "chDB in the worker",
             "events": total,
             "rows_inserted": inserted,
             "sellers": args.sellers,
             "partitions": args.partitions,
             "batch_size": args.batch_size,
-            "events_per_s": round(steady_rate),
+            "events_per_s": round(steady_rate),  # through all workers together
             "events_per_s_incl_startup": round(total / (finished - started)),
             "startup_s": round(first[0] - started, 2),
-            "worker_peak_rss_mib": round(memory.peak / 2**20),
+            "worker_peak_rss_mib": round(max(m.peak for m in memories) / 2**20),
             "generate_events_per_s": round(total / generated_s),
             "publish_events_per_s": round(total / published_s),
             "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB",
@@ -115,7 +146,8 @@ def main() -> None:
             print(f"{key:<{width}}  {value:,}" if isinstance(value, int | float) else f"{key:<{width}}  {value}")
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
-        (out / "ingest.json").write_text(json.dumps(result, indent=2))
+        name = "ingest" if (args.workers, store) == (1, "embedded") else f"ingest-{args.workers}w-{store}"
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -440,7 +440,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             "status": "ok" if ready else "starting",
             "worker": pipeline.worker_name,
             "uptime_s": round(time.time() - pipeline.started_at, 1),
-            "partitions": sorted(pipeline.ingest.states) if pipeline.ingest else [],
+            # assigned invoice partitions; "restored": those whose state is loaded (on their first records)
+            "partitions": sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topics.invoices),
+            "restored": sorted(pipeline.ingest.states) if pipeline.ingest else [],
         }
         return web.json(body, status=200 if ready else 503)
 

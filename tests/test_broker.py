@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from deploy.kafka import BrokerStatus, LocalBroker, free_port
+from deploy.kafka.broker import _random_cluster_id
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -99,6 +100,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     b = LocalBroker(tmp_path_factory.mktemp("kafka-a"))
     yield b
     b.stop()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    """kafka-storage format takes a cluster id starting with "-" for an option (1 draw in 64 did, before)."""
+    ids = [_random_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids) and {len(i) for i in ids} == {22}
 
 
 def test_free_port_is_bindable() -> None:

@@ -134,8 +134,15 @@ def _check_offsets_loaded(admin: Any) -> None:
 
 
 def _random_cluster_id() -> str:
-    """A UUID as unpadded url-safe base64, like ``kafka-storage random-uuid`` prints."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A UUID as unpadded url-safe base64, like ``kafka-storage random-uuid`` prints.
+
+    Never one starting with "-" (1 in 64 would): ``kafka-storage format --cluster-id -x…`` takes it for
+    an option and fails, which is why Kafka's own ``Uuid.randomUuid`` draws again too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @contextlib.contextmanager
