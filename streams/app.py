@@ -33,7 +33,7 @@ from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
-from streams.ingest import InvoiceIngest, SourceRecord
+from streams.ingest import InvoiceIngest, PartitionsMoved, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
@@ -128,6 +128,9 @@ class Pipeline:
         self.webhook_config = webhook_config
         self.webhooks: WebhookDispatcher | None = None
         self.started_at = time.time()
+        self.app: faust.App | None = None
+        self.confirmed_at = 0.0  # monotonic time of the last commit the group accepted
+        self.owned: set[int] = set()  # invoice partitions assigned and not revoked since
         self.ready = asyncio.Event()
         # one name per process life: the boards read each name's counters as starting from zero, and a
         # container restarts with the same hostname and pid
@@ -148,6 +151,7 @@ class Pipeline:
             registry=self.lookup_seller,
             dedup_horizon_ms=self.settings.dedup_horizon_hours * 3_600_000,
             metrics=self.metrics,
+            confirm_ownership=self.confirm_ownership,
         )
         self.ready.set()
         if not self.live:
@@ -249,10 +253,30 @@ class Pipeline:
             return records
         return sorted([*records, *filled], key=lambda r: (r.partition, r.offset))
 
-    async def commit(self, app: faust.App, partitions: Sequence[int]) -> None:
-        """Commit what this pipeline processed, whatever Faust's ack bookkeeping thinks."""
+    async def commit(self, partitions: Sequence[int]) -> bool:
+        """Commit what this pipeline processed, whatever Faust's ack bookkeeping thinks; False if the group refused."""
+        assert self.app is not None
         offsets = {TP(self.topics.invoices, p): self.next_offsets[p] for p in partitions}
-        await app.consumer._commit_offsets(offsets)  # Faust's own thread-safe commit path
+        accepted = await self.app.consumer._commit_offsets(offsets)  # Faust's own thread-safe commit path
+        if accepted:
+            self.confirmed_at = time.monotonic()
+        return accepted
+
+    async def confirm_ownership(self, partitions: Sequence[int]) -> None:
+        """Before a batch is written: still the owner of its partitions? (A fence for a worker that was paused.)
+
+        A worker frozen past the session timeout (GC, a VM pause, SIGSTOP) wakes up with a batch
+        prepared for partitions the group has since given to another worker, which resumed them
+        from the store with other batch bounds, so the insert tokens differ and both inserts would
+        land. Within the lease since the last accepted commit the partitions cannot have moved;
+        past it, a commit of the offsets already processed asks the group coordinator, which
+        refuses a member it evicted. Not a perfect fence: a pause between this check and the
+        insert itself still slips through (README, Known limits).
+        """
+        if time.monotonic() - self.confirmed_at <= self.settings.session_timeout_s / 3:
+            return
+        if not await self.commit(partitions):
+            raise PartitionsMoved(f"partitions {sorted(partitions)} moved to another worker; batch not written")
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -295,19 +319,27 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     in_flight = asyncio.Lock()
     webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts
     pipeline = Pipeline(settings, bootstrap, registry_table, webhook_config)
+    pipeline.app = app
     app.pipeline = pipeline  # type: ignore[attr-defined]
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        pipeline.owned = {tp.partition for tp in assigned if tp.topic == topics.invoices}
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         parts = [tp.partition for tp in revoked if tp.topic == topics.invoices]
         if pipeline.ingest is None or not parts:
+            pipeline.owned.difference_update(parts)
             return
-        try:  # let the batch in flight finish its writes first; its commit may be discarded, which is harmless
+        acquired = False
+        try:  # let the batch in flight finish its writes first; its commit may be refused, which is harmless
             async with asyncio.timeout(settings.session_timeout_s / 2):
-                await in_flight.acquire()
+                acquired = await in_flight.acquire()
         except TimeoutError:
             log.warning("batch still in flight at revocation", extra={"partitions": parts})
-        else:
+        pipeline.owned.difference_update(parts)  # under the lock: no batch of these partitions starts from here on
+        if acquired:
             in_flight.release()
         dropped = await fetched.purge(parts)
         pipeline.ingest.revoke(parts)
@@ -364,13 +396,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         while True:
             chunks = await fetched.take(settings.batch_size)
             async with in_flight:
-                assignment = app.consumer.assignment()
                 from_kafka = SourceRecord.from_kafka
+                owned = pipeline.owned  # not consumer.assignment(): that lags behind a revocation
                 records = [
-                    from_kafka(record)
-                    for chunk in chunks
-                    if app.batch_tp(chunk.partition) in assignment
-                    for record in chunk.records
+                    from_kafka(record) for chunk in chunks if chunk.partition in owned for record in chunk.records
                 ]
                 if not records:
                     continue
@@ -392,8 +421,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         for record in records:
             if record.offset >= pipeline.next_offsets[record.partition]:
                 pipeline.next_offsets[record.partition] = record.offset + 1
-        await pipeline.commit(app, partitions)
+        await pipeline.commit(partitions)
         for partition in partitions:
+            if partition not in pipeline.owned:
+                continue  # revoked while the batch ran: aiokafka no longer knows its high watermark
             highwater = app.consumer.highwater(TP(topics.invoices, partition))
             if highwater:
                 lag = highwater - pipeline.next_offsets[partition]

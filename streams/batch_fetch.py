@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,17 @@ class FetchedBatches:
             self._changed.notify_all()
 
     async def take(self, max_records: int) -> list[FetchedChunk]:
-        """Wait for at least one chunk, then take whole chunks up to about ``max_records`` records."""
+        """Wait for at least one record, then take up to ``max_records`` (a chunk is split if it must be)."""
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._chunks))
-            taken = [self._chunks.popleft()]
-            count = len(taken[0].records)
-            while self._chunks and count + len(self._chunks[0].records) <= max_records:
+            taken: list[FetchedChunk] = []
+            count = 0
+            while self._chunks and count < max_records:
                 chunk = self._chunks.popleft()
+                room = max_records - count
+                if len(chunk.records) > room:
+                    self._chunks.appendleft(FetchedChunk(chunk.partition, chunk.records[room:]))
+                    chunk = FetchedChunk(chunk.partition, chunk.records[:room])
                 taken.append(chunk)
                 count += len(chunk.records)
             self._buffered -= count
@@ -123,6 +126,3 @@ class BatchFetchApp(faust.App):
         consumer.batch_topic = getattr(self, "_batch_topic", None)
         consumer.batches = getattr(self, "_batches", None)
         return consumer
-
-    def batch_tp(self, partition: int) -> TP:
-        return TP(self._batch_topic, partition)

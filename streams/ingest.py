@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -34,6 +34,11 @@ NON_CASH_METHODS = frozenset({"CARD", "TRANSFER", "EWALLET"})
 MALFORMED_VALUE = "malformed_value"  # a decoded value the validator could not even read (the last resort)
 
 RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
+OwnershipCheck = Callable[[Sequence[int]], Awaitable[None]]
+
+
+class PartitionsMoved(RuntimeError):
+    """This worker no longer owns partitions of the batch it was about to write (it was paused past the lease)."""
 
 
 class SourceRecord(NamedTuple):
@@ -99,6 +104,7 @@ class InvoiceIngest:
         registry: RegistryLookup,
         dedup_horizon_ms: int,
         metrics: IngestMetrics,
+        confirm_ownership: OwnershipCheck | None = None,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -108,6 +114,7 @@ class InvoiceIngest:
         self.registry = registry
         self.dedup_horizon_ms = dedup_horizon_ms
         self.metrics = metrics
+        self.confirm_ownership = confirm_ownership
         self.states: dict[int, PartitionState] = {}
         self._restore_lock = asyncio.Lock()
 
@@ -162,6 +169,8 @@ class InvoiceIngest:
         outcome = BatchOutcome()
         for partition, part_records in by_partition.items():
             self._prepare(partition, part_records, outcome)
+        if self.confirm_ownership is not None and by_partition:  # raises PartitionsMoved: nothing of it is written
+            await self.confirm_ownership(list(by_partition))
         for partition, offset in (await self.dead_letters.flush()).items():
             self.states[partition].dead_lettered_offset = offset
         flushed = await self.sink.flush()
