@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
 from sinks.clickhouse.client import ClickHouseStore
 
@@ -38,6 +38,24 @@ INVOICE_COLUMNS: tuple[str, ...] = (
 STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
 
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
+
+
+class RetryCount:
+    """Failed invoice inserts about to be retried, in this process (``einvoice_clickhouse_retries_total``).
+
+    Process-wide rather than on the sink: the metrics registry is built before the sink, which
+    only the pipeline constructs; :mod:`streams.metrics` reads this count when scraped.
+    """
+
+    value = 0
+
+    @classmethod
+    def before_sleep(cls, retry_state: RetryCallState) -> None:
+        cls.value += 1
+        _log_retry(retry_state)
+
+
+_log_retry = before_sleep_log(log, logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,7 @@ class InvoiceSink:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(initial=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=RetryCount.before_sleep,
             reraise=True,
         ):
             with attempt:
