@@ -159,11 +159,25 @@ def test_stop_then_restart_keeps_data(broker: LocalBroker) -> None:
     assert seen == set(MESSAGES)
 
 
+def test_restart_with_clients_connected_keeps_the_port(broker: LocalBroker) -> None:
+    """A stop closes the clients' connections from the broker's side, leaving TIME_WAIT on its port."""
+    old = broker.start()
+    port = int(old.rsplit(":", 1)[1])
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        assert broker.stop() is True
+    finally:
+        for client in clients:
+            client.close()
+    assert broker.start() == old, "connected clients (a running worker) must find the broker again"
+
+
 def test_restart_when_old_port_is_taken(broker: LocalBroker) -> None:
     old = broker.start()
     broker.stop()
     old_port = int(old.rsplit(":", 1)[1])
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old port may be in TIME_WAIT
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         moved = broker.start()

@@ -72,7 +72,14 @@ def default_cache_dir() -> Path:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the broker could listen on ``port``.
+
+    With SO_REUSEADDR, as the JVM binds its listeners: right after a stop, the connections the broker
+    closed sit in TIME_WAIT on its port, which blocks a plain bind but not the broker's; without it a
+    restart moved to another port whenever clients had been connected, and they never found it again.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
