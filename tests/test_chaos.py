@@ -234,8 +234,10 @@ endpoints:
     timeout_s: 1
     retry: {{initial_s: 0.2, multiplier: 2, max_s: 1.0, horizon_s: 600}}
 """
-# what the receiver answers, request after request, while it is up: every kind of trouble, then success
-ANSWERS = (Reply(500), Reply(429, {"Retry-After": "1"}), Reply(200, delay_s=2.0), Reply(503), Reply(200))
+# what the receiver answers, request after request, while it is up: each kind of trouble in turn, with
+# successes between them (a slow answer comes after the sender's 1 s timeout: it gave up, and retries)
+ANSWERS = (Reply(500), Reply(200), Reply(429, {"Retry-After": "1"}), Reply(200), Reply(200, delay_s=2.0),
+           Reply(200), Reply(503), Reply(200))  # fmt: skip
 
 
 class MisbehavingReceiver:
@@ -311,7 +313,7 @@ class MisbehavingReceiver:
 def alert_rules(tmp_path: Path) -> Path:
     rules = yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8"))
     rules["evaluation"]["interval_s"] = 1
-    rules["evaluation"]["max_days_per_run"] = 1  # one day a tick: alerts keep coming while the receiver cycles
+    rules["evaluation"]["max_days_per_run"] = 2  # a few days a tick: alerts keep coming while the receiver cycles
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules), encoding="utf-8")
     return path
@@ -320,9 +322,9 @@ def alert_rules(tmp_path: Path) -> Path:
 def test_webhook_receiver_down_slow_500_429_every_alert_accepted_once(settings, tmp_path):
     from deploy.kafka import free_port
 
-    days = 21 if FULL else 12
+    days = 21 if FULL else 13
     start = dt.date(2024, 6, 3)
-    last_complete = start + dt.timedelta(days=days - 3)  # the feed ends on the last day; 48 h of lateness
+    last_complete = start + dt.timedelta(days=days - 4)  # the feed's last hour minus 48 h of lateness
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(yaml.safe_dump(OUTAGE_SCENARIO), encoding="utf-8")
     secret = new_secret()
@@ -332,9 +334,9 @@ def test_webhook_receiver_down_slow_500_429_every_alert_accepted_once(settings, 
     endpoints.write_text(ENDPOINTS.format(url=f"http://127.0.0.1:{port}/hooks/einvoice"), encoding="utf-8")
     settings = settings.replace(rules_file=alert_rules(tmp_path), webhooks_file=endpoints,
                                 webhook_http_allowlist="127.0.0.1")  # fmt: skip
-    feed = PublishedFeed(settings, sellers=3000, invoices=5000 * days, seed=11, days=days, start=start,
+    feed = PublishedFeed(settings, sellers=3000, invoices=3000 * days, seed=11, days=days, start=start,
                          scenarios=(scenario,))  # fmt: skip
-    receiver = MisbehavingReceiver(secret, port, down_s=3.0 if FULL else 2.0, up_s=4.0 if FULL else 2.5)
+    receiver = MisbehavingReceiver(secret, port, down_s=3.0 if FULL else 1.5, up_s=4.0 if FULL else 3.0)
     receiver.start()
     worker = start_worker(settings, name="worker")
     try:
