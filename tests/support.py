@@ -49,6 +49,13 @@ def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
     return offsets.group_positions(settings.kafka_brokers or "", settings.app_id, topic, range(settings.partitions))
 
 
+def consumer_lag(settings: Settings) -> int:
+    """Invoice records published and not yet committed by the worker's group (read from Kafka, not the worker)."""
+    topic = settings.topics.invoices
+    ends, committed = end_offsets(settings, topic), committed_offsets(settings, topic)
+    return sum(ends[p] - committed[p] for p in ends)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
