@@ -1,6 +1,6 @@
 """Exactly once, proven by killing the worker: SIGKILL at random moments, then exact accounting.
 
-The chaos suite's first case. CI runs the fast size (100,000 invoices, 6 kills); ``make chaos``
+The chaos suite's first case. CI runs the fast size (60,000 invoices, 5 kills); ``make chaos``
 (``EINVOICE_CHAOS=full``) runs 1,000,000 invoices and 20 kills. The kill moments are random
 points of the feed, spread over the whole run: each worker is killed once it has read past its
 point, after a random extra moment, so kills land in every stage of a batch (decode, insert,
@@ -28,7 +28,7 @@ from tests.support import (
 )
 
 FULL = chaos_full()
-INVOICES, KILLS, SELLERS = (1_000_000, 20, 10_000) if FULL else (100_000, 6, 3000)
+INVOICES, KILLS, SELLERS = (1_000_000, 20, 10_000) if FULL else (60_000, 5, 3000)
 
 
 def committed_total(settings: Settings) -> int:
@@ -60,16 +60,16 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settin
     rng = random.Random(99)
     total = sum(end_offsets(settings, settings.topics.invoices).values())
     # random points of the feed, in order; kept short of its end so that work remains at each kill
-    targets = sorted(rng.randint(total // 50, total * 4 // 5) for _ in range(KILLS))
+    targets = sorted(rng.randint(total // 50, total * 2 // 3) for _ in range(KILLS))
     progress_at_kill = []
     started = time.monotonic()
     for kill, target in enumerate(targets):
         worker = start_worker(settings, name=f"worker-{kill}")
-        kill_once_past(settings, worker, target, rng.uniform(0.0, 0.25), timeout=300)
+        kill_once_past(settings, worker, target, rng.uniform(0.0, 0.2), timeout=300)
         progress_at_kill.append(committed_total(settings))
     # the kills must have landed while there was work left, and spread over the feed
     assert all(p < total for p in progress_at_kill), (progress_at_kill, total)
-    assert progress_at_kill[-1] > total // 2, (progress_at_kill, total)
+    assert progress_at_kill[-1] > total // 3, (progress_at_kill, total)
     assert all(p >= t - 10_000 for p, t in zip(progress_at_kill, targets, strict=True)), (progress_at_kill, targets)
 
     worker = start_worker(settings, name="worker-final")
