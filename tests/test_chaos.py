@@ -108,6 +108,7 @@ def supervise_until_consumed(settings: Settings, worker: WorkerProcess, timeout:
             worker = start_worker(settings, name=f"worker-restart-{len(exits)}")
 
 
+@pytest.mark.slow
 def test_broker_restarted_during_ingestion_loses_nothing(tmp_path):
     outage_s = 45.0 if FULL else 10.0
     broker = LocalBroker(tmp_path / "kafka")
@@ -170,6 +171,7 @@ class OutageRecord:
         self.read.append(events_read(worker, settings))
 
 
+@pytest.mark.slow
 def test_clickhouse_failing_for_a_while_backpressure_no_loss_no_crash(settings):
     outage_s = 60.0 if FULL else 15.0
     invoices = 150_000 if FULL else 40_000
@@ -311,6 +313,7 @@ def alert_rules(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_webhook_receiver_down_slow_500_429_every_alert_accepted_once(settings, tmp_path):
     from deploy.kafka import free_port
 
