@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from deploy.kafka import BrokerStatus, LocalBroker, free_port
+from deploy.kafka.broker import _random_cluster_id
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -105,6 +106,13 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    """kafka-storage's parser takes ``--cluster-id -abc`` for a missing value (one id in 64 did)."""
+    ids = [_random_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
 
 
 def test_ensure_installed_is_idempotent(broker: LocalBroker) -> None:

@@ -141,8 +141,15 @@ def _check_offsets_loaded(admin: Any) -> None:
 
 
 def _random_cluster_id() -> str:
-    """A UUID as unpadded url-safe base64, like ``kafka-storage random-uuid`` prints."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A UUID as unpadded url-safe base64, like ``kafka-storage random-uuid`` prints.
+
+    Never one starting with ``-`` (Kafka's ``Uuid.randomUuid`` draws again too): the storage tool's
+    argument parser reads ``--cluster-id -x…`` as a missing value, and formatting failed once in 64.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @contextlib.contextmanager
