@@ -27,7 +27,7 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations, insert_until_accepted
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
@@ -379,11 +379,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
             await pipeline.registry_dlq.flush()
             if batch.history_rows and pipeline.store is not None:
-                store = pipeline.store
-                await store.run(
-                    store.client.insert, "registry_history", batch.history_rows,
-                    column_names=REGISTRY_HISTORY_COLUMNS,
-                )  # fmt: skip
+                await insert_until_accepted(
+                    pipeline.store, "registry_history", batch.history_rows, column_names=REGISTRY_HISTORY_COLUMNS
+                )
                 pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
             pipeline.registry_positions[partition] = part_records[-1].offset
         pipeline.metrics.events.labels(topics.registry).inc(len(records))
@@ -450,8 +448,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             return
         if pipeline.evaluator is None:
             pipeline.evaluator = AlertEvaluator(pipeline.store, rules, bootstrap, topics.alerts, topics.silences)
-        lag = await asyncio.to_thread(group_lag, bootstrap, settings.app_id, topics.invoices, settings.partitions)
-        try:
+        try:  # an exception escaping a Faust timer crashes the app; Kafka or ClickHouse away is retried next time
+            lag = await asyncio.to_thread(group_lag, bootstrap, settings.app_id, topics.invoices, settings.partitions)
             results = await asyncio.to_thread(pipeline.evaluator.run, lag)
         except Exception:
             log.exception("alert evaluation failed; retrying at the next interval")

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from sinks.clickhouse.invoice_sink import RetryCount
+
+
+class ClickHouseRetries(Collector):
+    """The sink's insert retries, read when scraped (the sink counts them; it has no registry of its own)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "einvoice_clickhouse_retries", "Invoice inserts that failed and are retried (backpressure)",
+            value=RetryCount.value,
+        )  # fmt: skip
 
 
 class IngestMetrics:
@@ -41,6 +57,7 @@ class IngestMetrics:
         self.alert_events = Counter("einvoice_alert_events", "Alert events the evaluator produced", registry=r)
         self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
         self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
+        r.register(ClickHouseRetries())
 
     def snapshot(self) -> list[tuple[str, str, float]]:
         """(metric, label, value) for every sample, for the ClickHouse copy."""

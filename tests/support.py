@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.clickhouse import ClickHouseStore
+from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import offsets
 from streams.config import Settings
 from streams.topics import create_topics
@@ -43,6 +47,13 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Where the worker's group continues each partition (its commit, else the log start)."""
     return offsets.group_positions(settings.kafka_brokers or "", settings.app_id, topic, range(settings.partitions))
+
+
+def consumer_lag(settings: Settings) -> int:
+    """Invoice records published and not yet committed by the worker's group (read from Kafka, not the worker)."""
+    topic = settings.topics.invoices
+    ends, committed = end_offsets(settings, topic), committed_offsets(settings, topic)
+    return sum(ends[p] - committed[p] for p in ends)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
@@ -131,19 +142,19 @@ class PublishedFeed:
     """A simulated feed as published: the ground truth the assertions count against."""
 
     def __init__(self, settings: Settings, sellers: int, invoices: int, seed: int, unregistered: int = 0,
-                 days: int = 3, mix: Callable[[list], list] | None = None) -> None:  # fmt: skip
-        import datetime as dt
-
+                 days: int = 3, mix: Callable[[list], list] | None = None, start: dt.date = dt.date(2024, 6, 1),
+                 scenarios: tuple[Path, ...] = (), hold_back: float = 0.0) -> None:  # fmt: skip
         from simulator.engine import Simulation, SimulationConfig, registry_scale
-        from simulator.publish import publish_invoices, publish_registry
+        from simulator.publish import publish_registry
 
         # about `sellers` businesses in the registry, `unregistered` more issuing without a registration,
         # about `invoices` valid invoices, malformed records of every kind the validator rejects;
-        # `mix` turns the simulated records into what is published (other records interleaved)
+        # `mix` turns the simulated records into what is published (other records interleaved);
+        # `hold_back`: the share of the feed (its end) left for publish_rest(), e.g. after a broker restart
         sim = Simulation(
             SimulationConfig(
-                scale=registry_scale(sellers), start=dt.date(2024, 6, 1), days=days, seed=seed,
-                target_invoices=invoices, unregistered=unregistered,
+                scale=registry_scale(sellers), start=start, days=days, seed=seed,
+                target_invoices=invoices, unregistered=unregistered, scenarios=scenarios,
             )
         )  # fmt: skip
         self.simulation = sim
@@ -154,7 +165,20 @@ class PublishedFeed:
         publish_registry(settings.kafka_brokers or "", settings.topics.registry, sim.registrations(),
                          sim.registry_codec, sim.registry_timestamp_ms)  # fmt: skip
         self.published = mix(self.records) if mix else self.records
-        publish_invoices(settings.kafka_brokers or "", settings.topics.invoices, self.published)
+        self._settings = settings
+        self._held = round(len(self.published) * hold_back)
+        self._publish(self.published[: len(self.published) - self._held])
+
+    def _publish(self, records: list) -> None:
+        from simulator.publish import publish_invoices
+
+        publish_invoices(self._settings.kafka_brokers or "", self._settings.topics.invoices, records)
+
+    def publish_rest(self) -> None:
+        """Publish what ``hold_back`` kept back."""
+        if self._held:
+            self._publish(self.published[len(self.published) - self._held :])
+            self._held = 0
 
     @property
     def valid(self) -> list:
@@ -172,3 +196,34 @@ def run_cli(settings: Settings, *args: str):
     from streams.cli import app
 
     return CliRunner().invoke(app, list(args), env=settings.to_env(), catch_exceptions=False)
+
+
+def chaos_full() -> bool:
+    """``EINVOICE_CHAOS=full`` (``make chaos``): the full-size chaos cases; otherwise the fast ones CI runs."""
+    return os.environ.get("EINVOICE_CHAOS", "").lower() == "full"
+
+
+def assert_exact_accounting(settings: Settings, feed: PublishedFeed, context: object = "") -> None:
+    """After a chaos case, with no worker running: nothing lost, nothing counted twice.
+
+    Valid invoices are in ``invoices`` once each; ``segment_daily`` and ``seller_daily`` totals per
+    (day, sector, unit, registered) and the issuers equal an independent count of what was published;
+    the DLQ holds every malformed record exactly once (by value, and one letter per source offset).
+    ``context`` (kill offsets, timings) is shown when an assertion fails.
+    """
+    valid = feed.valid
+    store = open_store(settings)
+    try:
+        count, distinct = store.query_rows("SELECT count(), uniqExact(seller_id, invoice_code) FROM invoices")[0]
+        assert (count, distinct) == (len(valid), len(valid)), context
+        expected = expected_totals(feed.records, feed.registered)
+        assert segment_totals(store) == expected, context
+        assert seller_daily_totals(store) == expected, context
+        issuers = store.query_rows("SELECT uniqExactMerge(issuers) FROM segment_daily")[0][0]
+        assert issuers == len({r.seller_id for r in valid}), context
+    finally:
+        store.close()
+
+    dlq = read_topic(settings, settings.topics.invoices_dlq)
+    assert Counter(r.value for r in dlq) == Counter(r.value for r in feed.malformed), context
+    assert len({(r.partition, int(dict(r.headers)[H_SOURCE_OFFSET])) for r in dlq}) == len(dlq), context

@@ -115,6 +115,13 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    """kafka-storage's parser takes ``--cluster-id -abc`` for a missing value (one id in 64 did)."""
+    ids = [_random_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
+
+
 def test_ensure_installed_is_idempotent(broker: LocalBroker) -> None:
     libs = broker.ensure_installed()
     assert (libs / f"kafka_2.13-{broker.kafka_version}.jar").exists()
@@ -167,11 +174,25 @@ def test_stop_then_restart_keeps_data(broker: LocalBroker) -> None:
     assert seen == set(MESSAGES)
 
 
+def test_restart_with_clients_connected_keeps_the_port(broker: LocalBroker) -> None:
+    """A stop closes the clients' connections from the broker's side, leaving TIME_WAIT on its port."""
+    old = broker.start()
+    port = int(old.rsplit(":", 1)[1])
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        assert broker.stop() is True
+    finally:
+        for client in clients:
+            client.close()
+    assert broker.start() == old, "connected clients (a running worker) must find the broker again"
+
+
 def test_restart_when_old_port_is_taken(broker: LocalBroker) -> None:
     old = broker.start()
     broker.stop()
     old_port = int(old.rsplit(":", 1)[1])
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old port may be in TIME_WAIT
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         moved = broker.start()

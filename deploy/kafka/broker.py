@@ -72,7 +72,14 @@ def default_cache_dir() -> Path:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the broker could listen on ``port``.
+
+    With SO_REUSEADDR, as the JVM binds its listeners: right after a stop, the connections the broker
+    closed sit in TIME_WAIT on its port, which blocks a plain bind but not the broker's; without it a
+    restart moved to another port whenever clients had been connected, and they never found it again.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -136,8 +143,8 @@ def _check_offsets_loaded(admin: Any) -> None:
 def _random_cluster_id() -> str:
     """A UUID as unpadded url-safe base64, like ``kafka-storage random-uuid`` prints.
 
-    Never one starting with "-" (1 in 64 would): ``kafka-storage format --cluster-id -x…`` takes it for
-    an option and fails, which is why Kafka's own ``Uuid.randomUuid`` draws again too.
+    Never one starting with ``-`` (Kafka's ``Uuid.randomUuid`` draws again too): the storage tool's
+    argument parser reads ``--cluster-id -x…`` as a missing value, and formatting failed once in 64.
     """
     while True:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()

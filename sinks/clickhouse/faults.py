@@ -1,0 +1,85 @@
+"""Fault injection for chaos testing only: make ClickHouse inserts fail, switched on from outside the worker.
+
+A chaos test cannot reach into a running worker, and chDB cannot be stopped apart from it (it runs
+inside the worker's process). So the test writes a file, ``$EINVOICE_DATA_DIR/chaos/clickhouse-unavailable``,
+holding a deadline in epoch seconds; while the file exists and the deadline is in the future, every
+insert through :class:`~sinks.clickhouse.client.ClickHouseStore` raises :class:`ClickHouseUnavailable`,
+as a server that refuses writes would. Removing the file, or the deadline passing, ends the outage.
+
+Nothing in production writes that file. When it is absent the cost is one ``stat`` a second at most,
+never one per insert.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+FAULT_FILE = Path("chaos") / "clickhouse-unavailable"
+CHECK_INTERVAL_S = 1.0
+
+
+class ClickHouseUnavailable(ConnectionError):
+    """Raised in place of an insert while an injected ClickHouse outage lasts."""
+
+
+def fault_path(data_dir: Path | str) -> Path:
+    """Where the switch lives for a deployment's data directory."""
+    return Path(data_dir) / FAULT_FILE
+
+
+def default_data_dir() -> Path:
+    """The data directory of this process, read as ``streams.config.Settings`` reads it (no import cycle)."""
+    return Path(os.environ.get("EINVOICE_DATA_DIR") or ".data").expanduser()
+
+
+class FaultSwitch:
+    """Reads the switch file at most once per :data:`CHECK_INTERVAL_S` and remembers its deadline."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._checked_at = float("-inf")
+        self._deadline = 0.0
+
+    @classmethod
+    def from_environment(cls) -> FaultSwitch:
+        return cls(fault_path(default_data_dir()))
+
+    def _refresh(self, now: float) -> None:
+        self._checked_at = now
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            self._deadline = 0.0
+            return
+        except OSError:
+            return  # unreadable this second: keep what was known
+        try:
+            self._deadline = float(text)
+        except ValueError:
+            self._deadline = 0.0
+
+    def check(self) -> None:
+        """Raise :class:`ClickHouseUnavailable` while an injected outage lasts."""
+        now = time.monotonic()
+        if now - self._checked_at >= CHECK_INTERVAL_S:
+            self._refresh(now)
+        if self._deadline and time.time() < self._deadline:
+            raise ClickHouseUnavailable(f"ClickHouse unavailable (chaos fault injected by {self.path})")
+
+
+def inject_outage(data_dir: Path | str, seconds: float) -> float:
+    """Make the deployment's inserts fail for ``seconds`` from now; returns the deadline (epoch seconds)."""
+    path = fault_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + seconds
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(f"{deadline:.3f}\n", encoding="ascii")
+    temporary.replace(path)  # never half-written when the worker reads it
+    return deadline
+
+
+def clear_outage(data_dir: Path | str) -> None:
+    """End an injected outage now."""
+    fault_path(data_dir).unlink(missing_ok=True)
