@@ -188,7 +188,9 @@ class Pipeline:
             log.warning("could not copy metrics to ClickHouse", extra={"error": type(exc).__name__})
 
     def lookup_seller(self, seller_id: str) -> list[dict[str, Any]] | None:
-        return self.registry_table.get(seller_id)
+        # the memory store's dict itself: Table.get goes through four layers of Faust's mapping classes
+        # (7% of the worker's time at 20,000 events/s); the store is memory:// (create_app)
+        return self.registry_table.data.data.get(seller_id)
 
     async def catch_up_registry(self, partitions: Sequence[int]) -> None:
         """Before the first invoices of a partition, read its registry partition up to its end.
