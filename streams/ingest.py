@@ -134,8 +134,9 @@ class InvoiceIngest:
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
                 if written is not None:
                     dedup.advance(watermark)
-                    keys = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
-                    dedup.load(keys)
+                    keys, days = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
+                    if len(keys):
+                        dedup.load_columns(keys, days)
                 self.states[partition] = PartitionState(
                     written_offset=written.max_offset if written else -1,
                     dead_lettered_offset=dlq_progress.get(partition, -1),
@@ -182,6 +183,7 @@ class InvoiceIngest:
         for partition in by_partition:
             state = self.states[partition]
             state.dedup.advance(state.watermark_local_ms)
+            state.dedup.compact()
             if state.watermark_local_ms != NO_WATERMARK:
                 self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
         m = self.metrics
@@ -204,6 +206,8 @@ class InvoiceIngest:
         dedup = state.dedup
         cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
         topic = self.topic
+        # first pass: decode, validate, key; then the keys of the batch meet the dedup arrays at once
+        candidates: list[tuple[SourceRecord, int, dict[str, Any], int, int, int]] = []
         for record in records:
             try:
                 schema_id, value = decode(record.value)
@@ -226,11 +230,13 @@ class InvoiceIngest:
             if record.offset <= state.written_offset:
                 outcome.skipped += 1
                 continue
+            issued_local = local_ms(value["issued_at"])
+            key = invoice_key(value["seller_id"], value["invoice_code"])
+            candidates.append((record, schema_id, value, issued_local, issued_local // DAY_MS, key))
+        dedup.prefetch([c[5] for c in candidates], cutoff_day)
+        for record, schema_id, value, issued_local, day, key in candidates:
             seller_id = value["seller_id"]
             code = value["invoice_code"]
-            issued_local = local_ms(value["issued_at"])
-            day = issued_local // DAY_MS
-            key = invoice_key(seller_id, code)
             if day < cutoff_day:
                 self.metrics.beyond_horizon.inc()
             elif dedup.seen_or_add(key, day, cutoff_day):

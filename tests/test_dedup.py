@@ -50,3 +50,30 @@ def test_missing_ranges_finds_holes_before_and_inside_a_batch():
     assert missing_ranges([10, 11, 12], expected=10) == []
     assert missing_ranges([12, 13, 17], expected=10) == [(10, 12), (14, 17)]
     assert missing_ranges([5, 6, 10], expected=8) == [(8, 10)]  # re-delivered old offsets are no hole
+
+
+def test_frozen_keys_give_the_same_verdicts_as_recent_ones_with_and_without_prefetch():
+    import numpy as np
+
+    from streams.dedup import FREEZE_AT
+
+    dedup = InvoiceDeduplicator(HORIZON)
+    keys = list(range(-FREEZE_AT, FREEZE_AT, 2))  # FREEZE_AT keys on day 100: the set moves into the array
+    for key in keys:
+        assert dedup.seen_or_add(key, 100, cutoff_day=97) is False
+    dedup.compact()
+    assert len(dedup) == len(keys) and not dedup._recent[100] and len(dedup._frozen[100]) == len(keys)
+    assert dedup.seen_or_add(keys[7], 101, cutoff_day=97) is True  # unprefetched path
+    dedup.prefetch([keys[8], 1, keys[9]], cutoff_day=97)
+    assert dedup.seen_or_add(keys[8], 100, cutoff_day=97) is True
+    assert dedup.seen_or_add(1, 100, cutoff_day=97) is False  # odd: never seen
+    assert dedup.seen_or_add(1, 100, cutoff_day=97) is True  # now recent
+    assert dedup.seen_or_add(keys[9], 100, cutoff_day=101) is False  # its day is past the cutoff: not consulted
+    dedup.compact()
+
+    restored = InvoiceDeduplicator(HORIZON)
+    restored.advance(104 * DAY_MS)  # cutoff day 101
+    restored.load_columns(np.array([5, 6, 7, 5]), np.array([100, 101, 104, 104]))
+    assert len(restored) == 3  # key 5 of day 100 is outside the horizon
+    assert restored.seen_or_add(7, 104, cutoff_day=101) and restored.seen_or_add(6, 102, cutoff_day=101)
+    assert restored.seen_or_add(5, 104, cutoff_day=101) is True

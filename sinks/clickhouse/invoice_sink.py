@@ -174,11 +174,17 @@ class InvoiceSink:
                 restored += len(result.result_rows)
         return restored
 
-    def dedup_keys(self, partition: int, since_day: int) -> list[tuple[int, int]]:
-        """(invoice_key, local day number) of the partition's invoices from ``since_day`` on (blocking)."""
-        return self.store.client.query(
-            f"SELECT invoice_key, toUInt32(issue_date) FROM {self.table} "
+    def dedup_keys(self, partition: int, since_day: int) -> tuple[Any, Any]:
+        """(invoice_key, local day number) columns of the partition's invoices from ``since_day`` on (blocking).
+
+        numpy columns: at Thanh Hóa scale a restore reads ~2 M keys a partition, ~100 bytes each as tuples.
+        """
+        found = self.store.client.query_np(
+            f"SELECT invoice_key AS key, toUInt32(issue_date) AS day FROM {self.table} "
             "WHERE issue_date >= toDate({since:UInt32}) AND kafka_topic = {topic:String} "
             "AND kafka_partition = {partition:UInt16}",
             parameters={"since": max(since_day, 0), "topic": self.topic, "partition": partition},
-        ).result_rows
+        )
+        if not len(found):
+            return (), ()
+        return found["key"], found["day"].astype("int64")
