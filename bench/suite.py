@@ -217,7 +217,7 @@ class Visibility(threading.Thread):
         group = self.settings.app_id
         return lambda: [
             (tp.partition, meta.offset - 1)
-            for tp, meta in admin.list_consumer_group_offsets(group).items()
+            for tp, meta in admin.list_group_offsets(group).get(group, {}).items()
             if tp.topic == topic and meta.offset >= 0
         ]
 
