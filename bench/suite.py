@@ -485,7 +485,7 @@ def run(plan: Plan, measurements: dict[str, object]) -> None:
                          sim.registry_timestamp_ms)  # fmt: skip
         publish_feed(sim, bootstrap, base.topics.invoices)
         total = sum(end_offsets(bootstrap, base.topics.invoices, range(plan.partitions)).values())
-        measurements["feed"] = {"events": total, "sellers": len(sim.registrations()),
+        measurements["feed"] = {"events": total, "registry_records": len(sim.registrations()),
                                 "generate_and_publish_s": round(time.perf_counter() - started, 1),
                                 "config": sim.config.as_dict()}  # fmt: skip
         print(f"feed: {total:,} events, {len(sim.registrations()):,} registrations", flush=True)
