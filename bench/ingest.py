@@ -98,7 +98,8 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
                     if done > 0:
                         first = (time.perf_counter(), done)
                 if time.perf_counter() - sampled > 1.0:  # the keys held peak before the end (expiry)
-                    dedup_keys = max(dedup_keys, sum(w.metric_sum("einvoice_dedup_keys") for w in procs))
+                    with contextlib.suppress(OSError):  # a busy worker's web page may not answer in time
+                        dedup_keys = max(dedup_keys, sum(w.metric_sum("einvoice_dedup_keys") for w in procs))
                     sampled = time.perf_counter()
                 time.sleep(0.1)
             finished = time.perf_counter()
