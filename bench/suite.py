@@ -451,7 +451,8 @@ def row(name: str, value: float | None, unit: str, target: str = "", met: bool |
 
 def table(m: dict[str, dict]) -> list[dict[str, object]]:
     """The README's rows, with the issue's targets where it sets one."""
-    rows = []
+    rows = [row(f"{key} FAILED (see the JSON)", None, "") for key, v in m.items() if "error" in v]
+    m = {key: v for key, v in m.items() if "error" not in v}
     one, two, bare = m.get("ingest_1_worker"), m.get("ingest_2_workers"), m.get("bare_limit")
     if one:
         rows.append(row("ingest, 1 worker (Kafka -> ClickHouse)", one["events_per_s"], "events/s", ">= 60,000",
@@ -495,7 +496,12 @@ def step(plan: Plan, measurements: dict[str, object], name: str, key: str, fn: C
     if name in plan.skip:
         return
     t0 = time.perf_counter()
-    result = measurements[key] = fn()
+    try:
+        result = measurements[key] = fn()
+    except (Exception, SystemExit) as exc:  # a dead worker ends its measurement, not the run
+        measurements[key] = {"error": f"{type(exc).__name__}: {str(exc)[-3000:]}"}
+        print(f"\n{key} FAILED after {time.perf_counter() - t0:.0f} s: {measurements[key]['error']}", flush=True)
+        return
     print(f"\n{key} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print_result({k: (v.get("events_per_s") if isinstance(v, dict) else v) for k, v in result.items()
                   if k not in ("method", "config")})  # fmt: skip
