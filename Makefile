@@ -38,7 +38,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: kafka
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/suite.py
 
 # libFuzzer (atheris) on the decoder and the validators; the corpus is seeded from the simulator when
 # empty, and an input that breaks the contract is written to fuzz/crashes/. FUZZ_RUNS=-1: until stopped.

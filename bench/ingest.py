@@ -11,7 +11,8 @@ feed (2% duplicates, 1% malformed), the `einvoice-monitor worker` child process 
 The rate is measured from the first processed batch to the moment the group has committed
 every partition's end (start-up and consumer-group join excluded, reported separately; with two
 workers the join's rebalance happens while they read, as it does when a deployment starts).
-Prints a table, writes JSON to bench/results/.
+Prints a table, writes JSON to bench/results/. ``run_workers`` is the measurement, also used by
+bench/suite.py.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import platform
 import threading
 import time
 from pathlib import Path
 
 import psutil
-from scratch import scratch_deployment
+from scratch import machine, scratch_deployment
 
 from deploy.chdb_http import ChdbHttpServer
 from deploy.kafka import free_port
@@ -36,6 +36,8 @@ from simulator.publish import publish_invoices, publish_registry
 from streams.config import Settings
 from streams.offsets import group_positions
 from streams.topics import create_topics
+
+RESULTS = Path(__file__).parent / "results"
 
 
 class PeakMemory(threading.Thread):
@@ -56,6 +58,85 @@ class PeakMemory(threading.Thread):
             except psutil.Error:
                 pass
             time.sleep(0.05)
+
+
+def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "embedded") -> dict[str, object]:
+    """Run the workers on the deployment until its group has committed ``total`` invoice records.
+
+    Topics must exist and hold the records. ``store`` "http": the workers share one chDB directory
+    (``data_dir/clickhouse-http``) behind a loopback ``ChdbHttpServer``; "embedded": chDB in the one
+    worker (``data_dir/clickhouse``), left there for the caller to read.
+    """
+    if store == "embedded" and workers > 1:
+        raise ValueError("chDB belongs to one process: several workers need store='http'")
+    bootstrap = settings.kafka_brokers or ""
+    topic = settings.topics.invoices
+    endpoint = ChdbHttpServer(settings.data_dir / "clickhouse-http") if store == "http" else None
+    with endpoint or contextlib.nullcontext():
+        shared = settings.replace(clickhouse_url=endpoint.dsn) if endpoint else settings
+        deployments = [shared] if workers == 1 else [
+            shared.replace(data_dir=shared.data_dir / f"w{i}", web_port=free_port()) for i in range(workers)
+        ]  # fmt: skip
+        procs = [WorkerProcess(own.to_env(), own.data_dir / "worker.log", own.web_port) for own in deployments]
+        started = time.perf_counter()
+        memories = []
+        for worker in procs:
+            worker.start()
+            memories.append(PeakMemory(worker.proc.pid))  # type: ignore[union-attr]
+            memories[-1].start()
+        try:
+            for worker in procs:
+                worker.wait_healthy()
+            first = None
+            dedup_keys, sampled = 0.0, 0.0
+            partitions = range(settings.partitions)
+            while sum(group_positions(bootstrap, settings.app_id, topic, partitions).values()) < total:
+                if not all(w.running for w in procs):
+                    raise SystemExit("a worker died:\n" + "\n".join(w.tail() for w in procs))
+                if first is None:
+                    done = sum(w.metric_sum("einvoice_events_total", topic=topic) for w in procs)
+                    if done > 0:
+                        first = (time.perf_counter(), done)
+                if time.perf_counter() - sampled > 1.0:  # the keys held peak before the end (expiry)
+                    with contextlib.suppress(OSError):  # a busy worker's web page may not answer in time
+                        dedup_keys = max(dedup_keys, sum(w.metric_sum("einvoice_dedup_keys") for w in procs))
+                    sampled = time.perf_counter()
+                time.sleep(0.1)
+            finished = time.perf_counter()
+            inserted = sum(w.metric_sum("einvoice_rows_inserted_total", table="invoices") for w in procs)
+            dedup_end = sum(w.metric_sum("einvoice_dedup_keys") for w in procs)
+        finally:
+            for memory in memories:
+                memory.stop.set()
+            for worker in procs:
+                worker.stop()
+    assert first is not None
+    return {
+        "workers": workers,
+        "store": "chDB over loopback HTTP (deploy/chdb_http.py)" if endpoint else "chDB in the worker",
+        "events": total,
+        "rows_inserted": int(inserted),
+        "events_per_s": round((total - first[1]) / max(finished - first[0], 1e-9)),  # all workers together
+        "events_per_s_incl_startup": round(total / (finished - started)),
+        "seconds": round(finished - first[0], 2),
+        "startup_s": round(first[0] - started, 2),
+        "worker_peak_rss_mib": round(max(m.peak for m in memories) / 2**20),
+        "dedup_keys_max": int(max(dedup_keys, dedup_end)),
+        "dedup_keys_end": int(dedup_end),
+    }
+
+
+def print_result(result: dict[str, object]) -> None:
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value:,}" if isinstance(value, int | float) else f"{key:<{width}}  {value}")
+
+
+def write_result(name: str, result: object) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
 
 
 def main() -> None:
@@ -86,68 +167,18 @@ def main() -> None:
         publish_invoices(bootstrap, settings.topics.invoices, records)
         published_s = time.perf_counter() - t0
         total = len(records)
-
-        endpoint = ChdbHttpServer(settings.data_dir / "clickhouse-http") if store == "http" else None
-        with endpoint or contextlib.nullcontext():
-            shared = settings.replace(clickhouse_url=endpoint.dsn) if endpoint else settings
-            deployments = [shared] if args.workers == 1 else [
-                shared.replace(data_dir=shared.data_dir / f"w{i}", web_port=free_port()) for i in range(args.workers)
-            ]  # fmt: skip
-            workers = [WorkerProcess(own.to_env(), own.data_dir / "worker.log", own.web_port) for own in deployments]
-            started = time.perf_counter()
-            memories = []
-            for worker in workers:
-                worker.start()
-                memories.append(PeakMemory(worker.proc.pid))  # type: ignore[union-attr]
-                memories[-1].start()
-            for worker in workers:
-                worker.wait_healthy()
-            first = None
-            partitions = range(args.partitions)
-            while (
-                sum(group_positions(bootstrap, settings.app_id, settings.topics.invoices, partitions).values()) < total
-            ):
-                if not all(w.running for w in workers):
-                    raise SystemExit("a worker died:\n" + "\n".join(w.tail() for w in workers))
-                if first is None:
-                    done = sum(w.metric_sum("einvoice_events_total", topic=settings.topics.invoices) for w in workers)
-                    if done > 0:
-                        first = (time.perf_counter(), done)
-                time.sleep(0.1)
-            finished = time.perf_counter()
-            inserted = sum(w.metric_sum("einvoice_rows_inserted_total", table="invoices") for w in workers)
-            for memory in memories:
-                memory.stop.set()
-            for worker in workers:
-                worker.stop()
-        assert first is not None
-        steady_rate = (total - first[1]) / max(finished - first[0], 1e-9)
-        memory_gib = psutil.virtual_memory().total / 2**30
-        result = {
-            "workers": args.workers,
-            "store": "chDB over loopback HTTP (deploy/chdb_http.py)" if endpoint else "chDB in the worker",
-            "events": total,
-            "rows_inserted": inserted,
-            "sellers": args.sellers,
-            "partitions": args.partitions,
-            "batch_size": args.batch_size,
-            "events_per_s": round(steady_rate),  # through all workers together
-            "events_per_s_incl_startup": round(total / (finished - started)),
-            "startup_s": round(first[0] - started, 2),
-            "worker_peak_rss_mib": round(max(m.peak for m in memories) / 2**20),
-            "generate_events_per_s": round(total / generated_s),
-            "publish_events_per_s": round(total / published_s),
-            "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB",
-            "python": platform.python_version(),
-            "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        width = max(map(len, result))
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value:,}" if isinstance(value, int | float) else f"{key:<{width}}  {value}")
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        name = "ingest" if (args.workers, store) == (1, "embedded") else f"ingest-{args.workers}w-{store}"
-        (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+        measured = run_workers(settings, total, args.workers, store)
+    result = {
+        **measured,
+        "sellers": args.sellers,
+        "partitions": args.partitions,
+        "batch_size": args.batch_size,
+        "generate_events_per_s": round(total / generated_s),
+        "publish_events_per_s": round(total / published_s),
+        **machine(),
+    }
+    print_result(result)
+    write_result("ingest" if (args.workers, store) == (1, "embedded") else f"ingest-{args.workers}w-{store}", result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from pathlib import Path
 # Run as a script, bench/ is first on sys.path and this file would hide the replay package: the repository goes first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil
-from scratch import scratch_deployment
+from scratch import machine, scratch_deployment
 
 from deploy.worker_process import WorkerProcess
 from replay.archive import plan_archive, verify_archive, write_archive
@@ -31,7 +29,7 @@ from replay.publish import publish_archive
 from replay.rebuild import create_rebuild, run_rebuild
 from replay.rewind import Target, apply_rewind, plan_rewind
 from simulator.engine import Simulation, SimulationConfig, registry_scale
-from simulator.publish import publish_invoices, publish_registry
+from simulator.publish import publish_feed, publish_registry
 from streams.config import Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
@@ -69,6 +67,57 @@ def run_worker(settings: Settings, name: str, total: int) -> tuple[float, float]
     return finished - (first or started), finished - started
 
 
+def measure_replay(settings: Settings, config: SimulationConfig) -> dict[str, dict[str, object]]:
+    """Every replay step on a fresh deployment of the broker: publish the feed, then time each step.
+
+    ``settings`` names topics and a data directory of its own (a copy deployment is derived from it).
+    Returns, per step, events, seconds, events/s and a note.
+    """
+    results: dict[str, tuple[int, float, str]] = {}
+    bootstrap = settings.kafka_brokers or ""
+    work = settings.data_dir.parent
+    copy = settings.replace(topic_prefix=f"copy{settings.topic_prefix}", app_id=f"{settings.app_id}-copy")
+    create_topics(bootstrap, settings)
+    create_topics(bootstrap, copy)
+    sim = Simulation(config)
+    publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec)
+    publish_feed(sim, bootstrap, settings.topics.invoices)
+    topic = settings.topics.invoices
+    total = sum(end_offsets(bootstrap, topic, range(settings.partitions)).values())
+
+    out = work / f"archive-{settings.app_id}"
+    plan = plan_archive(bootstrap, [topic], None)
+    (manifest, _), seconds = timed(lambda: write_archive(bootstrap, plan, out))
+    size = sum(f["bytes"] for f in manifest["files"])
+    results["archive"] = (total, seconds, f"{size / total:.0f} B/event, deflate")
+    report, seconds = timed(lambda: verify_archive(out))
+    assert report.ok, report.problems
+    results["verify"] = (total, seconds, "sha256 + every record read")
+    mapping = {topic: copy.topics.invoices}
+    published, seconds = timed(lambda: publish_archive(bootstrap, out, work / f"state-{settings.app_id}",
+                                                       topic_map=mapping))  # fmt: skip
+    assert published.sent == total
+    results["publish"] = (total, seconds, "acks=all, idempotent, lz4")
+
+    steady, with_startup = run_worker(settings, "ingest", total)
+    results["ingest (first pass)"] = (total, steady, f"{total / with_startup:,.0f} ev/s with start-up")
+    plan_all = plan_rewind(bootstrap, settings.app_id, [topic], None, Target("earliest"))
+    _, seconds = timed(lambda: apply_rewind(bootstrap, plan_all))
+    results["rewind (commit)"] = (plan_all.reprocess, seconds, "offsets moved, nothing read yet")
+    steady, with_startup = run_worker(settings, "reprocess", plan_all.reprocess)
+    results["rewind-reprocess"] = (plan_all.reprocess, steady, f"{plan_all.reprocess / with_startup:,.0f} ev/s "
+                                   "with start-up; all skipped, 0 rows written")  # fmt: skip
+
+    rebuild = create_rebuild(settings, bootstrap)
+    _, seconds = timed(lambda: run_rebuild(settings, bootstrap, rebuild))
+    results["rebuild (fresh chDB)"] = (total, seconds, "with worker start-up and stop")
+    table = {}
+    for step, (events, seconds, note) in results.items():
+        rate = events / max(seconds, 1e-9)
+        table[step] = {"events": events, "seconds": round(seconds, 2), "events_per_s": round(rate), "note": note}
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=200_000)
@@ -76,61 +125,19 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
 
-    results: dict[str, object] = {}
+    config = SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
+                              target_invoices=args.invoices)  # fmt: skip
     with scratch_deployment("einvoice-bench-replay-", args.partitions, remove=True) as settings:
-        bootstrap = settings.kafka_brokers or ""
-        work = settings.data_dir.parent
-        copy = settings.replace(topic_prefix=f"copy{settings.topic_prefix}", app_id=f"{settings.app_id}-copy")
-        create_topics(bootstrap, settings)
-        create_topics(bootstrap, copy)
-        sim = Simulation(
-            SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
-                             target_invoices=args.invoices)
-        )  # fmt: skip
-        publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec)
-        publish_invoices(bootstrap, settings.topics.invoices, list(sim.feed_records()))
-        topic = settings.topics.invoices
-        total = sum(end_offsets(bootstrap, topic, range(args.partitions)).values())
-
-        out = work / "archive"
-        plan = plan_archive(bootstrap, [topic], None)
-        (manifest, _), seconds = timed(lambda: write_archive(bootstrap, plan, out))
-        size = sum(f["bytes"] for f in manifest["files"])
-        results["archive"] = (total, seconds, f"{size / total:.0f} B/event, deflate")
-        report, seconds = timed(lambda: verify_archive(out))
-        assert report.ok, report.problems
-        results["verify"] = (total, seconds, "sha256 + every record read")
-        mapping = {topic: copy.topics.invoices}
-        published, seconds = timed(lambda: publish_archive(bootstrap, out, work / "state", topic_map=mapping))
-        assert published.sent == total
-        results["publish"] = (total, seconds, "acks=all, idempotent, lz4")
-
-        steady, with_startup = run_worker(settings, "ingest", total)
-        results["ingest (first pass)"] = (total, steady, f"{total / with_startup:,.0f} ev/s with start-up")
-        plan_all = plan_rewind(bootstrap, settings.app_id, [topic], None, Target("earliest"))
-        _, seconds = timed(lambda: apply_rewind(bootstrap, plan_all))
-        results["rewind (commit)"] = (plan_all.reprocess, seconds, "offsets moved, nothing read yet")
-        steady, with_startup = run_worker(settings, "reprocess", plan_all.reprocess)
-        results["rewind-reprocess"] = (plan_all.reprocess, steady, f"{plan_all.reprocess / with_startup:,.0f} ev/s "
-                                       "with start-up; all skipped, 0 rows written")  # fmt: skip
-
-        rebuild = create_rebuild(settings, bootstrap)
-        _, seconds = timed(lambda: run_rebuild(settings, bootstrap, rebuild))
-        results["rebuild (fresh chDB)"] = (total, seconds, "with worker start-up and stop")
-
-    memory_gib = psutil.virtual_memory().total / 2**30
-    machine = f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB"
+        table = measure_replay(settings, config)
+    about = machine()
     print(f"{args.invoices:,} invoices requested, {args.sellers:,} sellers, {args.partitions} partitions; "
-          f"{machine}, Python {platform.python_version()}")  # fmt: skip
+          f"{about['machine']}, Python {about['python']}")  # fmt: skip
     print(f"{'step':<22} {'events':>10} {'seconds':>8} {'events/s':>10}  note")
-    table = {}
-    for step, (events, seconds, note) in results.items():  # type: ignore[misc]
-        rate = events / max(seconds, 1e-9)
-        table[step] = {"events": events, "seconds": round(seconds, 2), "events_per_s": round(rate), "note": note}
-        print(f"{step:<22} {events:>10,} {seconds:>8.2f} {rate:>10,.0f}  {note}")
+    for step, row in table.items():
+        print(f"{step:<22} {row['events']:>10,} {row['seconds']:>8.2f} {row['events_per_s']:>10,}  {row['note']}")
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "replay.json").write_text(json.dumps({"args": vars(args), "results": table}, indent=2))
+    (out_dir / "replay.json").write_text(json.dumps({"args": vars(args), **about, "results": table}, indent=2))
 
 
 if __name__ == "__main__":

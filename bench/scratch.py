@@ -38,3 +38,18 @@ def scratch_deployment(prefix: str, partitions: int, remove: bool = False, **cha
             broker.stop()
         if remove:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def machine() -> dict[str, str]:
+    """What a result was measured on: every results file names it."""
+    import datetime as dt
+    import platform
+
+    import psutil
+
+    memory_gib = psutil.virtual_memory().total / 2**30
+    return {
+        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, {memory_gib:.0f} GiB",
+        "python": platform.python_version(),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
