@@ -27,7 +27,7 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations, insert_until_accepted
+from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
@@ -381,8 +381,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 pipeline.metrics.rejected.labels(topics.registry, rejection.reason).inc()
             await pipeline.registry_dlq.flush()
             if batch.history_rows and pipeline.store is not None:
-                await insert_until_accepted(
-                    pipeline.store, "registry_history", batch.history_rows, column_names=REGISTRY_HISTORY_COLUMNS
+                await pipeline.store.insert_until_accepted(
+                    "registry_history", batch.history_rows, column_names=REGISTRY_HISTORY_COLUMNS
                 )
                 pipeline.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
             pipeline.registry_positions[partition] = part_records[-1].offset

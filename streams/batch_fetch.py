@@ -112,6 +112,9 @@ class BatchFetchTransport(faust_aiokafka.Transport):
 class BatchFetchApp(faust.App):
     """A Faust app whose consumer hands ``batch_topic``'s fetches to ``batches``."""
 
+    _batch_topic: str | None = None
+    _batches: FetchedBatches | None = None
+
     def attach_batches(self, topic: faust.TopicT, batches: FetchedBatches) -> None:
         """Keep ``topic`` subscribed (no agent reads it) and route its records to ``batches``."""
         self.topics.add(topic)
@@ -123,6 +126,6 @@ class BatchFetchApp(faust.App):
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
-        consumer.batch_topic = getattr(self, "_batch_topic", None)
-        consumer.batches = getattr(self, "_batches", None)
+        consumer.batch_topic = self._batch_topic
+        consumer.batches = self._batches
         return consumer

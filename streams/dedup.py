@@ -16,7 +16,7 @@ a record does not depend on when the worker last restarted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from hashlib import blake2b
 
 import numpy as np
@@ -109,15 +109,8 @@ class InvoiceDeduplicator:
                 self._frozen[day] = np.union1d(self._frozen.get(day, _EMPTY), fresh)
                 bucket.clear()
 
-    def load(self, keys: Iterable[tuple[int, int]]) -> None:
-        """Restore (key, day) pairs, e.g. read back from ClickHouse."""
-        for key, day in keys:
-            if day >= self._cutoff_day:
-                self._recent.setdefault(day, set()).add(key)
-        self.compact()
-
     def load_columns(self, keys: np.ndarray, days: np.ndarray) -> None:
-        """Restore from columns (8 bytes a key on the way, where (key, day) tuples take ~100)."""
+        """Restore (key, day) columns read back from ClickHouse (8 bytes a key on the way; tuples take ~100)."""
         keep = days >= self._cutoff_day
         keys, days = keys[keep].astype(np.int64, copy=False), days[keep]
         for day in np.unique(days).tolist():

@@ -207,7 +207,7 @@ class InvoiceIngest:
         cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
         topic = self.topic
         # first pass: decode, validate, key; then the keys of the batch meet the dedup arrays at once
-        candidates: list[tuple[SourceRecord, int, dict[str, Any], int, int, int]] = []
+        candidates: list[tuple[SourceRecord, int, dict[str, Any], str, str, int, int]] = []
         for record in records:
             try:
                 schema_id, value = decode(record.value)
@@ -230,13 +230,12 @@ class InvoiceIngest:
             if record.offset <= state.written_offset:
                 outcome.skipped += 1
                 continue
-            issued_local = local_ms(value["issued_at"])
-            key = invoice_key(value["seller_id"], value["invoice_code"])
-            candidates.append((record, schema_id, value, issued_local, issued_local // DAY_MS, key))
-        dedup.prefetch([c[5] for c in candidates], cutoff_day)
-        for record, schema_id, value, issued_local, day, key in candidates:
-            seller_id = value["seller_id"]
-            code = value["invoice_code"]
+            seller_id, code = value["seller_id"], value["invoice_code"]
+            candidates.append((record, schema_id, value, seller_id, code, local_ms(value["issued_at"]),
+                               invoice_key(seller_id, code)))  # fmt: skip
+        dedup.prefetch([c[-1] for c in candidates], cutoff_day)
+        for record, schema_id, value, seller_id, code, issued_local, key in candidates:
+            day = issued_local // DAY_MS
             if day < cutoff_day:
                 self.metrics.beyond_horizon.inc()
             elif dedup.seen_or_add(key, day, cutoff_day):

@@ -8,16 +8,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from sinks.clickhouse.invoice_sink import RetryCount
+from sinks.clickhouse.client import ClickHouseStore
 
 
 class ClickHouseRetries(Collector):
-    """The sink's insert retries, read when scraped (the sink counts them; it has no registry of its own)."""
+    """The store's insert retries, read when scraped (the store counts them; it has no registry of its own)."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
-            "einvoice_clickhouse_retries", "Invoice inserts that failed and are retried (backpressure)",
-            value=RetryCount.value,
+            "einvoice_clickhouse_retries", "Inserts that failed and are retried (backpressure)",
+            value=ClickHouseStore.insert_retries,
         )  # fmt: skip
 
 

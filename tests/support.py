@@ -102,6 +102,15 @@ def start_worker(settings: Settings, name: str = "worker") -> WorkerProcess:
     return worker
 
 
+def consume_all(settings: Settings, name: str = "worker", timeout: float = 300.0) -> None:
+    """Run a worker until its group has committed every invoice partition's end, then stop it."""
+    worker = start_worker(settings, name=name)
+    try:
+        wait_consumed(settings, worker, timeout=timeout)
+    finally:
+        worker.stop()
+
+
 def open_store(settings: Settings) -> ClickHouseStore:
     """chDB belongs to one process: open it only while no worker runs."""
     return ClickHouseStore(settings.clickhouse_dsn)

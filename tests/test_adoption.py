@@ -11,7 +11,7 @@ from analytics.adoption import adoption
 from analytics.units import AdminUnit, UnitHierarchy
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import REGISTRY_SUBJECT
-from tests.support import PublishedFeed, open_store, start_worker, wait_consumed
+from tests.support import PublishedFeed, consume_all, open_store
 
 START = dt.date(2024, 6, 1)
 
@@ -47,11 +47,7 @@ def test_adoption_matches_an_independent_count_with_registry_as_of_each_day(sett
     producer.flush()
     producer.close()
 
-    worker = start_worker(settings)
-    try:
-        wait_consumed(settings, worker, timeout=180)
-    finally:
-        worker.stop()
+    consume_all(settings, timeout=180)
 
     versions: dict[str, list[dict]] = defaultdict(list)
     for business in feed.in_registry:

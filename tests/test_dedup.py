@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import registration_as_of
 from streams.validation import DAY_MS
@@ -33,7 +35,7 @@ def test_verdict_does_not_depend_on_eviction():
 def test_restore_loads_only_the_horizon():
     dedup = InvoiceDeduplicator(HORIZON)
     dedup.advance(104 * DAY_MS)
-    dedup.load([(1, 100), (2, 101), (3, 104)])
+    dedup.load_columns(np.array([1, 2, 3]), np.array([100, 101, 104]))
     assert len(dedup) == 2
 
 
@@ -53,8 +55,6 @@ def test_missing_ranges_finds_holes_before_and_inside_a_batch():
 
 
 def test_frozen_keys_give_the_same_verdicts_as_recent_ones_with_and_without_prefetch():
-    import numpy as np
-
     from streams.dedup import FREEZE_AT
 
     dedup = InvoiceDeduplicator(HORIZON)

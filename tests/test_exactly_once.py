@@ -21,9 +21,9 @@ from tests.support import (
     assert_exact_accounting,
     chaos_full,
     committed_offsets,
+    consume_all,
     end_offsets,
     start_worker,
-    wait_consumed,
     wait_until,
 )
 
@@ -72,10 +72,6 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settin
     assert progress_at_kill[-1] > total // 3, (progress_at_kill, total)
     assert all(p >= t - 10_000 for p, t in zip(progress_at_kill, targets, strict=True)), (progress_at_kill, targets)
 
-    worker = start_worker(settings, name="worker-final")
-    try:
-        wait_consumed(settings, worker, timeout=1800 if FULL else 600)
-    finally:
-        worker.stop()
+    consume_all(settings, name="worker-final", timeout=1800 if FULL else 600)
     seconds = round(time.monotonic() - started)
     assert_exact_accounting(settings, feed, f"kills at committed offsets {progress_at_kill} of {total}, {seconds}s")

@@ -8,6 +8,7 @@ from simulator.feed import MALFORMED_REASON
 from sinks.dead_letter import H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from tests.support import (
     PublishedFeed,
+    consume_all,
     expected_totals,
     open_store,
     read_topic,
@@ -97,11 +98,7 @@ def test_feed_is_ingested_exactly(settings):
 def test_restart_applies_no_migration_twice_and_keeps_counts(settings):
     feed = PublishedFeed(settings, sellers=100, invoices=1500, seed=11)
     for _ in range(2):
-        worker = start_worker(settings)
-        try:
-            wait_consumed(settings, worker, timeout=120)
-        finally:
-            worker.stop()
+        consume_all(settings, timeout=120)
     store = open_store(settings)
     try:
         assert store.query_rows("SELECT count() FROM invoices")[0][0] == len(feed.valid)

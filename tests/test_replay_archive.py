@@ -17,13 +17,12 @@ from simulator.archive import MANIFEST
 from streams.topics import create_topics
 from tests.support import (
     PublishedFeed,
+    consume_all,
     open_store,
     read_topic,
     run_cli,
     segment_totals,
     seller_daily_totals,
-    start_worker,
-    wait_consumed,
 )
 
 
@@ -64,11 +63,7 @@ def delete_topics(settings, topics):
 
 def test_archive_delete_publish_ingest_reproduces_the_clickhouse_totals(settings, tmp_path):
     feed = PublishedFeed(settings, sellers=150, invoices=2000, seed=33, unregistered=5)
-    worker = start_worker(settings)
-    try:
-        wait_consumed(settings, worker, timeout=180)
-    finally:
-        worker.stop()
+    consume_all(settings, timeout=180)
     topics = [settings.topics.invoices, settings.topics.registry, settings.topics.invoices_dlq]
     original = {t: as_stored(read_topic(settings, t)) for t in topics}
     assert len(original[settings.topics.invoices_dlq]) == len(feed.malformed) > 0  # records with headers
@@ -101,11 +96,7 @@ def test_archive_delete_publish_ingest_reproduces_the_clickhouse_totals(settings
     for topic in topics:
         assert as_stored(read_topic(settings, topic)) == original[topic], f"{topic}: keys, values, timestamps, headers"
 
-    worker = start_worker(fresh, name="worker-fresh")
-    try:
-        wait_consumed(fresh, worker, timeout=180)
-    finally:
-        worker.stop()
+    consume_all(fresh, name="worker-fresh", timeout=180)
     assert clickhouse_figures(fresh) == figures
     assert len(read_topic(settings, settings.topics.invoices_dlq)) == len(feed.malformed), "no dead letter twice"
     # publishing the same archive again is refused: it was published, and the topic holds its records

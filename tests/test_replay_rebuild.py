@@ -15,6 +15,7 @@ from replay.rebuild import OPERATIONAL_TABLES, exchange_tables, load_all
 from sinks.clickhouse import apply_migrations
 from tests.support import (
     PublishedFeed,
+    consume_all,
     expected_totals,
     open_store,
     read_topic,
@@ -87,11 +88,7 @@ def test_rebuild_after_a_rule_fix_compare_switch_and_drop(settings):
 
     # the worker goes on with the new database: what it had read is not read into it twice, new data once
     more = PublishedFeed(settings, sellers=150, invoices=600, seed=46)
-    worker = start_worker(settings, name="worker-after-switch")
-    try:
-        wait_consumed(settings, worker, timeout=180)
-    finally:
-        worker.stop()
+    consume_all(settings, name="worker-after-switch", timeout=180)
     store = open_store(settings)
     try:
         both = expected_totals(feed.records + more.records, {**feed.registered, **more.registered})

@@ -1,13 +1,7 @@
 """ClickHouse: one client for chDB (embedded) and servers, versioned migrations, the batch writer."""
 
 from sinks.clickhouse.client import ClickHouseStore, connect
-from sinks.clickhouse.invoice_sink import (
-    INVOICE_COLUMNS,
-    FlushResult,
-    InvoiceSink,
-    PartitionProgress,
-    insert_until_accepted,
-)
+from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, FlushResult, InvoiceSink, PartitionProgress
 from sinks.clickhouse.migrate import apply_migrations
 
 __all__ = [
@@ -18,5 +12,4 @@ __all__ = [
     "PartitionProgress",
     "apply_migrations",
     "connect",
-    "insert_until_accepted",
 ]

@@ -10,10 +10,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
 from sinks.clickhouse.faults import FaultSwitch
 
@@ -34,6 +35,10 @@ class ClickHouseStore:
     Inserts passed to :meth:`run` or :meth:`call` go through a chaos-testing switch first
     (:mod:`sinks.clickhouse.faults`): absent in production, it costs one ``stat`` a second.
     """
+
+    # inserts that failed and are retried, in this process (``einvoice_clickhouse_retries_total``): process-wide,
+    # since the metrics registry is built before any store; streams.metrics reads it when scraped
+    insert_retries: ClassVar[int] = 0
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -56,6 +61,21 @@ class ClickHouseStore:
         self._guard(fn)
         return self._executor.submit(fn, *args, **kwargs).result()
 
+    async def insert_until_accepted(self, table: str, data: Any, **kwargs: Any) -> None:
+        """Insert, retrying with backoff until ClickHouse accepts: the caller waits (backpressure), nothing is lost.
+
+        Retrying the same block is safe where the table deduplicates it (the invoice sink's tokens)
+        or where a row twice is harmless (``registry_history`` is a ReplacingMergeTree on its Kafka offset).
+        """
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.2, max=30.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=_count_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await self.run(self.client.insert, table, data, **kwargs)
+
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.call(lambda: self.client.query(sql, parameters=parameters).result_rows)
 
@@ -72,3 +92,11 @@ class ClickHouseStore:
             scheme, rest = self.dsn.split("://", 1)
             return f"{scheme}://***@{rest.split('@', 1)[1]}"
         return self.dsn
+
+
+_log_retry = before_sleep_log(log, logging.WARNING)
+
+
+def _count_retry(retry_state: RetryCallState) -> None:
+    ClickHouseStore.insert_retries += 1
+    _log_retry(retry_state)

@@ -17,17 +17,12 @@ be partial, because inserts are sequential and each one is awaited.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
-
 from sinks.clickhouse.client import ClickHouseStore
-
-log = logging.getLogger(__name__)
 
 INVOICE_COLUMNS: tuple[str, ...] = (
     "seller_id", "invoice_code", "invoice_key", "invoice_form", "invoice_symbol", "issued_at", "issue_date",
@@ -38,40 +33,6 @@ INVOICE_COLUMNS: tuple[str, ...] = (
 STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
 
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
-
-
-class RetryCount:
-    """Failed invoice inserts about to be retried, in this process (``einvoice_clickhouse_retries_total``).
-
-    Process-wide rather than on the sink: the metrics registry is built before the sink, which
-    only the pipeline constructs; :mod:`streams.metrics` reads this count when scraped.
-    """
-
-    value = 0
-
-    @classmethod
-    def before_sleep(cls, retry_state: RetryCallState) -> None:
-        cls.value += 1
-        _log_retry(retry_state)
-
-
-_log_retry = before_sleep_log(log, logging.WARNING)
-
-
-async def insert_until_accepted(store: ClickHouseStore, table: str, data: Any, **kwargs: Any) -> None:
-    """Insert, retrying with backoff until ClickHouse accepts: the caller waits (backpressure), nothing is lost.
-
-    Retrying the same block is safe where the table deduplicates it (the invoice sink's tokens)
-    or where a row twice is harmless (``registry_history`` is a ReplacingMergeTree on its Kafka offset).
-    """
-    async for attempt in AsyncRetrying(
-        wait=wait_exponential_jitter(initial=0.2, max=30.0),
-        retry=retry_if_exception_type(Exception),
-        before_sleep=RetryCount.before_sleep,
-        reraise=True,
-    ):
-        with attempt:
-            await store.run(store.client.insert, table, data, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -135,8 +96,8 @@ class InvoiceSink:
         return FlushResult(len(rows), {p: b.last_offset for p, b in batches.items()}, time.perf_counter() - started)
 
     async def _insert(self, columns: list[list[Any]], token: str) -> None:
-        await insert_until_accepted(
-            self.store, self.table, columns, column_names=STORED_COLUMNS, column_oriented=True,
+        await self.store.insert_until_accepted(
+            self.table, columns, column_names=STORED_COLUMNS, column_oriented=True,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )  # fmt: skip
 
