@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # Both install what they need (a virtualenv with the Python packages, Kafka's jars from
 # Maven Central) idempotently, then start what they need.
+# The offline report's browser test needs Debian's Chromium (/usr/bin/chromium): `make chromium` installs it.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install kafka demo test test-fast lint format bench fuzz chaos clean
+.PHONY: install kafka chromium demo test test-fast lint format bench fuzz chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,13 +21,18 @@ install: $(STAMP)
 kafka: install
 	$(BIN)/einvoice-monitor broker install
 
+# Debian's package, not `playwright install`: the test drives it through playwright's executable_path.
+chromium:
+	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; apt-get update && \
+		apt-get install -y --no-install-recommends chromium; }
+
 demo: kafka
 	$(BIN)/einvoice-monitor demo
 
-test: kafka lint
+test: kafka lint chromium
 	$(BIN)/python -m pytest
 
-test-fast: kafka
+test-fast: kafka chromium
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
