@@ -2,13 +2,17 @@
 # Both install what they need (a virtualenv with the Python packages, Kafka's jars from
 # Maven Central) idempotently, then start what they need.
 # The offline report's browser test needs Debian's Chromium (/usr/bin/chromium): `make chromium` installs it.
+# The board tests run Grafana's own frontend code under Node: `make grafana-js` installs its npm packages.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install kafka chromium demo test test-fast lint format bench fuzz chaos clean
+GRAFANA_JS := tests/grafana_js
+GRAFANA_JS_STAMP := $(GRAFANA_JS)/node_modules/.installed-$(shell cat $(GRAFANA_JS)/package-lock.json | sha1sum | cut -c1-12)
+
+.PHONY: install kafka chromium grafana-js demo test test-fast lint format bench fuzz chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +30,21 @@ chromium:
 	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; apt-get update && \
 		apt-get install -y --no-install-recommends chromium; }
 
+# Grafana 11.6's @grafana/scenes and @grafana/data, exactly as package-lock.json pins them (~600 MB, a minute)
+$(GRAFANA_JS_STAMP): $(GRAFANA_JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 with npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	cd $(GRAFANA_JS) && npm ci --no-audit --no-fund --loglevel=error
+	@rm -f $(GRAFANA_JS)/node_modules/.installed-* && touch $@
+
+grafana-js: $(GRAFANA_JS_STAMP)
+
 demo: kafka
 	$(BIN)/einvoice-monitor demo
 
-test: kafka lint chromium
+test: kafka lint chromium grafana-js
 	$(BIN)/python -m pytest
 
-test-fast: kafka chromium
+test-fast: kafka chromium grafana-js
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

@@ -19,7 +19,8 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
 
 from boards.i18n import column, t
-from boards.queries import BOARDS, PanelQuery
+from boards.macros import ALL, Variable, sqlstring
+from boards.queries import BOARDS, ROLLUP, PanelQuery
 from streams.config import LOCAL_TZ
 
 PLUGIN = "grafana-clickhouse-datasource"
@@ -27,6 +28,9 @@ DATASOURCE_UID = "einvoice-clickhouse"
 DATASOURCE = models.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
 PLUGIN_VERSION = "4.11.2"
 TAGS = ["einvoice", "thanh-hoa"]
+# Grafana inserts a custom "All" value as it is, whatever the format (@grafana/scenes CustomAllValue), so the
+# roll-up marker is stored already quoted: `${sector:sqlstring}` reads '*' at "All" and '5610' otherwise.
+ALL_VALUE = sqlstring(ROLLUP)
 # red below 60 %, amber below the 80 % of supermarkets (the seed articles' anchor), green above
 RATE_STEPS = [(None, "red"), (0.6, "orange"), (0.8, "green")]
 DEFAULT_RANGE = ("now-30d", "now")
@@ -66,34 +70,39 @@ def _thresholds(steps: list[tuple[float | None, str]]) -> dashboard.ThresholdsCo
     )
 
 
-def _display_names(panel: Any, query: PanelQuery, lang: str) -> Any:
+def _display_names(panel: Any, query: PanelQuery, lang: str, skip: tuple[str, ...] = ()) -> Any:
     for name in query.columns:
         label = column(name, lang)
-        if label != name:
+        if label != name and name not in skip:
             panel = panel.override_by_name(name, [models.DynamicConfigValue(id_val="displayName", value=label)])
     return panel
 
 
+PERCENT = [
+    models.DynamicConfigValue(id_val="unit", value="percentunit"),
+    models.DynamicConfigValue(id_val="decimals", value=1),
+]
+RATE_COLOURS = [
+    models.DynamicConfigValue(
+        id_val="thresholds",
+        value={"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in RATE_STEPS]},
+    ),
+    models.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background", "mode": "basic"}),
+    models.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+]
+# Grafana shows a Date column (the plugin hands it over as a time) as a date-time unless told otherwise
+DAY = [models.DynamicConfigValue(id_val="unit", value="time:YYYY-MM-DD")]
+
+
 def _percent(panel: Any, names: list[str]) -> Any:
     for name in names:
-        panel = panel.override_by_name(
-            name,
-            [models.DynamicConfigValue(id_val="unit", value="percentunit"),
-             models.DynamicConfigValue(id_val="decimals", value=1)],
-        )  # fmt: skip
+        panel = panel.override_by_name(name, PERCENT)
     return panel
 
 
 def _rate_colours(panel: Any, names: list[str]) -> Any:
-    steps = {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in RATE_STEPS]}
-    cell = {"type": "color-background", "mode": "basic"}
     for name in names:
-        panel = panel.override_by_name(
-            name,
-            [models.DynamicConfigValue(id_val="thresholds", value=steps),
-             models.DynamicConfigValue(id_val="custom.cellOptions", value=cell),
-             models.DynamicConfigValue(id_val="color", value={"mode": "thresholds"})],
-        )  # fmt: skip
+        panel = panel.override_by_name(name, RATE_COLOURS)
     return panel
 
 
@@ -111,22 +120,36 @@ def _common(panel: Any, board: str, key: str, query: PanelQuery, lang: str, widt
         .span(width)
         .height(height)
     )
-    panel = _display_names(panel, query, lang)
     return _percent(panel, [c for c in PERCENT_COLUMNS if c in query.columns])
 
 
 def _table(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, height: int = 10) -> Any:
-    panel = _common(table.Panel(), board, key, query, lang, width, height).filterable(True)
+    panel = _display_names(_common(table.Panel(), board, key, query, lang, width, height), query, lang)
+    for name, kind in query.columns.items():
+        if kind == "date":
+            panel = panel.override_by_name(name, DAY)
+    panel = panel.filterable(True)
     return _rate_colours(panel, [c for c in ("adoption_rate", "issuing_share") if c in query.columns])
 
 
 def _series(board: str, key: str, query: PanelQuery, lang: str, width: int = 12, height: int = 8) -> Any:
-    panel = _common(timeseries.Panel(), board, key, query, lang, width, height)
+    panel = _display_names(_common(timeseries.Panel(), board, key, query, lang, width, height), query, lang)
     return panel.line_width(2).fill_opacity(10).show_points(common_models.VisibilityMode.AUTO)
 
 
-def _bars(board: str, key: str, query: PanelQuery, lang: str, width: int = 12) -> Any:
-    panel = _common(bargauge.Panel(), board, key, query, lang, width, 14)
+def _bars(board: str, key: str, query: PanelQuery, label: str, lang: str, width: int = 12) -> Any:
+    """One bar a row, titled by the row's ``label`` column.
+
+    Grafana titles a row by its other string fields, plus the field's name when other numbers remain
+    (@grafana/data getSmartDisplayNameForRow), and a displayName on the field would title every bar alike:
+    so the panel keeps only the label and the rate.
+    """
+    panel = _common(bargauge.Panel(), board, key, query, lang, width, 14).with_transformation(
+        models.DataTransformerConfig(
+            id_val="organize",
+            options={"excludeByName": {name: True for name in query.columns if name not in (label, "adoption_rate")}},
+        )
+    )
     return (
         panel.orientation(common_models.VizOrientation.HORIZONTAL)
         .display_mode(common_models.BarGaugeDisplayMode.BASIC)
@@ -141,10 +164,41 @@ def _bars(board: str, key: str, query: PanelQuery, lang: str, width: int = 12) -
 
 
 def _stat(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, height: int = 5) -> Any:
-    panel = _common(stat.Panel(), board, key, query, lang, width, height)
+    panel = _display_names(_common(stat.Panel(), board, key, query, lang, width, height), query, lang)
     return panel.reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("/.*/")).color_mode(
         common_models.BigValueColorMode.NONE
     )
+
+
+def _matrix(board: str, key: str, query: PanelQuery, lang: str, width: int, height: int) -> Any:
+    """Rows by unit, a column a sector, coloured cells of the adoption rate.
+
+    groupingToMatrix names the value columns after the sectors and the first one "unit_name\\sector", so the
+    cells are styled by type (every number) and the corner column by that name.
+    """
+    panel = (
+        table.Panel()
+        .title(t(f"{board}.{key}", lang))
+        .datasource(DATASOURCE)
+        .with_target(ClickHouseQuery(query.sql, query.time_series))
+        .span(width)
+        .height(height)
+        .with_transformation(
+            models.DataTransformerConfig(
+                id_val="groupingToMatrix",
+                options={"columnField": "sector", "rowField": "unit_name", "valueField": "adoption_rate"},
+            )
+        )
+        .override_by_name(
+            "unit_name\\sector",
+            [
+                models.DynamicConfigValue(
+                    id_val="displayName", value=f"{column('unit_name', lang)} \\ {column('sector', lang)}"
+                )
+            ],
+        )
+    )
+    return panel.with_override(models.MatcherConfig(id_val="byType", options="number"), [*PERCENT, *RATE_COLOURS])
 
 
 def _filter_variable(name: str, label: str, all_option: models.VariableOption, sql: str) -> Any:
@@ -155,7 +209,7 @@ def _filter_variable(name: str, label: str, all_option: models.VariableOption, s
         .datasource(DATASOURCE)
         .query(sql)
         .include_all(True)
-        .all_value("*")
+        .all_value(ALL_VALUE)
         .current(all_option)
         .refresh(models.VariableRefresh.ON_DASHBOARD_LOAD)
     )
@@ -196,8 +250,17 @@ def _variables(board: Any, lang: str, with_target: bool = False) -> Any:
     return board
 
 
-# the variables each board's SQL uses, with the values a fresh board starts with (for the tests)
-DEFAULT_VARIABLES = {"sector": "*", "unit": "*", "period": "7", "target": "0.8"}
+def variables(sector: str = ROLLUP, unit: str = ROLLUP, period: str = "7", target: str = "0.8") -> dict[str, Variable]:
+    """The boards' variables at a state a user can pick; ``ROLLUP`` is the "All" option."""
+
+    def code(value: str) -> Variable:
+        return Variable(ALL, all_value=ALL_VALUE) if value == ROLLUP else Variable(value)
+
+    return {"sector": code(sector), "unit": code(unit), "period": Variable(period), "target": Variable(target)}
+
+
+# the state a fresh board starts in
+DEFAULT_VARIABLES = variables()
 
 
 def _board(name: str, lang: str) -> Any:
@@ -205,7 +268,7 @@ def _board(name: str, lang: str) -> Any:
     return (
         dashboard.Dashboard(t(f"board.{name}", lang))
         .uid(f"einvoice-{name}{suffix}")
-        .tags(TAGS)
+        .tags([*TAGS, language_tag(lang)])
         .timezone(LOCAL_TZ)
         .time(*DEFAULT_RANGE)
         .refresh("5m")
@@ -213,7 +276,7 @@ def _board(name: str, lang: str) -> Any:
         .link(
             dashboard.DashboardLink(t("folder", lang))
             .type(models.DashboardLinkType.DASHBOARDS)
-            .tags(["einvoice"])
+            .tags([language_tag(lang)])  # the menu lists the boards of this language only
             .as_dropdown(True)
             .include_vars(True)
             .keep_time(True)
@@ -221,21 +284,18 @@ def _board(name: str, lang: str) -> Any:
     )
 
 
+def language_tag(lang: str) -> str:
+    return f"einvoice-{lang}"
+
+
 def build_overview(lang: str) -> Any:
     q = BOARDS["overview"](lang)
     return (
         _variables(_board("overview", lang), lang, with_target=True)
         .with_panel(_stat("overview", "totals", q["totals"], lang))
-        .with_panel(_bars("overview", "by_unit", q["by_unit"], lang))
-        .with_panel(_bars("overview", "by_sector", q["by_sector"], lang))
-        .with_panel(
-            _table("overview", "heatmap", q["heatmap"], lang, width=16, height=14).with_transformation(
-                models.DataTransformerConfig(
-                    id_val="groupingToMatrix",
-                    options={"columnField": "sector", "rowField": "unit_name", "valueField": "adoption_rate"},
-                )
-            )
-        )
+        .with_panel(_bars("overview", "by_unit", q["by_unit"], "unit_name", lang))
+        .with_panel(_bars("overview", "by_sector", q["by_sector"], "sector_name", lang))
+        .with_panel(_matrix("overview", "heatmap", q["heatmap"], lang, width=16, height=14))
         .with_panel(_table("overview", "below_target", q["below_target"], lang, width=8, height=14))
     )
 

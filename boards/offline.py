@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
-from boards.grafana import DEFAULT_VARIABLES, RATE_STEPS
+from boards.grafana import RATE_STEPS, variables
 from boards.i18n import column, t
 from boards.queries import BOARDS
 from boards.runner import PanelResult, run_panel
@@ -70,10 +70,10 @@ def collect(
         raise ValueError(f"the period ends ({last_day}) before it starts ({first_day})")
     time_from = dt.datetime.combine(first_day, dt.time(0), TZ)
     time_to = dt.datetime.combine(last_day, dt.time(23, 59, 59), TZ)
-    variables = {**DEFAULT_VARIABLES, "sector": sector, "unit": unit}
+    state = variables(sector, unit)
     data = ReportData(first_day, last_day, lang, sector, unit)
     for view, (board, key) in VIEWS.items():
-        data.views[view] = run_panel(store, BOARDS[board](lang)[key], variables, time_from, time_to)
+        data.views[view] = run_panel(store, BOARDS[board](lang)[key], state, time_from, time_to)
     return data
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from streams.config import LOCAL_TZ
 
 Kind = Literal["time", "date", "number", "string", "strings"]
+ROLLUP = "*"  # segment_adoption's sector or unit of a roll-up row (analytics/adoption.py): what "All" selects
 FIRST_DAY = f"toDate($__fromTime, '{LOCAL_TZ}')"
 LAST_DAY = f"toDate($__toTime, '{LOCAL_TZ}')"
 IN_RANGE = f"day BETWEEN {FIRST_DAY} AND {LAST_DAY}"
@@ -375,23 +376,54 @@ def _counter_steps(metric: str, label_filter: str) -> str:
 )"""
 
 
+def _counter_rate(metric: str, label_filter: str, by: tuple[str, str] | None = None) -> str:
+    """A counter's rate per second in each ``$__interval_s`` bucket, from the copies in pipeline_metrics.
+
+    A worker copies its counters every few seconds (EINVOICE_METRICS_INTERVAL_S), so a bucket shorter than
+    that would hold no copy or one copy's worth: gaps and spikes. Each step between two copies is spread
+    over the buckets it spans, in proportion to the time it spends in each, so the rate is smooth at any
+    interval and its integral is exactly what the counter grew by. A worker's first step starts when the
+    process did (the last part of its name, streams/app.py); no step is taken as longer than the hour
+    looked back for predecessors. Copies up to an hour past the range close the steps that end in it.
+    """
+    select, group = (f"{by[0]} AS {by[1]}, ", f", {by[1]}") if by else ("", "")
+    return f"""
+SELECT toDateTime(part.1) AS time, {by[1] + ", " if by else ""}sum(part.2) / $__interval_s AS per_second
+FROM (
+    SELECT {select}arrayJoin(arrayMap(
+               b -> (b, delta * (least(toFloat64(b + $__interval_s), t1) - greatest(toFloat64(b), t0)) / (t1 - t0)),
+               range(toUInt32(intDiv(toUInt64(t0), $__interval_s) * $__interval_s),
+                     toUInt32(t1) + 1, $__interval_s))) AS part
+    FROM (
+        SELECT label, if(previous IS NULL, value, greatest(value - previous, 0)) AS delta, t1,
+               least(greatest(ifNull(t_previous, toFloat64(toUInt32OrZero(splitByChar(':', worker)[-1]))),
+                              t1 - 3600), t1 - 0.001) AS t0
+        FROM (
+            SELECT worker, label, value, toUnixTimestamp64Milli(ts) / 1000 AS t1,
+                   lagInFrame(toNullable(value)) OVER w AS previous,
+                   lagInFrame(toNullable(toUnixTimestamp64Milli(ts) / 1000)) OVER w AS t_previous
+            FROM pipeline_metrics
+            WHERE metric = '{metric}' AND {label_filter}
+              AND ts >= $__fromTime - INTERVAL 1 HOUR AND ts <= $__toTime + INTERVAL 1 HOUR
+            WINDOW w AS (PARTITION BY worker, label ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+        )
+        WHERE t1 >= toUnixTimestamp($__fromTime) AND t0 <= toUnixTimestamp($__toTime)
+    )
+)
+WHERE part.1 + $__interval_s > toUnixTimestamp($__fromTime) AND part.1 <= toUnixTimestamp($__toTime)
+GROUP BY time{group}
+ORDER BY time{group}"""
+
+
 def pipeline(lang: str) -> dict[str, PanelQuery]:
     return {
         "ingest_rate": PanelQuery(
-            f"""
-SELECT $__timeInterval(ts) AS time, sum(delta) / $__interval_s AS per_second
-FROM {_counter_steps("einvoice_events_total", "endsWith(label, 'einvoice.issued')")}
-GROUP BY time
-ORDER BY time""",
+            _counter_rate("einvoice_events_total", "endsWith(label, 'einvoice.issued')"),
             {"time": "time", "per_second": "number"},
             time_series=True,
         ),
         "dlq_rate": PanelQuery(
-            f"""
-SELECT $__timeInterval(ts) AS time, extract(label, 'reason=([^,]*)') AS reason, sum(delta) / $__interval_s AS per_second
-FROM {_counter_steps("einvoice_rejected_total", "1")}
-GROUP BY time, reason
-ORDER BY time, reason""",
+            _counter_rate("einvoice_rejected_total", "1", ("extract(label, 'reason=([^,]*)')", "reason")),
             {"time": "time", "reason": "string", "per_second": "number"},
             time_series=True,
         ),

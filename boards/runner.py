@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from boards.macros import render
+from boards.macros import Variable, render
 from boards.queries import Kind, PanelQuery
 from sinks.clickhouse.client import ClickHouseStore
 
@@ -49,7 +49,7 @@ class PanelResult:
 def run_panel(
     store: ClickHouseStore,
     query: PanelQuery,
-    variables: Mapping[str, str],
+    variables: Mapping[str, Variable | str],
     time_from: dt.datetime,
     time_to: dt.datetime,
     interval_s: float | None = None,
@@ -60,9 +60,16 @@ def run_panel(
     """
     if interval_s is None:
         interval_s = max((time_to - time_from).total_seconds() / 1000, 1)
-    sql = render(query.sql, variables, time_from, time_to, interval_s)
+    return run_sql(store, render(query.sql, variables, time_from, time_to, interval_s))
+
+
+def run_sql(store: ClickHouseStore, sql: str) -> PanelResult:
+    """Execute SQL ready for ClickHouse; an empty result still names its columns (as Grafana's frame does)."""
     started = time.perf_counter()
     result = store.call(store.client.query, sql)
     seconds = time.perf_counter() - started
-    kinds = [column_kind(t.name) for t in result.column_types]
-    return PanelResult(sql, list(result.column_names), kinds, list(result.result_rows), seconds)
+    names, types = list(result.column_names), [t.name for t in result.column_types]
+    if not names:  # no block came back: ask ClickHouse what the columns would have been
+        described = store.call(store.client.query, f"DESCRIBE TABLE ({sql})").result_rows
+        names, types = [row[0] for row in described], [row[1] for row in described]
+    return PanelResult(sql, names, [column_kind(t) for t in types], list(result.result_rows), seconds)
