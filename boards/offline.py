@@ -118,8 +118,7 @@ def _heatmap(rows: list[dict[str, Any]], title: str, lang: str) -> Figure:
     fig, ax = plt.subplots(
         figsize=(max(7, 0.6 * len(sectors) + 4), max(4, 0.3 * len(units) + 1.5)), layout="constrained"
     )
-    cmap = ListedColormap([RED, AMBER, GREEN])
-    cmap.set_bad("#f2f2f2")
+    cmap = ListedColormap([RED, AMBER, GREEN]).with_extremes(bad="#f2f2f2")
     bounds = [0.0] + [s for s, _ in RATE_STEPS[1:] if s is not None] + [1.0001]
     image = ax.imshow(grid, cmap=cmap, norm=BoundaryNorm(bounds, cmap.N), aspect="auto")
     for y, line in enumerate(grid):

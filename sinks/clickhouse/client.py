@@ -68,7 +68,7 @@ class ClickHouseStore:
         or where a row twice is harmless (``registry_history`` is a ReplacingMergeTree on its Kafka offset).
         """
         async for attempt in AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.2, max=30.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
             before_sleep=_count_retry,
             reraise=True,
