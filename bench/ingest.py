@@ -87,6 +87,7 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
         try:
             for worker in procs:
                 worker.wait_healthy()
+            core = procs[0].get_json("/health").get("batch_core") or {}
             first = None
             dedup_keys, sampled = 0.0, 0.0
             partitions = range(settings.partitions)
@@ -113,6 +114,7 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
     assert first is not None
     return {
         "workers": workers,
+        "batch_core": core.get("kind"),
         "store": "chDB over loopback HTTP (deploy/chdb_http.py)" if endpoint else "chDB in the worker",
         "events": total,
         "rows_inserted": int(inserted),

@@ -30,6 +30,7 @@ from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
+from streams import batch_core
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
@@ -122,6 +123,7 @@ class Pipeline:
         self.invoice_dlq = dead_letters(bootstrap, self.topics.invoices_dlq)
         self.registry_dlq = dead_letters(bootstrap, self.topics.registry_dlq)
         self.ingest: InvoiceIngest | None = None
+        self.batch_core: batch_core.BatchCore | None = None
         self.registry_positions: dict[int, int] = {}
         self.next_offsets: dict[int, int] = {}
         self.evaluator: AlertEvaluator | None = None
@@ -142,16 +144,24 @@ class Pipeline:
         log.info("clickhouse ready", extra={"dsn": self.store.redacted_dsn, "migrations_applied": applied})
         await self.invoice_dlq.start()
         await self.registry_dlq.start()
+        rules = InvoiceRules.from_settings(self.settings)
+        dedup_horizon_ms = self.settings.dedup_horizon_hours * 3_600_000
+        self.batch_core = batch_core.load(
+            self.settings.batch_core, topic=self.topics.invoices, subject=INVOICE_SUBJECT,
+            schemas=self.invoice_codec.registry, rules=rules, dedup_horizon_ms=dedup_horizon_ms,
+        )  # fmt: skip
+        log.info("batch core", extra={"kind": self.batch_core.kind, "reason": self.batch_core.reason})
         self.ingest = InvoiceIngest(
             topic=self.topics.invoices,
             codec=self.invoice_codec,
-            validator=InvoiceValidator(InvoiceRules.from_settings(self.settings)),
+            validator=InvoiceValidator(rules),
             sink=InvoiceSink(self.store, self.topics.invoices),
             dead_letters=self.invoice_dlq,
             registry=self.lookup_seller,
-            dedup_horizon_ms=self.settings.dedup_horizon_hours * 3_600_000,
+            dedup_horizon_ms=dedup_horizon_ms,
             metrics=self.metrics,
             confirm_ownership=self.confirm_ownership,
+            core=self.batch_core.core,
         )
         self.ready.set()
         if not self.live:
@@ -474,6 +484,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             # assigned invoice partitions; "restored": those whose state is loaded (on their first records)
             "partitions": sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topics.invoices),
             "restored": sorted(pipeline.ingest.states) if pipeline.ingest else [],
+            # "compiled", or "reference" with why (a worker without the compiled core is several times slower)
+            "batch_core": {"kind": pipeline.batch_core.kind, "reason": pipeline.batch_core.reason}
+            if pipeline.batch_core
+            else None,
         }
         return web.json(body, status=200 if ready else 503)
 

@@ -40,6 +40,7 @@ class RegisteredSchema:
     subject: str
     version: int
     parsed: Any
+    source: str  # the schema's JSON text, as the compiled core (native/) parses it
 
 
 class SchemaRegistry:
@@ -57,11 +58,15 @@ class SchemaRegistry:
         named: dict[str, Any] = {}
         entries = []
         for item in index["schemas"]:
-            raw = json.loads((directory / item["file"]).read_text(encoding="utf-8"))
+            source = (directory / item["file"]).read_text(encoding="utf-8")
             # Each version parses on its own: v1 and v2 share record names.
-            parsed = fastavro.parse_schema(raw, named_schemas=dict(named))
-            entries.append(RegisteredSchema(item["id"], item["subject"], item["version"], parsed))
+            parsed = fastavro.parse_schema(json.loads(source), named_schemas=dict(named))
+            entries.append(RegisteredSchema(item["id"], item["subject"], item["version"], parsed, source))
         return cls(entries)
+
+    def entries(self) -> list[RegisteredSchema]:
+        """Every schema, oldest version first."""
+        return sorted(self._by_id.values(), key=lambda e: (e.subject, e.version))
 
     def by_id(self, schema_id: int) -> RegisteredSchema:
         try:

@@ -62,6 +62,7 @@ class Settings:
     webhook_http_allowlist: str = ""
     grafana_url: str = "http://localhost:3000/d/einvoice-drilldown"
     role: str = "live"
+    batch_core: str = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -142,4 +143,5 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "webhook_http_allowlist": ("EINVOICE_WEBHOOK_HTTP_ALLOWLIST", "Hosts webhooks may reach over plain http (a,b)."),
     "grafana_url": ("EINVOICE_GRAFANA_URL", "Grafana board linked from each webhook payload."),
     "role": ("EINVOICE_ROLE", "live; rebuild = ClickHouse only: no DLQ, alerts or webhooks (`replay rebuild`)."),
+    "batch_core": ("EINVOICE_BATCH_CORE", "auto (compiled if built), compiled (required) or reference (Python)."),
 }

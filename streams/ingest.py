@@ -18,14 +18,28 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from sinks.clickhouse.invoice_sink import InvoiceSink
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.metrics import IngestMetrics
-from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceValidator, check_key, local_ms, nfc, seller_kind
+from streams.validation import (
+    DAY_MS,
+    LOCAL_OFFSET_MS,
+    InvoiceValidator,
+    Rejection,
+    check_key,
+    local_ms,
+    nfc,
+    seller_kind,
+)
+
+if TYPE_CHECKING:
+    from einvoice_core import InvoiceCore, Prepared
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +81,7 @@ class PartitionState:
     written_offset: int
     dead_lettered_offset: int
     watermark_local_ms: int
-    dedup: InvoiceDeduplicator
+    dedup: InvoiceDeduplicator | None  # None when the compiled core holds the dedup state
 
 
 @dataclass
@@ -105,6 +119,7 @@ class InvoiceIngest:
         dedup_horizon_ms: int,
         metrics: IngestMetrics,
         confirm_ownership: OwnershipCheck | None = None,
+        core: InvoiceCore | None = None,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -115,6 +130,8 @@ class InvoiceIngest:
         self.dedup_horizon_ms = dedup_horizon_ms
         self.metrics = metrics
         self.confirm_ownership = confirm_ownership
+        # the compiled batch core (native/, streams.batch_core) or None for the Python reference below
+        self.core = core
         self.states: dict[int, PartitionState] = {}
         self._restore_lock = asyncio.Lock()
 
@@ -132,23 +149,31 @@ class InvoiceIngest:
                 written = progress.get(partition)
                 watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
+                keys, days = np.empty(0, np.int64), np.empty(0, np.int64)
                 if written is not None:
                     dedup.advance(watermark)
-                    keys, days = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
-                    if len(keys):
-                        dedup.load_columns(keys, days)
-                self.states[partition] = PartitionState(
+                    found = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
+                    if len(found[0]):
+                        keys, days = found
+                state = PartitionState(
                     written_offset=written.max_offset if written else -1,
                     dead_lettered_offset=dlq_progress.get(partition, -1),
                     watermark_local_ms=watermark,
-                    dedup=dedup,
+                    dedup=None if self.core is not None else dedup,
                 )
-                state = self.states[partition]
+                if self.core is not None:
+                    self.core.restore(
+                        partition, state.written_offset, state.dead_lettered_offset, watermark,
+                        np.asarray(keys, np.int64), np.asarray(days, np.int64),
+                    )  # fmt: skip
+                elif len(keys):
+                    dedup.load_columns(keys, days)
+                self.states[partition] = state
                 log.info(
                     "partition restored",
                     extra={
                         "topic": self.topic, "partition": partition, "written_offset": state.written_offset,
-                        "dead_lettered_offset": state.dead_lettered_offset, "dedup_keys": len(dedup),
+                        "dead_lettered_offset": state.dead_lettered_offset, "dedup_keys": self._dedup_keys(partition),
                     },
                 )  # fmt: skip
             seconds = round(time.perf_counter() - started, 3)
@@ -157,6 +182,8 @@ class InvoiceIngest:
     def revoke(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
             self.states.pop(partition, None)
+            if self.core is not None:
+                self.core.drop(partition)
             self.sink.discard(partition)
             self.dead_letters.discard(partition)
 
@@ -168,22 +195,28 @@ class InvoiceIngest:
             by_partition.setdefault(record.partition, []).append(record)
         await self.restore(list(by_partition))
         outcome = BatchOutcome()
+        prepare = self._prepare if self.core is None else self._prepare_compiled
         for partition, part_records in by_partition.items():
-            self._prepare(partition, part_records, outcome)
+            prepare(partition, part_records, outcome)
         if self.confirm_ownership is not None and by_partition:  # raises PartitionsMoved: nothing of it is written
             await self.confirm_ownership(list(by_partition))
         for partition, offset in (await self.dead_letters.flush()).items():
             self.states[partition].dead_lettered_offset = offset
+            if self.core is not None:
+                self.core.committed(partition, dead_lettered_offset=offset)
         flushed = await self.sink.flush()
         if flushed is not None:
             for partition, offset in flushed.last_offsets.items():
                 self.states[partition].written_offset = offset
+                if self.core is not None:
+                    self.core.committed(partition, written_offset=offset)
             outcome.inserted = flushed.rows
             self.metrics.insert_seconds.observe(flushed.seconds)
         for partition in by_partition:
             state = self.states[partition]
-            state.dedup.advance(state.watermark_local_ms)
-            state.dedup.compact()
+            if state.dedup is not None:  # the compiled core forgets old days itself
+                state.dedup.advance(state.watermark_local_ms)
+                state.dedup.compact()
             if state.watermark_local_ms != NO_WATERMARK:
                 self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
         m = self.metrics
@@ -194,7 +227,7 @@ class InvoiceIngest:
         m.unregistered.inc(outcome.unregistered)
         m.skipped.inc(outcome.skipped)
         m.rows_inserted.labels("invoices").inc(outcome.inserted)
-        m.dedup_keys.set(sum(len(s.dedup) for s in self.states.values()))
+        m.dedup_keys.set(sum(self._dedup_keys(p) for p in self.states))
         m.batch_seconds.observe(time.perf_counter() - started)
         return outcome
 
@@ -204,6 +237,7 @@ class InvoiceIngest:
         decode = self.codec.decode
         check = self.validator.check
         dedup = state.dedup
+        assert dedup is not None, "the reference path keeps its dedup state in Python"
         cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
         topic = self.topic
         # first pass: decode, validate, key; then the keys of the batch meet the dedup arrays at once
@@ -213,19 +247,11 @@ class InvoiceIngest:
                 schema_id, value = decode(record.value)
                 rejection = check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
             except DecodeError as exc:
-                rejection = exc.reason, exc.detail
+                rejection = Rejection(exc.reason, exc.detail)
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                rejection = MALFORMED_VALUE, f"{type(exc).__name__}: {exc}"
+                rejection = Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
             if rejection is not None:
-                outcome.rejected[rejection[0]] += 1
-                if record.offset > state.dead_lettered_offset:
-                    self.dead_letters.add(
-                        DeadLetter(
-                            topic, partition, record.offset, record.key, record.value,
-                            record.timestamp_ms if record.timestamp_ms >= 0 else None,
-                            record.headers, rejection[0], rejection[1],
-                        )
-                    )  # fmt: skip
+                self._reject(partition, record, rejection, outcome)
                 continue
             if record.offset <= state.written_offset:
                 outcome.skipped += 1
@@ -263,3 +289,70 @@ class InvoiceIngest:
             if issued_local > state.watermark_local_ms:
                 state.watermark_local_ms = issued_local
                 cutoff_day = dedup.cutoff_day(issued_local)
+
+    def _reject(self, partition: int, record: SourceRecord, rejection: Rejection, outcome: BatchOutcome) -> None:
+        """Count a rejected record; dead-letter it unless the DLQ already has it (a re-read after a crash)."""
+        outcome.rejected[rejection.reason] += 1
+        if record.offset > self.states[partition].dead_lettered_offset:
+            self.dead_letters.add(
+                DeadLetter(
+                    self.topic, partition, record.offset, record.key, record.value,
+                    record.timestamp_ms if record.timestamp_ms >= 0 else None,
+                    record.headers, rejection.reason, rejection.detail,
+                )
+            )  # fmt: skip
+
+    def _verdict(self, record: SourceRecord) -> Rejection | None:
+        """The reference's verdict on one record: why it is rejected, or None when it is valid."""
+        try:
+            _, value = self.codec.decode(record.value)
+            return self.validator.check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
+        except DecodeError as exc:
+            return Rejection(exc.reason, exc.detail)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            return Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
+
+    def _prepare_compiled(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
+        """:meth:`_prepare` by the compiled core: one call for the partition's records, per-event work in Rust.
+
+        The core names each rejected record's reason; the detail a DLQ reader sees is written by the
+        reference (:meth:`_verdict`), for those few records only, so both paths dead-letter the same text.
+        """
+        assert self.core is not None
+        state = self.states[partition]
+        prepared: Prepared = self.core.prepare(
+            partition,
+            [r.offset for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+            [r.timestamp_ms for r in records],
+            self.registry,
+        )
+        for index, reason in prepared.rejected:
+            record = records[index]
+            if record.offset <= state.dead_lettered_offset:
+                outcome.rejected[reason] += 1
+                continue
+            rejection = self._verdict(record)
+            if rejection is None or rejection.reason != reason:
+                log.error(
+                    "compiled core and reference disagree",
+                    extra={"partition": partition, "offset": record.offset, "compiled": reason,
+                           "reference": rejection.reason if rejection else "valid"},
+                )  # fmt: skip
+                rejection = Rejection(reason, f"compiled core: {reason}; reference: {rejection or 'valid'}")
+            self._reject(partition, record, rejection, outcome)
+        outcome.duplicates += prepared.duplicates
+        outcome.skipped += prepared.skipped
+        outcome.unregistered += prepared.unregistered
+        if prepared.beyond_horizon:
+            self.metrics.beyond_horizon.inc(prepared.beyond_horizon)
+        state.watermark_local_ms = prepared.watermark_local_ms
+        if prepared.rows:
+            self.sink.add_block(partition, prepared)
+
+    def _dedup_keys(self, partition: int) -> int:
+        if self.core is not None:
+            return self.core.state(partition)[3]
+        dedup = self.states[partition].dedup
+        return len(dedup) if dedup is not None else 0

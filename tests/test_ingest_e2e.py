@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from simulator.feed import MALFORMED_REASON
 from sinks.dead_letter import H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from tests.support import (
@@ -21,10 +23,14 @@ from tests.support import (
 EXPECTED_REASON = MALFORMED_REASON  # simulator kind -> the DLQ reason the worker must give
 
 
-def test_feed_is_ingested_exactly(settings):
+@pytest.mark.parametrize("core", ["compiled", "reference"])
+def test_feed_is_ingested_exactly(settings, core):
+    """On the compiled batch core (native/, `make native`) and on the Python reference: the same outcome."""
+    settings = settings.replace(batch_core=core)
     feed = PublishedFeed(settings, sellers=400, invoices=6000, seed=7, unregistered=25)
     worker = start_worker(settings)
     try:
+        assert worker.get_json("/health")["batch_core"]["kind"] == core
         wait_consumed(settings, worker, timeout=180)
         metrics = worker.metrics()
     finally:

@@ -47,7 +47,7 @@ class ClickHouseStore:
         self.faults = FaultSwitch.from_environment()
 
     def _guard(self, fn: Callable[..., Any]) -> None:
-        if fn == self.client.insert:
+        if fn == self.client.insert or fn == self.client.raw_insert:
             self.faults.check()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -67,6 +67,17 @@ class ClickHouseStore:
         Retrying the same block is safe where the table deduplicates it (the invoice sink's tokens)
         or where a row twice is harmless (``registry_history`` is a ReplacingMergeTree on its Kafka offset).
         """
+        await self._until_accepted(self.client.insert, table, data, **kwargs)
+
+    async def raw_insert_until_accepted(
+        self, table: str, column_names: list[str], block: bytes, fmt: str, settings: dict[str, Any]
+    ) -> None:
+        """:meth:`insert_until_accepted` for a block already encoded (RowBinary from the compiled core)."""
+        await self._until_accepted(
+            self.client.raw_insert, table, column_names, insert_block=block, fmt=fmt, settings=settings
+        )
+
+    async def _until_accepted(self, insert: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
@@ -74,7 +85,7 @@ class ClickHouseStore:
             reraise=True,
         ):
             with attempt:
-                await self.run(self.client.insert, table, data, **kwargs)
+                await self.run(insert, *args, **kwargs)
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.call(lambda: self.client.query(sql, parameters=parameters).result_rows)
