@@ -26,13 +26,12 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import Any
 
-import numpy as np
-
 import streams.codec
 import streams.validation
 from streams import batch_core
 from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from streams.ingest import NO_WATERMARK
 from streams.registry import as_version
 from streams.validation import (
     DAY_MS,
@@ -68,7 +67,6 @@ COMPILED = batch_core.load(
     "auto", topic="einvoice.issued", subject=INVOICE_SUBJECT, schemas=SCHEMAS, rules=VALIDATOR.rules,
     dedup_horizon_ms=72 * 3_600_000,
 ).core  # fmt: skip
-_NO_KEYS = np.empty(0, np.int64)
 
 
 def check_compiled(data: bytes | None, received_ms: int, expected: str | None) -> None:
@@ -81,7 +79,7 @@ def check_compiled(data: bytes | None, received_ms: int, expected: str | None) -
     except (DecodeError, KeyError, TypeError):
         key = b"-"
     COMPILED.drop(0)
-    COMPILED.restore(0, -1, -1, -(2**62), _NO_KEYS, _NO_KEYS)
+    COMPILED.restore(0, -1, -1, NO_WATERMARK, (), ())
     prepared = COMPILED.prepare(0, [0], [key], [data], [received_ms], lambda seller: None)
     got = prepared.rejected[0][1] if prepared.rejected else None
     assert got == expected, f"compiled core: {got!r}, reference: {expected!r}"

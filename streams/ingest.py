@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
 from sinks.clickhouse.invoice_sink import InvoiceSink
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
@@ -149,12 +147,10 @@ class InvoiceIngest:
                 written = progress.get(partition)
                 watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
-                keys, days = np.empty(0, np.int64), np.empty(0, np.int64)
+                keys, days = (), ()
                 if written is not None:
                     dedup.advance(watermark)
-                    found = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
-                    if len(found[0]):
-                        keys, days = found
+                    keys, days = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
                 state = PartitionState(
                     written_offset=written.max_offset if written else -1,
                     dead_lettered_offset=dlq_progress.get(partition, -1),
@@ -162,10 +158,8 @@ class InvoiceIngest:
                     dedup=None if self.core is not None else dedup,
                 )
                 if self.core is not None:
-                    self.core.restore(
-                        partition, state.written_offset, state.dead_lettered_offset, watermark,
-                        np.asarray(keys, np.int64), np.asarray(days, np.int64),
-                    )  # fmt: skip
+                    written_offset, dlq_offset = state.written_offset, state.dead_lettered_offset
+                    self.core.restore(partition, written_offset, dlq_offset, watermark, keys, days)
                 elif len(keys):
                     dedup.load_columns(keys, days)
                 self.states[partition] = state
@@ -234,8 +228,7 @@ class InvoiceIngest:
     def _prepare(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
         """Decide each record's fate; buffer rows and dead letters (no I/O here)."""
         state = self.states[partition]
-        decode = self.codec.decode
-        check = self.validator.check
+        verdict = self._verdict
         dedup = state.dedup
         assert dedup is not None, "the reference path keeps its dedup state in Python"
         cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
@@ -243,13 +236,7 @@ class InvoiceIngest:
         # first pass: decode, validate, key; then the keys of the batch meet the dedup arrays at once
         candidates: list[tuple[SourceRecord, int, dict[str, Any], str, str, int, int]] = []
         for record in records:
-            try:
-                schema_id, value = decode(record.value)
-                rejection = check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
-            except DecodeError as exc:
-                rejection = Rejection(exc.reason, exc.detail)
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                rejection = Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
+            schema_id, value, rejection = verdict(record)
             if rejection is not None:
                 self._reject(partition, record, rejection, outcome)
                 continue
@@ -302,15 +289,16 @@ class InvoiceIngest:
                 )
             )  # fmt: skip
 
-    def _verdict(self, record: SourceRecord) -> Rejection | None:
-        """The reference's verdict on one record: why it is rejected, or None when it is valid."""
+    def _verdict(self, record: SourceRecord) -> tuple[int, dict[str, Any], None] | tuple[None, None, Rejection]:
+        """The reference's verdict on one record: (schema id, value, None) when valid, else why it is rejected."""
         try:
-            _, value = self.codec.decode(record.value)
-            return self.validator.check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
+            schema_id, value = self.codec.decode(record.value)
+            rejection = self.validator.check(value, record.timestamp_ms) or check_key(value["seller_id"], record.key)
         except DecodeError as exc:
-            return Rejection(exc.reason, exc.detail)
+            rejection = Rejection(exc.reason, exc.detail)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            return Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
+            rejection = Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
+        return (None, None, rejection) if rejection is not None else (schema_id, value, None)
 
     def _prepare_compiled(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
         """:meth:`_prepare` by the compiled core: one call for the partition's records, per-event work in Rust.
@@ -333,7 +321,7 @@ class InvoiceIngest:
             if record.offset <= state.dead_lettered_offset:
                 outcome.rejected[reason] += 1
                 continue
-            rejection = self._verdict(record)
+            rejection = self._verdict(record)[2]
             if rejection is None or rejection.reason != reason:
                 log.error(
                     "compiled core and reference disagree",
