@@ -70,10 +70,10 @@ def _thresholds(steps: list[tuple[float | None, str]]) -> dashboard.ThresholdsCo
     )
 
 
-def _display_names(panel: Any, query: PanelQuery, lang: str, skip: tuple[str, ...] = ()) -> Any:
+def _display_names(panel: Any, query: PanelQuery, lang: str) -> Any:
     for name in query.columns:
         label = column(name, lang)
-        if label != name and name not in skip:
+        if label != name:
             panel = panel.override_by_name(name, [models.DynamicConfigValue(id_val="displayName", value=label)])
     return panel
 
