@@ -30,7 +30,7 @@ from simulator.publish import partition_for
 from streams.codec import SCHEMAS_DIR, AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT
 from streams.dedup import InvoiceDeduplicator
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionState, SourceRecord
+from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import as_version, merge_version
 from streams.validation import InvoiceRules, InvoiceValidator
@@ -89,7 +89,7 @@ def main() -> None:
         ingest.states[p] = PartitionState(-1, -1, NO_WATERMARK, InvoiceDeduplicator(HORIZON_MS))
     started = time.perf_counter()
     for p, records in batches:
-        ingest._prepare(p, records, BatchOutcome())
+        ingest._prepare(PartitionRecords(p, records), BatchOutcome())
         state = ingest.states[p]
         state.dedup.advance(state.watermark_local_ms)
         state.dedup.compact()

@@ -139,9 +139,17 @@ class DeadLetterSink:
     def discard(self, partition: int) -> None:
         self._pending.pop(partition, None)
 
+    def take(self) -> dict[int, list[DeadLetter]]:
+        """What is buffered, per source partition; the buffer starts over."""
+        pending, self._pending = self._pending, {}
+        return pending
+
     async def flush(self) -> dict[int, int]:
         """Send every buffered dead letter, wait for acks=all; returns the last source offset per partition."""
-        pending, self._pending = self._pending, {}
+        return await self.write(self.take())
+
+    async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
+        """Send these dead letters, wait for acks=all; returns the last source offset per partition."""
         if not pending:
             return {}
         assert self._producer is not None and self.max_record_bytes, "DeadLetterSink.start() first"
@@ -193,8 +201,7 @@ class DiscardingDeadLetterSink(DeadLetterSink):
     async def start(self) -> None:
         return None
 
-    async def flush(self) -> dict[int, int]:
-        pending, self._pending = self._pending, {}
+    async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
         return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
 
     async def progress(self, partitions: Sequence[int]) -> dict[int, int]:

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -34,7 +34,7 @@ from streams import batch_core
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
-from streams.ingest import InvoiceIngest, PartitionsMoved, SourceRecord
+from streams.ingest import InvoiceIngest, PartitionRecords, PartitionsMoved, PreparedBatch, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
@@ -81,6 +81,26 @@ def crash_without_commit(what: str) -> None:
     os._exit(70)
 
 
+class OrderedWriter:
+    """The one batch being written while the next is prepared: writes stay sequential and in order.
+
+    Sequential writes keep the store's invariant that only a partition's newest block can be cut
+    short (InvoiceSink.repair); the overlap hides the insert's time behind the next preparation.
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, write: Coroutine[Any, Any, None]) -> None:
+        if self._task is not None and not self._task.done():
+            raise RuntimeError("a batch is still being written")
+        self._task = asyncio.create_task(write)
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
 def to_source_records(events: Sequence[EventT]) -> list[SourceRecord]:
     records = []
     for event in events:
@@ -125,7 +145,9 @@ class Pipeline:
         self.ingest: InvoiceIngest | None = None
         self.batch_core: batch_core.BatchCore | None = None
         self.registry_positions: dict[int, int] = {}
+        # per invoice partition, the offset after the last record prepared, and after the last one written
         self.next_offsets: dict[int, int] = {}
+        self.written_offsets: dict[int, int] = {}
         self.evaluator: AlertEvaluator | None = None
         self.webhook_config = webhook_config
         self.webhooks: WebhookDispatcher | None = None
@@ -233,45 +255,52 @@ class Pipeline:
             extra={"partitions": list(partitions), "merged": merged, "seconds": round(time.monotonic() - started, 2)},
         )
 
-    async def complete(self, records: list[SourceRecord]) -> list[SourceRecord]:
+    async def complete(self, parts: list[PartitionRecords]) -> list[PartitionRecords]:
         """The batch as this worker must process it: holes filled from Kafka, records it processed already dropped.
 
         Holes: see streams.offsets. Faust also delivers some records twice (seen: the last record of
         each partition after a start at a rewound offset); the sink would skip them, but they would
-        count as events again.
+        count as events again. A partition's records that start where the last batch ended and run
+        without a gap (nearly always) pass as they are; only the others are looked at record by record.
         """
-        by_partition: dict[int, list[int]] = {}
-        fresh = []
-        for record in records:
-            offsets = by_partition.setdefault(record.partition, [])
-            if record.offset < self.next_offsets[record.partition] or (offsets and record.offset <= offsets[-1]):
-                continue
-            offsets.append(record.offset)
-            fresh.append(record)
-        if len(fresh) < len(records):
-            log.info("records delivered again; dropped", extra={"dropped": len(records) - len(fresh)})
-            records = fresh
-        filled: list[SourceRecord] = []
-        for partition, offsets in by_partition.items():
-            for start, end in missing_ranges(offsets, self.next_offsets[partition]):
-                found = await fetch_range(self.bootstrap, self.topics.invoices, partition, start, end)
-                log.warning(
-                    "offsets missing from the stream; fetched from Kafka",
-                    extra={"partition": partition, "from": start, "to": end, "found": len(found)},
-                )
-                self.metrics.gaps_filled.inc(len(found))
-                filled.extend(found)
-        if not filled:
-            return records
-        return sorted([*records, *filled], key=lambda r: (r.partition, r.offset))
+        completed = []
+        for part in parts:
+            offsets, expected = part.offsets, self.next_offsets[part.partition]
+            if offsets[0] == expected and offsets[-1] - expected + 1 == len(offsets):
+                completed.append(part)
+            elif (fixed := await self._complete(part, expected)) is not None:
+                completed.append(fixed)
+        return completed
 
-    async def commit(self, partitions: Sequence[int]) -> bool:
-        """Commit what this pipeline processed, whatever Faust's ack bookkeeping thinks; False if the group refused."""
+    async def _complete(self, part: PartitionRecords, expected: int) -> PartitionRecords | None:
+        partition = part.partition
+        fresh: list[SourceRecord] = []
+        for record in part.records():
+            if record.offset < expected or (fresh and record.offset <= fresh[-1].offset):
+                continue
+            fresh.append(record)
+        if len(fresh) < len(part):
+            log.info("records delivered again; dropped", extra={"dropped": len(part) - len(fresh)})
+        for start, end in missing_ranges([r.offset for r in fresh], expected):
+            found = await fetch_range(self.bootstrap, self.topics.invoices, partition, start, end)
+            log.warning(
+                "offsets missing from the stream; fetched from Kafka",
+                extra={"partition": partition, "from": start, "to": end, "found": len(found)},
+            )
+            self.metrics.gaps_filled.inc(len(found))
+            fresh.extend(found)
+        fresh.sort(key=lambda r: r.offset)
+        return PartitionRecords(partition, fresh) if fresh else None
+
+    async def commit(self, offsets: dict[int, int]) -> bool:
+        """Commit these next offsets, whatever Faust's ack bookkeeping thinks; False if the group refused."""
         assert self.app is not None
-        offsets = {TP(self.topics.invoices, p): self.next_offsets[p] for p in partitions}
-        accepted = await self.app.consumer._commit_offsets(offsets)  # Faust's own thread-safe commit path
+        accepted = await self.app.consumer._commit_offsets(
+            {TP(self.topics.invoices, p): offset for p, offset in offsets.items()}
+        )  # Faust's own thread-safe commit path
         if accepted:
             self.confirmed_at = time.monotonic()
+            self.written_offsets.update(offsets)
         return accepted
 
     async def confirm_ownership(self, partitions: Sequence[int]) -> None:
@@ -287,7 +316,7 @@ class Pipeline:
         """
         if time.monotonic() - self.confirmed_at <= self.settings.session_timeout_s / 3:
             return
-        if not await self.commit(partitions):
+        if not await self.commit({p: self.written_offsets[p] for p in partitions}):
             raise PartitionsMoved(f"partitions {sorted(partitions)} moved to another worker; batch not written")
 
 
@@ -328,7 +357,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock
     fetched = FetchedBatches(max_records=settings.batch_size * 4)
     app.attach_batches(invoice_topic, fetched)
-    in_flight = asyncio.Lock()
+    in_flight = asyncio.Lock()  # held while a batch is prepared
+    writer = OrderedWriter()  # the batch being written meanwhile
     webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts
     pipeline = Pipeline(settings, bootstrap, registry_table, webhook_config)
     pipeline.app = app
@@ -345,9 +375,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             pipeline.owned.difference_update(parts)
             return
         acquired = False
-        try:  # let the batch in flight finish its writes first; its commit may be refused, which is harmless
+        try:  # let the batches in flight finish their writes first; a commit may be refused, which is harmless
             async with asyncio.timeout(settings.session_timeout_s / 2):
                 acquired = await in_flight.acquire()
+                await writer.wait()
         except TimeoutError:
             log.warning("batch still in flight at revocation", extra={"partitions": parts})
         pipeline.owned.difference_update(parts)  # under the lock: no batch of these partitions starts from here on
@@ -357,6 +388,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         pipeline.ingest.revoke(parts)
         for partition in parts:
             pipeline.next_offsets.pop(partition, None)
+            pipeline.written_offsets.pop(partition, None)
         log.info("partitions revoked", extra={"partitions": parts, "fetched_records_dropped": dropped})
 
     @app.agent(registry_topic, concurrency=1)
@@ -401,44 +433,55 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.task
     async def ingest_invoice_batches() -> None:
-        """The invoice path: whatever the consumer fetched, as one batch, then the next."""
+        """The invoice path: whatever the consumer fetched, as one batch; prepared while the one before is written."""
         await pipeline.ready.wait()
         while True:
             chunks = await fetched.take(settings.batch_size)
             async with in_flight:
-                from_kafka = SourceRecord.from_kafka
                 owned = pipeline.owned  # not consumer.assignment(): that lags behind a revocation
-                records = [
-                    from_kafka(record) for chunk in chunks if chunk.partition in owned for record in chunk.records
-                ]
-                if not records:
+                by_partition: dict[int, list[Any]] = {}
+                for chunk in chunks:
+                    if chunk.partition in owned:
+                        by_partition.setdefault(chunk.partition, []).extend(chunk.records)
+                if not by_partition:
                     continue
                 try:
-                    await ingest_invoices(records)
+                    batch = await prepare_invoices([PartitionRecords(p, r) for p, r in by_partition.items()])
+                    await writer.wait()  # batches are written one at a time, in the order they were prepared
                 except Exception:
                     crash_without_commit("invoice batch")
+                if batch is not None:
+                    writer.start(write_invoices(batch))
 
-    async def ingest_invoices(records: list[SourceRecord]) -> None:
+    async def prepare_invoices(parts: list[PartitionRecords]) -> PreparedBatch | None:
         assert pipeline.ingest is not None
-        partitions = sorted({r.partition for r in records})
-        new_parts = [p for p in partitions if p not in pipeline.next_offsets]
+        new_parts = [part.partition for part in parts if part.partition not in pipeline.next_offsets]
         if new_parts:
             await pipeline.catch_up_registry(new_parts)
             starts = await asyncio.to_thread(group_positions, bootstrap, settings.app_id, topics.invoices, new_parts)
             pipeline.next_offsets.update(starts)
-        records = await pipeline.complete(records)
-        await pipeline.ingest.process(records)
-        for record in records:
-            if record.offset >= pipeline.next_offsets[record.partition]:
-                pipeline.next_offsets[record.partition] = record.offset + 1
-        await pipeline.commit(partitions)
-        for partition in partitions:
+            pipeline.written_offsets.update(starts)
+        parts = await pipeline.complete(parts)
+        if not parts:
+            return None
+        batch = await pipeline.ingest.prepare(parts)
+        pipeline.next_offsets.update(batch.next_offsets)
+        return batch
+
+    async def write_invoices(batch: PreparedBatch) -> None:
+        """Write a prepared batch, then commit its offsets: only after ClickHouse and the DLQ acknowledged it."""
+        assert pipeline.ingest is not None
+        try:
+            await pipeline.ingest.write(batch)
+            await pipeline.commit(batch.next_offsets)
+        except Exception:
+            crash_without_commit("invoice batch")
+        for partition, next_offset in batch.next_offsets.items():
             if partition not in pipeline.owned:
                 continue  # revoked while the batch ran: aiokafka no longer knows its high watermark
             highwater = app.consumer.highwater(TP(topics.invoices, partition))
             if highwater:
-                lag = highwater - pipeline.next_offsets[partition]
-                pipeline.metrics.consumer_lag.labels(topics.invoices, str(partition)).set(lag)
+                pipeline.metrics.consumer_lag.labels(topics.invoices, str(partition)).set(highwater - next_offset)
 
     @app.task
     async def start_pipeline() -> None:

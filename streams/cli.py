@@ -17,6 +17,7 @@ from deploy.kafka import LocalBroker
 from replay.cli import replay_app
 from simulator.cli import simulate_command
 from streams.config import Settings
+from streams.tables import Field, FittedTable
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -31,8 +32,8 @@ console = Console(stderr=True)
 
 
 def stdout_console() -> Console:
-    """Tables on stdout: a terminal's width, or 130 columns when piped (Vietnamese names are long)."""
-    return Console(width=None if sys.stdout.isatty() else 130)
+    """Tables on stdout: the terminal's width (or ``COLUMNS``), else 130 columns when piped."""
+    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 130)
 
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ def report(
     import json
 
     from analytics.adoption import unregistered
-    from analytics.report import period_report
+    from analytics.report import adoption_table, period_report
+    from streams.tables import NO_COMPARISON
 
     settings = _settings()
     if output_format in ("html", "png"):
@@ -243,18 +245,12 @@ def report(
             record = {"unregistered": True, "day": str(d), "issuers": issuers, "invoices": invoices}
             typer.echo(json.dumps(record))
         return
-    from rich.table import Table
-
-    table = Table(title=f"Adoption of cash-register e-invoices, {first} – {last} (7-day active / eligible)")
-    for column in ("sector", "unit", "eligible", "active", "adoption", "Δ vs before", "invoices", "non-cash"):
-        table.add_column(column, justify="left" if column in ("sector", "unit") else "right", no_wrap=True)
-    for row in rows[: limit or None]:
-        change = "" if row.change is None else f"{row.change * 100:+.1f} pt"
-        table.add_row(
-            "all" if row.sector == "*" else row.sector, row.unit_name, f"{row.eligible:,}", f"{row.active_7d:,}",
-            f"{row.adoption_7d:.1%}", change, f"{row.invoices:,}", f"{row.non_cash_share:.0%}",
-        )  # fmt: skip
-    stdout_console().print(table)
+    out = stdout_console()
+    out.print(adoption_table(f"Adoption of cash-register e-invoices, {first} – {last}", rows[: limit or None]))
+    out.print(
+        f"rate: 7-day active / eligible. Δ pt: its change against the {(last - first).days + 1} day(s) before, "
+        f"in percentage points; {NO_COMPARISON} where those had no data (no invoice yet, or no eligible business)."
+    )
     if outside:
         most = max(issuers for _, issuers, _ in outside)
         total = sum(invoices for _, _, invoices in outside)
@@ -348,21 +344,34 @@ def alerts_list(
         typer.echo(json.dumps({**snapshot, "instances": instances, "silences": [s.__dict__ for s in silences]},
                               ensure_ascii=False, default=str))  # fmt: skip
         return
-    from rich.table import Table
-
-    table = Table(title=f"Alerts (last evaluated day: {snapshot['last_evaluated_day']})")
-    for column in ("state", "rule", "labels", "since", "values"):
-        table.add_column(column)
-    for item in instances:
-        if item["state"] == "inactive":
-            continue
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(item["labels"].items()))
-        table.add_row(item["state"], item["rule"], labels, str(item["started_day"] or ""), str(item["values"])[:80])
-    stdout_console().print(table)
+    stdout_console().print(alerts_table(snapshot["last_evaluated_day"], instances))
     for silence in silences:
         until = dt.datetime.fromtimestamp(silence.ends_at).isoformat(timespec="minutes")
         who = f"{silence.comment} ({silence.created_by})"
         typer.echo(f"silence {silence.silence_id}: {silence.matchers} until {until} — {who}")
+
+
+def _brief(values: dict | str) -> str:
+    """An instance's values (a dict, or its JSON) on a line or two: lists such as the silent sellers by their
+    length, so that nothing needs cutting."""
+    import json
+
+    found = json.loads(values or "{}") if isinstance(values, str) else values
+    return ", ".join(f"{k}={len(v)}" if isinstance(v, list | dict) else f"{k}={v}" for k, v in sorted(found.items()))
+
+
+def alerts_table(last_day: str | None, instances: list[dict]) -> FittedTable:
+    """The alert instances that are not inactive, for the terminal."""
+    table = FittedTable(
+        f"Alerts (last evaluated day: {last_day})",
+        [Field("state"), Field("rule"), Field("labels", wrap=True), Field("since"), Field("values", wrap=True)],
+    )
+    for item in instances:
+        if item["state"] == "inactive":
+            continue
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(item["labels"].items()))
+        table.add_row(item["state"], item["rule"], labels, str(item["started_day"] or ""), _brief(item["values"]))
+    return table
 
 
 @alerts_app.command("silence")

@@ -16,11 +16,11 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sinks.clickhouse.invoice_sink import InvoiceSink
+from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
@@ -74,6 +74,47 @@ class SourceRecord(NamedTuple):
         )  # fmt: skip
 
 
+class PartitionRecords:
+    """One partition's records of a batch, in offset order, as the columns the batch core takes.
+
+    Built straight from aiokafka's ConsumerRecords: a column is one list comprehension, where a
+    SourceRecord per record cost as much as the compiled core's whole preparation of it. The
+    records themselves stay (``source``) for the few that are dead-lettered, which need headers.
+    """
+
+    __slots__ = ("keys", "offsets", "partition", "source", "timestamps_ms", "values")
+
+    def __init__(self, partition: int, source: Sequence[Any]) -> None:
+        self.partition = partition
+        self.source = source  # aiokafka ConsumerRecords or SourceRecords
+        self.offsets: list[int] = [r.offset for r in source]
+        self.keys: list[bytes | None] = [r.key for r in source]
+        self.values: list[bytes | None] = [r.value for r in source]
+        if source and isinstance(source[0], SourceRecord):
+            self.timestamps_ms: list[int] = [r.timestamp_ms for r in source]
+        else:
+            stamps = [r.timestamp for r in source]
+            self.timestamps_ms = [-1 if t is None else t for t in stamps] if None in stamps else stamps
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def record(self, index: int) -> SourceRecord:
+        record = self.source[index]
+        return record if isinstance(record, SourceRecord) else SourceRecord.from_kafka(record)
+
+    def records(self) -> list[SourceRecord]:
+        return [self.record(i) for i in range(len(self.source))]
+
+    @classmethod
+    def group(cls, records: Iterable[SourceRecord]) -> list[PartitionRecords]:
+        """A batch of records in any mix of partitions (each in offset order), one PartitionRecords a partition."""
+        by_partition: dict[int, list[SourceRecord]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        return [cls(partition, part) for partition, part in by_partition.items()]
+
+
 @dataclass
 class PartitionState:
     written_offset: int
@@ -89,6 +130,22 @@ class BatchOutcome:
     skipped: int = 0
     unregistered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch decided and encoded, not yet written: what :meth:`InvoiceIngest.write` sends.
+
+    Taken out of the sinks' buffers when preparation ends, so that the next batch can be
+    prepared while this one is written.
+    """
+
+    events: int
+    next_offsets: dict[int, int]  # per partition, the offset after the batch's last record
+    outcome: BatchOutcome
+    rows: PendingInsert | None
+    dead_letters: dict[int, list[DeadLetter]]
+    started: float
 
 
 def registration_as_of(versions: list[dict[str, Any]], day: int) -> dict[str, Any]:
@@ -183,38 +240,59 @@ class InvoiceIngest:
 
     async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Process one batch (any mix of partitions, each in offset order) to the end of its writes."""
+        return await self.write(await self.prepare(PartitionRecords.group(records)))
+
+    async def prepare(self, parts: Sequence[PartitionRecords]) -> PreparedBatch:
+        """Decide every record's fate and encode the rows (per-event work; no write).
+
+        Batches must be written in the order they were prepared (:meth:`write`); the next one may
+        be prepared while the previous one is written, since a record's fate never depends on
+        whether the rows before it have reached the store yet.
+        """
         started = time.perf_counter()
-        by_partition: dict[int, list[SourceRecord]] = {}
-        for record in records:
-            by_partition.setdefault(record.partition, []).append(record)
-        await self.restore(list(by_partition))
+        await self.restore([part.partition for part in parts])
         outcome = BatchOutcome()
         prepare = self._prepare if self.core is None else self._prepare_compiled
-        for partition, part_records in by_partition.items():
-            prepare(partition, part_records, outcome)
-        if self.confirm_ownership is not None and by_partition:  # raises PartitionsMoved: nothing of it is written
-            await self.confirm_ownership(list(by_partition))
-        for partition, offset in (await self.dead_letters.flush()).items():
-            self.states[partition].dead_lettered_offset = offset
+        for part in parts:
+            prepare(part, outcome)
+        return PreparedBatch(
+            events=sum(len(part) for part in parts),
+            next_offsets={part.partition: part.offsets[-1] + 1 for part in parts if len(part)},
+            outcome=outcome, rows=self.sink.take(), dead_letters=self.dead_letters.take(), started=started,
+        )  # fmt: skip
+
+    async def write(self, batch: PreparedBatch) -> BatchOutcome:
+        """Dead letters, then rows; each partition's state follows what the store and the DLQ acknowledged."""
+        partitions = list(batch.next_offsets)
+        if self.confirm_ownership is not None and partitions:  # raises PartitionsMoved: nothing of it is written
+            await self.confirm_ownership(partitions)
+        for partition, offset in (await self.dead_letters.write(batch.dead_letters)).items():
+            if (state := self.states.get(partition)) is None:
+                continue  # revoked meanwhile
+            state.dead_lettered_offset = offset
             if self.core is not None:
                 self.core.committed(partition, dead_lettered_offset=offset)
-        flushed = await self.sink.flush()
-        if flushed is not None:
+        outcome = batch.outcome
+        if batch.rows is not None:
+            flushed = await self.sink.write(batch.rows)
             for partition, offset in flushed.last_offsets.items():
-                self.states[partition].written_offset = offset
+                if (state := self.states.get(partition)) is None:
+                    continue
+                state.written_offset = offset
                 if self.core is not None:
                     self.core.committed(partition, written_offset=offset)
             outcome.inserted = flushed.rows
             self.metrics.insert_seconds.observe(flushed.seconds)
-        for partition in by_partition:
-            state = self.states[partition]
+        for partition in partitions:
+            if (state := self.states.get(partition)) is None:
+                continue
             if state.dedup is not None:  # the compiled core forgets old days itself
                 state.dedup.advance(state.watermark_local_ms)
                 state.dedup.compact()
             if state.watermark_local_ms != NO_WATERMARK:
                 self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
         m = self.metrics
-        m.events.labels(self.topic).inc(len(records))
+        m.events.labels(self.topic).inc(batch.events)
         for reason, count in outcome.rejected.items():
             m.rejected.labels(self.topic, reason).inc(count)
         m.duplicates.inc(outcome.duplicates)
@@ -222,11 +300,12 @@ class InvoiceIngest:
         m.skipped.inc(outcome.skipped)
         m.rows_inserted.labels("invoices").inc(outcome.inserted)
         m.dedup_keys.set(sum(self._dedup_keys(p) for p in self.states))
-        m.batch_seconds.observe(time.perf_counter() - started)
+        m.batch_seconds.observe(time.perf_counter() - batch.started)
         return outcome
 
-    def _prepare(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
+    def _prepare(self, part: PartitionRecords, outcome: BatchOutcome) -> None:
         """Decide each record's fate; buffer rows and dead letters (no I/O here)."""
+        partition, records = part.partition, part.records()
         state = self.states[partition]
         verdict = self._verdict
         dedup = state.dedup
@@ -300,24 +379,20 @@ class InvoiceIngest:
             rejection = Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
         return (None, None, rejection) if rejection is not None else (schema_id, value, None)
 
-    def _prepare_compiled(self, partition: int, records: list[SourceRecord], outcome: BatchOutcome) -> None:
+    def _prepare_compiled(self, part: PartitionRecords, outcome: BatchOutcome) -> None:
         """:meth:`_prepare` by the compiled core: one call for the partition's records, per-event work in Rust.
 
         The core names each rejected record's reason; the detail a DLQ reader sees is written by the
         reference (:meth:`_verdict`), for those few records only, so both paths dead-letter the same text.
         """
         assert self.core is not None
+        partition = part.partition
         state = self.states[partition]
         prepared: Prepared = self.core.prepare(
-            partition,
-            [r.offset for r in records],
-            [r.key for r in records],
-            [r.value for r in records],
-            [r.timestamp_ms for r in records],
-            self.registry,
+            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.registry
         )
         for index, reason in prepared.rejected:
-            record = records[index]
+            record = part.record(index)
             if record.offset <= state.dead_lettered_offset:
                 outcome.rejected[reason] += 1
                 continue

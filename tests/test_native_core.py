@@ -40,7 +40,7 @@ from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT
 from streams.dedup import InvoiceDeduplicator, invoice_key
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionState, SourceRecord
+from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import as_version, merge_version
 from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceRules, InvoiceValidator, local_ms
@@ -177,7 +177,7 @@ class Pair:
         before = self.beyond()
         state = self.ref.states[partition]
         state.dead_lettered_offset = -1  # so that the reference dead-letters every rejection (compared below)
-        self.ref._prepare(partition, records, outcome)
+        self.ref._prepare(PartitionRecords(partition, records), outcome)
         lookup = CountingLookup(self.table)
         prepared = self.core.prepare(
             partition, [r.offset for r in records], [r.key for r in records], [r.value for r in records],

@@ -73,6 +73,22 @@ class _PartitionBatch:
         return len(self.rows) + sum(b.rows for b in self.blocks)
 
 
+@dataclass(frozen=True)
+class PendingInsert:
+    """One insert taken from the buffer: a contiguous offset range per partition, and the token naming them."""
+
+    token: str
+    batches: dict[int, _PartitionBatch]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for b in self.batches.values())
+
+
+def _token(topic: str, batches: dict[int, _PartitionBatch]) -> str:
+    return "|".join(f"{topic}/{p}/{b.first_offset}-{b.last_offset}" for p, b in sorted(batches.items()) if len(b))
+
+
 class InvoiceSink:
     """Buffers enriched invoice rows per partition; :meth:`flush` writes them in one insert."""
 
@@ -98,23 +114,29 @@ class InvoiceSink:
         batch.last_offset = block.last_offset
 
     def token(self) -> str:
-        return "|".join(
-            f"{self.topic}/{p}/{b.first_offset}-{b.last_offset}" for p, b in sorted(self._batches.items()) if len(b)
-        )
+        return _token(self.topic, self._batches)
+
+    def take(self) -> PendingInsert | None:
+        """What is buffered, as one insert to write; the buffer starts over (the next batch fills it meanwhile)."""
+        batches = {p: b for p, b in sorted(self._batches.items()) if len(b)}
+        self._batches = {}
+        if not batches:
+            return None
+        if any(b.blocks for b in batches.values()) and any(b.rows for b in batches.values()):
+            raise ValueError("a flush holds rows of both the compiled core and the reference")
+        return PendingInsert(_token(self.topic, batches), batches)
 
     async def flush(self) -> FlushResult | None:
         """Insert everything buffered; retry until it succeeds (backpressure, never loss)."""
-        batches = {p: b for p, b in sorted(self._batches.items()) if len(b)}
-        if not batches:
-            self._batches.clear()
-            return None
-        token = self.token()
-        self._batches.clear()
+        pending = self.take()
+        return None if pending is None else await self.write(pending)
+
+    async def write(self, pending: PendingInsert) -> FlushResult:
+        """One insert under the pending ranges' token; retried until ClickHouse accepts it."""
         started = time.perf_counter()
+        batches, token = pending.batches, pending.token
         blocks = [block for batch in batches.values() for block in batch.blocks]
         if blocks:  # the compiled core's rows: its bytes, under the same token and settings
-            if any(batch.rows for batch in batches.values()):
-                raise ValueError("a flush holds rows of both the compiled core and the reference")
             count = sum(block.rows for block in blocks)
             data = b"".join(block.rowbinary(token) for block in blocks)
             await self.store.raw_insert_until_accepted(
