@@ -43,6 +43,11 @@ from streams.validation import InvoiceRules, InvoiceValidator
 log = logging.getLogger(__name__)
 
 REGISTRY_TABLE = "registry"
+# Faust commits inline in its fetch loop once this many records are acked, and a commit first
+# sends every changelog record the registry table has buffered: with the whole registry arriving
+# on a fresh deployment that stopped every topic's fetch, invoices too, for ~10 s. Faust's commit
+# timer (broker_commit_interval) commits the registry instead, beside the fetch loop.
+COMMIT_EVERY_TIMER_ONLY = 2**62
 
 
 class RegistryTable(faust.Table):
@@ -152,7 +157,7 @@ class Pipeline:
         self.webhook_config = webhook_config
         self.webhooks: WebhookDispatcher | None = None
         self.started_at = time.time()
-        self.app: faust.App | None = None
+        self.app: BatchFetchApp | None = None
         self.confirmed_at = 0.0  # monotonic time of the last commit the group accepted
         self.owned: set[int] = set()  # invoice partitions assigned and not revoked since
         self.ready = asyncio.Event()
@@ -295,9 +300,9 @@ class Pipeline:
     async def commit(self, offsets: dict[int, int]) -> bool:
         """Commit these next offsets, whatever Faust's ack bookkeeping thinks; False if the group refused."""
         assert self.app is not None
-        accepted = await self.app.consumer._commit_offsets(
+        accepted = await self.app.commit_batch_offsets(
             {TP(self.topics.invoices, p): offset for p, offset in offsets.items()}
-        )  # Faust's own thread-safe commit path
+        )
         if accepted:
             self.confirmed_at = time.monotonic()
             self.written_offsets.update(offsets)
@@ -333,10 +338,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         web_host=settings.web_host,
         web_bind=settings.web_host,
         producer_acks=-1,
+        # the registry table's changelog: with Faust's defaults (no linger, 16 KiB batches) a burst of
+        # table writes leaves one record per produce request, ~0.5 ms each, and Faust's commits wait for them
+        producer_linger=0.01,
+        producer_max_batch_size=1_048_576,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=settings.batch_size * 4,
+        broker_commit_every=COMMIT_EVERY_TIMER_ONLY,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(settings.batch_size * 2, 4096),
         autodiscover=False,
@@ -355,7 +364,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )  # fmt: skip
     app.tables.add(registry_table)
     # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock
-    fetched = FetchedBatches(max_records=settings.batch_size * 4)
+    fetched = FetchedBatches(max_records=settings.batch_size * 2)
     app.attach_batches(invoice_topic, fetched)
     in_flight = asyncio.Lock()  # held while a batch is prepared
     writer = OrderedWriter()  # the batch being written meanwhile

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,48 @@ class BatchFetchTransport(faust_aiokafka.Transport):
 
 
 class BatchFetchApp(faust.App):
-    """A Faust app whose consumer hands ``batch_topic``'s fetches to ``batches``."""
+    """A Faust app whose consumer hands ``batch_topic``'s fetches to ``batches``.
+
+    Two more changes keep a burst of table writes (the whole registry, on a fresh deployment)
+    from stopping the batch topic:
+
+    - Faust's producer buffer holds at most 100 changelog records; past that, the conductor
+      stops the consumer's fetch loop, for every topic, until they are sent one by one. The
+      buffer here holds ``changelog_buffer`` records, so a registry burst drains beside the
+      invoices. Faust's own commits still flush it first, so a table stays consistent with
+      the offsets committed for its source topic.
+    - :meth:`commit_batch_offsets` commits the batch topic without that flush: its records
+      write no changelog, and waiting for the registry's would hold every invoice commit.
+    """
 
     _batch_topic: str | None = None
     _batches: FetchedBatches | None = None
+    changelog_buffer: int = 100_000
 
     def attach_batches(self, topic: faust.TopicT, batches: FetchedBatches) -> None:
         """Keep ``topic`` subscribed (no agent reads it) and route its records to ``batches``."""
         self.topics.add(topic)
         self._batch_topic = topic.get_topic_name()
         self._batches = batches
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        producer.buffer.max_messages = self.changelog_buffer
+        return producer
+
+    async def commit_batch_offsets(self, offsets: dict[TP, int]) -> bool:
+        """Commit offsets of the batch topic (Faust's commit path minus its producer flush); False if refused.
+
+        Partitions no longer assigned are not committed (Faust's own rule): their new owner
+        commits them.
+        """
+        consumer = self.consumer
+        assignment = consumer.assignment()
+        committable = {tp: offset for tp, offset in offsets.items() if tp in assignment}
+        if not committable or not await consumer._commit(committable):
+            return False
+        consumer._committed_offset.update(committable)
+        return True
 
     def _new_transport(self) -> Any:
         return BatchFetchTransport(self.conf.broker_consumer, self)

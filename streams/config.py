@@ -48,7 +48,7 @@ class Settings:
     app_id: str = APP_ID
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    batch_size: int = 10_000
+    batch_size: int = 40_000
     batch_within_s: float = 0.5
     dedup_horizon_hours: int = 72
     max_lateness_hours: int = 72
