@@ -20,7 +20,7 @@ from grafana_foundation_sdk.models import dashboard as models
 
 from boards.i18n import column, t
 from boards.macros import ALL, Variable, sqlstring
-from boards.queries import BOARDS, ROLLUP, PanelQuery
+from boards.queries import BOARDS, COMPARISONS, NO_COMPARISON, ROLLUP, PanelQuery
 from streams.config import LOCAL_TZ
 
 PLUGIN = "grafana-clickhouse-datasource"
@@ -94,6 +94,10 @@ RATE_COLOURS = [
 DAY = [models.DynamicConfigValue(id_val="unit", value="time:YYYY-MM-DD")]
 
 
+# a comparison with nothing (NULL, boards.queries.COMPARISONS) reads "—", not an empty cell or "No data"
+NOTHING_TO_COMPARE = [models.DynamicConfigValue(id_val="noValue", value=NO_COMPARISON)]
+
+
 def _percent(panel: Any, names: list[str]) -> Any:
     for name in names:
         panel = panel.override_by_name(name, PERCENT)
@@ -120,7 +124,10 @@ def _common(panel: Any, board: str, key: str, query: PanelQuery, lang: str, widt
         .span(width)
         .height(height)
     )
-    return _percent(panel, [c for c in PERCENT_COLUMNS if c in query.columns])
+    panel = _percent(panel, [c for c in PERCENT_COLUMNS if c in query.columns])
+    for name in (c for c in COMPARISONS if c in query.columns):
+        panel = panel.override_by_name(name, NOTHING_TO_COMPARE)
+    return panel
 
 
 def _table(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, height: int = 10) -> Any:

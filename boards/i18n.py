@@ -126,6 +126,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "report.generated": ("Lập lúc", "Generated"),
     "report.scope": ("Phạm vi", "Scope"),
     "report.none": ("Không có", "None"),
+    "report.no_comparison": (
+        "— : kỳ trước (hoặc mức nền) không có dữ liệu, không có gì để so sánh",
+        "— : the period before (or the baseline) has no data, there is nothing to compare with",
+    ),
 }
 
 

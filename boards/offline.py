@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from boards.grafana import RATE_STEPS, variables
 from boards.i18n import column, t
-from boards.queries import BOARDS
+from boards.queries import BOARDS, COMPARISONS, NO_COMPARISON
 from boards.runner import PanelResult, run_panel
 from sinks.clickhouse.client import ClickHouseStore
 from streams.config import LOCAL_TZ
@@ -140,7 +140,10 @@ def _series(
     times = [_local(r["time"]) for r in rows]
     for name, colour in zip(columns, (BLUE, GREEN, GREY), strict=False):
         values = [r[name] for r in rows]
-        ax.plot(times, [v if v is not None else float("nan") for v in values], label=column(name, lang),
+        label = column(name, lang)
+        if name in COMPARISONS and all(v is None for v in values):
+            label = f"{label}: {NO_COMPARISON}"  # no baseline anywhere in the period: say so, draw nothing
+        ax.plot(times, [v if v is not None else float("nan") for v in values], label=label,
                 color=colour, linewidth=2 if name == columns[0] else 1.4,
                 linestyle="-" if name == columns[0] else "--")  # fmt: skip
     for at in alerts:
@@ -210,7 +213,7 @@ def write_png(data: ReportData, out_dir: Path, dpi: int = 130) -> list[Path]:
 
 def _format(name: str, value: Any, lang: str) -> str:
     if value is None:
-        return ""
+        return NO_COMPARISON if name in COMPARISONS else ""
     if isinstance(value, float) and name in {"adoption_rate", "adoption_change", "gap", "non_cash_share",
                                                "invoices_change", "issuing_share", "baseline_share"}:  # fmt: skip
         return f"{value:+.1%}" if name in ("adoption_change", "invoices_change") else f"{value:.1%}"
@@ -237,6 +240,12 @@ def _table(result: PanelResult, lang: str, columns: list[str] | None = None, lim
         )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _no_comparison_note(result: PanelResult, lang: str) -> str:
+    """What "—" means, under a table that shows one."""
+    shown = any(record[c] is None for record in result.records() for c in COMPARISONS if c in record)
+    return f"<p class='none'>{html.escape(t('report.no_comparison', lang))}</p>" if shown else ""
 
 
 STYLE = """
@@ -270,6 +279,7 @@ def render_html(data: ReportData) -> str:
         f"{data.last_day:%d/%m/%Y} · {html.escape(scope)} · {html.escape(t('report.generated', lang))} {generated}</p>",
         f"<h2>{html.escape(t('overview.totals', lang))}</h2>",
         _table(data.views["totals"], lang),
+        _no_comparison_note(data.views["totals"], lang),
         f"<h2>{html.escape(t('overview.by_unit', lang))}</h2>",
         image("adoption_by_unit"),
         f"<h2>{html.escape(t('overview.by_sector', lang))}</h2>",

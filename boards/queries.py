@@ -28,6 +28,12 @@ UNIT_IS = "unit = ${unit:sqlstring}"
 DAY_TIME = f"toDateTime(day, '{LOCAL_TZ}')"
 UNIT_NAMES = "(SELECT code, name FROM admin_units FINAL)"
 MIN_ELIGIBLE = 10  # smaller segments swing by chance: the same floor as `einvoice-monitor report`
+# Columns that compare with the period before or with a baseline. They are NULL when that has no data
+# (boards and the offline report show "—"): the period before holds no evaluated day of the segment (the
+# evaluator writes figures from the first day with invoices on, for segments with eligible businesses), or
+# the chosen period holds none, or the rules had too little history for a baseline (alerts/observe.py).
+COMPARISONS = ("adoption_change", "invoices_change", "baseline_share", "baseline_invoices", "invoices_vs_baseline")
+NO_COMPARISON = "—"
 
 
 def _sector_names(lang: str) -> str:
@@ -73,13 +79,16 @@ def overview(lang: str) -> dict[str, PanelQuery]:
     return {
         "totals": PanelQuery(
             f"""
-SELECT rate_now AS adoption_rate, if(days_before = 0, NULL, rate_now - rate_before) AS adoption_change,
+SELECT rate_now AS adoption_rate,
+       if(days_before = 0 OR days_now = 0, NULL, rate_now - rate_before) AS adoption_change,
        eligible_now AS eligible, active_now AS active, invoices_now AS invoices,
-       if(invoices_before = 0, NULL, invoices_now / invoices_before - 1) AS invoices_change,
+       if(days_before = 0 OR days_now = 0 OR invoices_before = 0, NULL, invoices_now / invoices_before - 1)
+           AS invoices_change,
        revenue_now AS revenue_vnd, non_cash_now / nullIf(invoices_now, 0) AS non_cash_share
 FROM (
     SELECT argMaxIf({RATE}, day, {IN_RANGE}) AS rate_now,
            argMaxIf({RATE}, day, day < {FIRST_DAY}) AS rate_before,
+           countIf({IN_RANGE}) AS days_now,
            countIf(day < {FIRST_DAY}) AS days_before,
            argMaxIf(eligible, day, {IN_RANGE}) AS eligible_now,
            argMaxIf({ACTIVE}, day, {IN_RANGE}) AS active_now,

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from alerts.rules import DEFAULT_RULES
-from analytics.report import period_report
+from analytics.report import adoption_table, period_report
 from deploy.kafka import LocalBroker, free_port
 from deploy.webhook_receiver import demo_receiver
 from deploy.worker_process import WorkerProcess
@@ -29,6 +28,7 @@ from simulator.scenarios import load_scenario
 from sinks.clickhouse import ClickHouseStore
 from streams.config import Settings
 from streams.progress import progress_bar
+from streams.tables import NO_COMPARISON, Field, FittedTable
 from streams.topics import create_topics
 
 BY_UNIT = """
@@ -202,53 +202,67 @@ def _check(worker: WorkerProcess) -> None:
 def _print_adoption(store: ClickHouseStore, day: dt.date, console: Console) -> None:
     """The adoption table on the newest complete day: the segments that fell most first."""
     rows = period_report(store, day - dt.timedelta(days=6), day, sort="change")
-    table = Table(title=f"Adoption of cash-register e-invoices, week to {day}: largest falls first")
-    for column in ("sector", "unit", "eligible", "active (7 d)", "adoption", "Δ vs week before", "invoices"):
-        table.add_column(column, justify="left" if column in ("sector", "unit") else "right", no_wrap=True)
-    for row in [r for r in rows if r.eligible >= 15][:12]:
-        change = "" if row.change is None else f"{row.change * 100:+.1f} pt"
-        table.add_row("all" if row.sector == "*" else row.sector, row.unit_name, f"{row.eligible:,}",
-                      f"{row.active_7d:,}", f"{row.adoption_7d:.0%}", change, f"{row.invoices:,}")  # fmt: skip
-    console.print(table)
+    title = f"Adoption (7-day active / eligible), week to {day}; Δ pt against the week before, largest falls first"
+    console.print(adoption_table(title, [r for r in rows if r.eligible >= 15][:12], rate_format=".0%",
+                                 with_non_cash=False))  # fmt: skip
 
 
 def _print_alerts(store: ClickHouseStore, console: Console) -> None:
-    table = Table(title="Alerts that fired (and resolved) on the demo's scenario")
-    for column in ("day", "type", "rule", "sector", "unit", "detail"):
-        table.add_column(column, no_wrap=column != "detail")
     rows = store.query_rows(
         "SELECT day, type, rule, labels, values, suppressed_by FROM alert_events FINAL "
         "WHERE rule != 'pipeline_lag' ORDER BY day, rule, type"
     )
+    console.print(alerts_table(rows))
+
+
+def _baseline(baseline: float | None, spec: str) -> str:
+    """A baseline in an alert's detail; "—" for none (the rules only fire with one, but say so if not)."""
+    return NO_COMPARISON if baseline is None else format(baseline, spec)
+
+
+def alerts_table(rows: list[tuple]) -> FittedTable:
+    """The alert events (day, type, rule, labels, values as JSON, suppressed_by), the detail in words."""
+    fields = [Field("day"), Field("type"), Field("rule"), Field("sector"), Field("unit"), Field("detail", wrap=True)]
+    table = FittedTable("Alerts that fired (and resolved) on the demo's scenario", fields)
     for day, kind, rule, labels, values, suppressed in rows:
         detail = json.loads(values)
         if rule == "dormant_issuer":
             text = f"{detail['count']} silent: " + ", ".join(s["seller_id"] for s in detail["sellers"][:4])
         elif rule == "adoption_drop":
-            text = f"issuing share {detail['issuing_share']:.0%} vs {detail['baseline_share']:.0%}"
+            text = f"issuing share {detail['issuing_share']:.0%} vs {_baseline(detail.get('baseline_share'), '.0%')}"
         elif rule == "volume_drop":
-            text = f"{detail['invoices']:,} invoices vs {detail['baseline_invoices']:,.0f}"
+            text = f"{detail['invoices']:,} invoices vs {_baseline(detail.get('baseline_invoices'), ',.0f')}"
         else:
-            text = json.dumps(detail, ensure_ascii=False)[:60]
+            text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in detail.items())
         if suppressed:
             text += f" (not sent: {suppressed.split(':')[0]})"
         table.add_row(str(day), kind, rule, labels.get("sector", ""), labels.get("unit", ""), text)
-    console.print(table)
+    return table
 
 
 def _print_tables(store: ClickHouseStore, console: Console) -> None:
-    units = Table(title="Cash-register e-invoices by district (simulated, Thanh Hóa, June 2024)")
-    for column in ("district", "invoices", "issuers", "revenue (VND)", "non-cash"):
-        units.add_column(column, justify="left" if column == "district" else "right")
-    for name, n, issuers, revenue, non_cash in store.query_rows(BY_UNIT):
-        units.add_row(name, f"{n:,}", f"{issuers:,}", _vnd(revenue), f"{non_cash:.0%}")
-    console.print(units)
-    sectors = Table(title="By sector (VSIC 2018)")
-    for column in ("VSIC", "sector", "invoices", "issuers", "revenue (VND)", "non-cash"):
-        sectors.add_column(column, justify="left" if column in ("VSIC", "sector") else "right")
-    for code, name, n, issuers, revenue, non_cash in store.query_rows(BY_SECTOR):
-        sectors.add_row(code, name, f"{n:,}", f"{issuers:,}", _vnd(revenue), f"{non_cash:.0%}")
-    console.print(sectors)
+    console.print(units_table(store.query_rows(BY_UNIT)))
+    console.print(sectors_table(store.query_rows(BY_SECTOR)))
+
+
+def units_table(rows: list[tuple]) -> FittedTable:
+    """Invoices, issuers, revenue and non-cash share per district (rows of ``BY_UNIT``)."""
+    fields = [Field("district", wrap=True), Field("invoices", "right"), Field("issuers", "right"),
+              Field("revenue VND", "right"), Field("non-cash", "right")]  # fmt: skip
+    table = FittedTable("Cash-register e-invoices by district (simulated, Thanh Hóa, June 2024)", fields)
+    for name, n, issuers, revenue, non_cash in rows:
+        table.add_row(name, f"{n:,}", f"{issuers:,}", _vnd(revenue), f"{non_cash:.0%}")
+    return table
+
+
+def sectors_table(rows: list[tuple]) -> FittedTable:
+    """The same per VSIC sector, with its name (rows of ``BY_SECTOR``)."""
+    fields = [Field("VSIC"), Field("sector", wrap=True), Field("invoices", "right"), Field("issuers", "right"),
+              Field("revenue VND", "right"), Field("non-cash", "right")]  # fmt: skip
+    table = FittedTable("By sector (VSIC 2018)", fields)
+    for code, name, n, issuers, revenue, non_cash in rows:
+        table.add_row(code, name, f"{n:,}", f"{issuers:,}", _vnd(revenue), f"{non_cash:.0%}")
+    return table
 
 
 def _print_scenario(store: ClickHouseStore, truth: dict, console: Console) -> None:
@@ -258,13 +272,17 @@ def _print_scenario(store: ClickHouseStore, truth: dict, console: Console) -> No
             continue
         details = change["details"]
         for segment in change["segments"]:
-            table = Table(
-                title=f"Scenario: {details['stopped']} of {details['issuers_before']} issuers of VSIC "
+            title = (
+                f"Scenario: {details['stopped']} of {details['issuers_before']} issuers of VSIC "
                 f"{segment['vsic_code']} in unit {segment['admin_unit_code']} stop from {change['from']}"
             )
-            for column in ("week of", "issuers", "invoices"):
-                table.add_column(column, justify="left" if column == "week of" else "right")
             params = {"vsic": segment["vsic_code"], "unit": segment["admin_unit_code"]}
-            for week, issuers, n in store.query_rows(SEGMENT_BY_WEEK, params):
-                table.add_row(str(week), f"{issuers:,}", f"{n:,}")
-            console.print(table)
+            console.print(scenario_table(title, store.query_rows(SEGMENT_BY_WEEK, params)))
+
+
+def scenario_table(title: str, rows: list[tuple]) -> FittedTable:
+    """A segment's issuers and invoices week by week (rows of ``SEGMENT_BY_WEEK``)."""
+    table = FittedTable(title, [Field("week of"), Field("issuers", "right"), Field("invoices", "right")])
+    for week, issuers, n in rows:
+        table.add_row(str(week), f"{issuers:,}", f"{n:,}")
+    return table

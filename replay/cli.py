@@ -177,30 +177,29 @@ def rewind_command(
         console.print(f"stopped worker process(es) {detail['stopped_pids']}: start the worker again when you are ready")
 
 
-def _print_plan(plan: Any, as_json: bool) -> None:
-    from rich.table import Table
+def plan_table(plan: Any) -> Any:
+    """A rewind plan (replay.rewind.RewindPlan) per partition, with the total, as a FittedTable."""
+    from streams.tables import Field, FittedTable
 
+    numbers = ("partition", "current", "target", "end", "read again", "skipped")
+    table = FittedTable(
+        f"group {plan.group} → {plan.target.describe()}", [Field("topic"), *(Field(h, "right") for h in numbers)]
+    )
+    for p in plan.partitions:
+        counts = (p.current, p.target, p.end, p.reprocess, p.skip)
+        table.add_row(p.topic, str(p.partition), *(f"{n:,}" for n in counts))
+    table.add_row("total", "", "", "", "", f"{plan.reprocess:,}", f"{plan.skip:,}", style="bold")
+    return table
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
     from streams.cli import stdout_console
 
     if as_json:
         typer.echo(json.dumps(plan.as_json()))
         return
-    table = Table(title=f"group {plan.group} → {plan.target.describe()}")
-    for column in ("topic", "partition", "current", "target", "end", "read again", "skipped"):
-        table.add_column(column, justify="left" if column == "topic" else "right")
-    for p in plan.partitions:
-        table.add_row(
-            p.topic,
-            str(p.partition),
-            f"{p.current:,}",
-            f"{p.target:,}",
-            f"{p.end:,}",
-            f"{p.reprocess:,}",
-            f"{p.skip:,}",
-        )
-    table.add_row("total", "", "", "", "", f"{plan.reprocess:,}", f"{plan.skip:,}", style="bold")
     out = stdout_console()
-    out.print(table)
+    out.print(plan_table(plan))
     if plan.members.active:
         out.print(
             f"[yellow]active members ({plan.members.state}):[/] "
@@ -429,8 +428,6 @@ def compare_command(
 
     Embedded mode: stop the worker first (chDB allows one process per directory).
     """
-    from rich.table import Table
-
     from replay.rebuild import compare, find
     from streams.cli import stdout_console
 
@@ -464,26 +461,26 @@ def compare_command(
                 )
             )
         return
-    table = Table(title=f"live vs {other} ({rebuild.id}): invoices per local day × sector × unit")
-    for column in ("day", "sector", "unit", "live", other, "Δ invoices", "live issuers", f"{other} issuers"):
-        table.add_column(column, justify="left" if column in ("day", "sector", "unit") else "right")
-    for (day, vsic, unit, registered), live, rebuilt in rows[: limit or None]:
-        label = unit if registered else f"{unit or '-'} (unregistered)"
-        table.add_row(
-            day,
-            vsic or "-",
-            label,
-            f"{live[0]:,}",
-            f"{rebuilt[0]:,}",
-            f"{rebuilt[0] - live[0]:+,}",
-            f"{live[2]:,}",
-            f"{rebuilt[2]:,}",
-        )
-    stdout_console().print(table)
+    stdout_console().print(compare_table(rebuild.id, other, rows[: limit or None]))
     typer.echo(
         f"{len(differing)} of {len(comparison.rows())} segments differ; invoices live {live_n:,}, "
         f"{other} {other_n:,} ({other_n - live_n:+,}); revenue {other_a - live_a:+,} VND"
     )
+
+
+def compare_table(rebuild_id: str, other: str, rows: list[tuple]) -> Any:
+    """Invoices and issuers per (day, sector, unit, registered), live and ``other``, as a FittedTable."""
+    from streams.tables import Field, FittedTable
+
+    fields = [Field("day"), Field("sector"), Field("unit", wrap=True)] + [
+        Field(header, "right") for header in ("live", other, "Δ invoices", "live issuers", f"{other} issuers")
+    ]
+    table = FittedTable(f"live vs {other} ({rebuild_id}): invoices per local day × sector × unit", fields)
+    for (day, vsic, unit, registered), live, rebuilt in rows:
+        label = unit if registered else f"{unit or '-'} (unregistered)"
+        counts = (f"{live[0]:,}", f"{rebuilt[0]:,}", f"{rebuilt[0] - live[0]:+,}", f"{live[2]:,}", f"{rebuilt[2]:,}")
+        table.add_row(str(day), vsic or "-", label, *counts)
+    return table
 
 
 @replay_app.command("switch")
@@ -546,27 +543,28 @@ def drop_command(
 @replay_app.command("status")
 def status_command() -> None:
     """The rebuilds and their state (running, caught_up, switched, dropped)."""
-    from rich.table import Table
-
     from replay.rebuild import load_all, rebuilt_database
     from streams.cli import stdout_console
 
     settings, _console = _env()
-    table = Table(title="rebuilds")
-    for column in ("id", "status", "mode", "database", "retired", "created by", "last event"):
-        table.add_column(column)
+    rows = []
     for rebuild in load_all(settings):
         last = rebuild.history[-1] if rebuild.history else {}
-        table.add_row(
-            rebuild.id,
-            rebuild.status,
-            rebuild.mode,
-            rebuilt_database(settings, rebuild).describe(),
-            rebuild.retired or "-",
-            rebuild.created_by,
-            f"{last.get('event', '')} {last.get('at', '')}",
+        database = rebuilt_database(settings, rebuild).describe()
+        event = f"{last.get('event', '')} {last.get('at', '')}"
+        rows.append(
+            (rebuild.id, rebuild.status, rebuild.mode, database, rebuild.retired or "-", rebuild.created_by, event)
         )
-    stdout_console().print(table)
+    stdout_console().print(rebuilds_table(rows))
+
+
+def rebuilds_table(rows: list[tuple[str, ...]]) -> Any:
+    """(id, status, mode, database, retired, created by, last event) per rebuild, as a FittedTable."""
+    from streams.tables import Field, FittedTable
+
+    fields = [Field("id"), Field("status"), Field("mode"), Field("database", wrap=True), Field("retired", wrap=True),
+              Field("created by", wrap=True), Field("last event", wrap=True)]  # fmt: skip
+    return FittedTable("rebuilds", fields, rows)
 
 
 @replay_app.command("audit")

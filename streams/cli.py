@@ -352,12 +352,14 @@ def alerts_list(
 
 
 def _brief(values: dict | str) -> str:
-    """An instance's values (a dict, or its JSON) on a line or two: lists such as the silent sellers by their
-    length, so that nothing needs cutting."""
+    """An instance's values (a dict, or its JSON) in words that wrap: lists such as the silent sellers by
+    their length, so that nothing needs cutting."""
     import json
 
     found = json.loads(values or "{}") if isinstance(values, str) else values
-    return ", ".join(f"{k}={len(v)}" if isinstance(v, list | dict) else f"{k}={v}" for k, v in sorted(found.items()))
+    return ", ".join(
+        f"{k.replace('_', ' ')} {len(v) if isinstance(v, list | dict) else v}" for k, v in sorted(found.items())
+    )
 
 
 def alerts_table(last_day: str | None, instances: list[dict]) -> FittedTable:
