@@ -10,6 +10,7 @@ event ids, which receivers deduplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from alerts.lag import LagWatch, condition_holds
 from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Observation, Silence, advance, mark_notified
 from alerts.observe import (
     SellerActivity,
@@ -56,6 +58,14 @@ EVENT_COLUMNS = (
     "event_id", "type", "fingerprint", "rule", "labels", "severity", "day", "started_day", "values", "emitted_at",
     "suppressed_by",
 )  # fmt: skip
+
+
+def history_weeks(rules: Rules) -> int:
+    """Weeks of figures before a day that the segment rules compare it with (sector overrides included)."""
+    weeks = [getattr(rules, rule).baseline_weeks for rule in ("adoption_drop", "adoption_slide", "volume_drop")]
+    for overrides in rules.sector_overrides.values():
+        weeks += [o["baseline_weeks"] for o in overrides.values() if "baseline_weeks" in o]
+    return max(weeks)
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class AlertEvaluator:
         self.last_day: dt.date | None = None
         self._loaded = False
         self._producer: KafkaProducer | None = None
+        self.lag = LagWatch(rules.evaluation.max_consumer_lag, rules.pipeline_lag)  # one sample per run
 
     # -- state ---------------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -243,22 +254,32 @@ class AlertEvaluator:
         return results
 
     def _observe_lag(self, consumer_lag: int, now: float) -> None:
-        """Consumer lag above the limit is a data problem of its own (and no day counts as complete)."""
-        limit = self.rules.evaluation.max_consumer_lag
-        lagging = consumer_lag > limit
+        """pipeline_lag, judged by burn-down (alerts/lag.py): over the limit and not clearing in time.
+
+        A worker catching up on a backlog is healthy and sends nothing; a stuck one, or one the
+        feed outruns, fires after ``for`` seconds. (Meanwhile no day counts as complete either way.)
+        """
+        rule, limit = self.rules.pipeline_lag, self.rules.evaluation.max_consumer_lag
+        judged = self.lag.add(now, consumer_lag)
+        if consumer_lag > limit:
+            log.info(
+                "consumer lag over its limit",
+                extra={"consumer_lag": consumer_lag, "limit": limit, "verdict": judged.verdict,
+                       "drain_per_s": judged.drain_per_s, "clears_in_s": judged.clears_in_s},
+            )  # fmt: skip
         existing = [i for i in self.instances.values() if i.rule == "pipeline_lag" and i.state == "firing"]
+        lagging = condition_holds(judged, rule, firing=bool(existing))
         if not lagging and not existing:
             return
         observation = Observation(
-            "pipeline_lag", {"unit": PROVINCE}, lagging, self.rules.pipeline_silence.severity, 1, 1,
-            {"consumer_lag": consumer_lag, "max_consumer_lag": limit},
+            "pipeline_lag", {"unit": PROVINCE}, lagging, rule.severity, 1, 1, judged.values(rule)
         )  # fmt: skip
         # before the first evaluated day, the lag belongs to today; no progress row then, or the
         # evaluation would resume from that day instead of from the first day with data
         day = self.last_day or dt.datetime.now(ZoneInfo(LOCAL_TZ)).date()
         repeat = self.rules.evaluation.repeat_interval_hours * 3600
         events = advance(self.instances, [observation], day, now, repeat_interval_s=repeat)
-        if events or lagging:
+        if events:
             self._publish(events)
             mark_notified(self.instances, events)
             self._save(day, events, progress=self.last_day is not None)
@@ -268,8 +289,8 @@ class AlertEvaluator:
     ) -> EvaluationResult:
         rules = self.rules
         level = rules.evaluation.level
-        weeks = max(rules.adoption_drop.baseline_weeks, rules.volume_drop.baseline_weeks)
-        rows = adoption(self.store, day - dt.timedelta(weeks=weeks), day, level=level, hierarchy=hierarchy)
+        start = day - dt.timedelta(weeks=history_weeks(rules))
+        rows = adoption(self.store, start, day, level=level, hierarchy=hierarchy)
         data_start = self.first_day() or day
         holiday = rules.evaluation.is_holiday(day)
         events: list[AlertEvent] = []
@@ -277,7 +298,11 @@ class AlertEvaluator:
         if not holiday:
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
-            observations = segment_observations(rows, day, rules, data_start)
+            sliding = {
+                (i.labels["sector"], i.labels["unit"]): i.values
+                for i in self.instances.values() if i.rule == "adoption_slide" and i.state == "firing"
+            }  # fmt: skip
+            observations = segment_observations(rows, day, rules, data_start, slide_baselines=sliding)
             dormant = dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
             observations = hold_segments(observations + dormant, silent) + silent
             events = advance(
@@ -338,7 +363,9 @@ class AlertEvaluator:
 
     def snapshot(self) -> dict[str, Any]:
         """Instances and last day, for `alerts list` and the web page."""
+        lag = self.lag.last
         return {
             "last_evaluated_day": self.last_day.isoformat() if self.last_day else None,
+            "consumer_lag": None if lag is None else dataclasses.asdict(lag),  # the burn-down verdict
             "instances": [i.as_row() for i in sorted(self.instances.values(), key=lambda i: (i.state, i.rule))],
         }

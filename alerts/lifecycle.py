@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROVINCE = "*"
-SEGMENT_RULES = ("adoption_drop", "volume_drop")
+SEGMENT_RULES = ("adoption_drop", "adoption_slide", "volume_drop")
 
 
 def fingerprint(rule: str, labels: dict[str, str]) -> str:
@@ -176,6 +176,12 @@ def _suppress(event: AlertEvent, instances: dict[str, Instance], now: float, sil
         parent = instances.get(province)
         if parent is not None and parent.state == "firing":
             return dataclasses.replace(event, suppressed_by=f"inhibited:{province}")
+    if event.rule == "adoption_slide" and event.type != "resolved":
+        # a sudden drop of the same segment already says it: its businesses lapse a week later
+        sudden = fingerprint("adoption_drop", instance.labels)
+        drop = instances.get(sudden)
+        if drop is not None and drop.state == "firing":
+            return dataclasses.replace(event, suppressed_by=f"inhibited:{sudden}")
     return event
 
 

@@ -6,12 +6,13 @@ import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from alerts.lifecycle import PROVINCE, Observation
-from alerts.rules import Rules
-from alerts.statistics import poisson_cdf, wilson_upper
+from alerts.rules import AdoptionSlide, Rules
+from alerts.statistics import fisher_greater, poisson_cdf, wilson_upper
 from analytics.adoption import SegmentDay
 
 
@@ -72,12 +73,14 @@ def segment_baselines(
 
 
 def segment_observations(
-    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min
-) -> list[Observation]:
-    """adoption_drop and volume_drop for every segment and roll-up that has figures on ``day``.
+    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min,
+    slide_baselines: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> list[Observation]:  # fmt: skip
+    """adoption_drop, adoption_slide and volume_drop for every segment and roll-up with figures on ``day``.
 
     Days before ``data_start`` (the first day with invoices) are no baseline: nobody issued
-    then only because nothing was ingested yet.
+    then only because nothing was ingested yet. ``slide_baselines``: the values of the firing
+    adoption_slide alerts by (sector, unit), whose baseline stays the one they fired against.
     """
     observations = []
     for (sector, unit), by_day in sorted(_series(rows).items()):
@@ -107,6 +110,12 @@ def segment_observations(
                         "adoption_drop", labels, active, adoption.severity, adoption.for_, adoption.clear_for, values
                     )
                 )
+        slide = rules.for_sector("adoption_slide", sector)
+        if slide.enabled:
+            frozen = (slide_baselines or {}).get((sector, unit))
+            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen)
+            if observation is not None:
+                observations.append(observation)
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
             base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
@@ -128,6 +137,74 @@ def segment_observations(
                     Observation("volume_drop", labels, active, volume.severity, volume.for_, volume.clear_for, values)
                 )
     return _broad_rollups(observations, rules)
+
+
+def _lapse_sample(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rules: Rules, data_start: dt.date
+) -> SegmentDay | None:
+    """The day's figures if its lapses can be counted: 28 days of data behind it and no holiday in its week.
+
+    A business *lapsed* on a day when it issued in the 28 days up to it but not in the last 7
+    (``active_28d - active_7d``). A holiday week would count the closed shops as lapsed.
+    """
+    row = by_day.get(day)
+    if row is None or day - dt.timedelta(days=27) < data_start:
+        return None
+    if any(rules.evaluation.is_holiday(day - dt.timedelta(days=i)) for i in range(7)):
+        return None
+    return row
+
+
+def _slide_observation(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: AdoptionSlide, rules: Rules, data_start: dt.date,
+    labels: dict[str, str], frozen: Mapping[str, Any] | None = None,
+) -> Observation | None:  # fmt: skip
+    """adoption_slide: this week's lapsed share against the same share one to ``baseline_weeks`` weeks ago.
+
+    A business that stopped shows as lapsed a week later and for three weeks, so the first step of
+    a slide stands out against weeks in which nobody lapsed, where the daily rule's same-weekday
+    baseline has already followed it down. Once firing, the baseline stays the one it fired
+    against (``frozen``): a slide that goes on would otherwise become its own baseline within a
+    month and "resolve" while it continues. Needs the 7-day adoption rate below the baseline
+    weeks' too, so new adopters outnumbering the lapsed are no alert.
+    """
+    today = _lapse_sample(by_day, day, rules, data_start)
+    if today is None:
+        return None
+    if frozen is not None and "usual_active" in frozen:
+        usual_lapsed, usual_active = int(frozen["usual_lapsed"]), int(frozen["usual_active"])
+        usual_rate = frozen.get("usual_adoption_7d")
+    else:
+        before = [
+            sample for weeks in range(1, rule.baseline_weeks + 1)
+            if (sample := _lapse_sample(by_day, day - dt.timedelta(weeks=weeks), rules, data_start)) is not None
+        ]  # fmt: skip
+        if len(before) * 2 < rule.baseline_weeks:  # too little history to know the usual lapses
+            return None
+        usual_lapsed = sum(b.active_28d - b.active_7d for b in before)
+        usual_active = sum(b.active_28d for b in before)
+        rates = [b.active_7d / b.eligible for b in before if b.eligible]
+        usual_rate = round(sum(rates) / len(rates), 4) if rates else None
+    lapsed = today.active_28d - today.active_7d
+    share = lapsed / today.active_28d if today.active_28d else 0.0
+    usual = usual_lapsed / usual_active if usual_active else 0.0
+    p_value = fisher_greater(lapsed, today.active_28d, usual_lapsed, usual_active)
+    rate = today.active_7d / today.eligible if today.eligible else 0.0
+    active = (
+        today.active_28d >= rule.min_active
+        and lapsed >= rule.min_lapsed
+        and share - usual >= rule.min_rise
+        and p_value < rule.p_value
+        and usual_rate is not None
+        and rate < usual_rate
+    )
+    values = {
+        "lapsed": lapsed, "active_28d": today.active_28d, "lapsed_share": round(share, 4),
+        "usual_lapsed_share": round(usual, 4), "p_value": p_value, "eligible": today.eligible,
+        "active_7d": today.active_7d, "adoption_7d": round(rate, 4), "usual_adoption_7d": usual_rate,
+        "usual_lapsed": usual_lapsed, "usual_active": usual_active, "baseline_frozen": frozen is not None,
+    }  # fmt: skip
+    return Observation("adoption_slide", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 
 
 def _broad_rollups(observations: list[Observation], rules: Rules) -> list[Observation]:

@@ -41,6 +41,22 @@ class AdoptionDrop:
 
 
 @dataclass(frozen=True)
+class AdoptionSlide:
+    """A gradual decline: more of a segment's businesses stopped issuing this week than usually do."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    baseline_weeks: int = 4
+    min_active: int = 20
+    min_lapsed: int = 3
+    min_rise: float = 0.05
+    p_value: float = 0.005
+    rollup_min_segments: int = 3
+    for_: int = 2
+    clear_for: int = 2
+
+
+@dataclass(frozen=True)
 class VolumeDrop:
     enabled: bool = True
     severity: str = "warning"
@@ -78,12 +94,26 @@ class PipelineSilence:
 
 
 @dataclass(frozen=True)
+class PipelineLag:
+    """Consumer lag judged by its burn-down: over the limit and not clearing in time (seconds, not days)."""
+
+    enabled: bool = True
+    severity: str = "critical"
+    clear_within_s: float = 900.0
+    rate_window_s: float = 120.0
+    for_: float = 120.0
+    clear_for: float = 60.0
+
+
+@dataclass(frozen=True)
 class Rules:
     evaluation: Evaluation = Evaluation()
     adoption_drop: AdoptionDrop = AdoptionDrop()
+    adoption_slide: AdoptionSlide = AdoptionSlide()
     volume_drop: VolumeDrop = VolumeDrop()
     dormant_issuer: DormantIssuer = DormantIssuer()
     pipeline_silence: PipelineSilence = PipelineSilence()
+    pipeline_lag: PipelineLag = PipelineLag()
     sector_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def for_sector(self, rule: str, sector: str) -> Any:
@@ -91,6 +121,12 @@ class Rules:
         base = getattr(self, rule)
         override = self.sector_overrides.get(rule, {}).get(sector)
         return dataclasses.replace(base, **override) if override else base
+
+
+SECTIONS: dict[str, type] = {
+    "adoption_drop": AdoptionDrop, "adoption_slide": AdoptionSlide, "volume_drop": VolumeDrop,
+    "dormant_issuer": DormantIssuer, "pipeline_silence": PipelineSilence, "pipeline_lag": PipelineLag,
+}  # fmt: skip
 
 
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
@@ -126,17 +162,14 @@ def load_rules(path: Path | None = None) -> Rules:
         raise ValueError(f"{path}: evaluation.level must be province, district or commune")
     rules: dict[str, Any] = {"evaluation": evaluation}
     overrides: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, cls in (
-        ("adoption_drop", AdoptionDrop), ("volume_drop", VolumeDrop),
-        ("dormant_issuer", DormantIssuer), ("pipeline_silence", PipelineSilence),
-    ):  # fmt: skip
+    for name, cls in SECTIONS.items():
         section = raw.get(name) or {}
         rules[name] = _build(cls, section, f"{path}: {name}")
         sectors = section.get("sectors") or {}
         for sector, values in sectors.items():
             _build(cls, values, f"{path}: {name}.sectors.{sector}")  # validates the keys
             overrides.setdefault(name, {})[str(sector)] = {("for_" if k == "for" else k): v for k, v in values.items()}
-    unknown = set(raw) - {"evaluation", "adoption_drop", "volume_drop", "dormant_issuer", "pipeline_silence"}
+    unknown = set(raw) - {"evaluation", *SECTIONS}
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     return Rules(**rules, sector_overrides=overrides)

@@ -1,14 +1,27 @@
 """Score the alert engine against the simulator's ground truth over many seeded scenarios.
 
-    .venv/bin/python bench/score_alerts.py --runs 10
+    .venv/bin/python bench/score_alerts.py --runs 18
 
-Each run: a random drop (sector × district, 40–80% of its issuers, from a random day), a silent
-regular issuer, a six-hour feed outage and two registry changes, simulated for four weeks, sent
-through Kafka and the real worker into chDB, then every complete day evaluated with the default
-rules. An alert is a true positive when it points at what a scenario did (the dropped segment
-for adoption_drop and volume_drop, a stopped seller for dormant_issuer, the outage day for
-pipeline_silence); recall counts the scenario changes that were caught (`expect: alert`), and the
-delay is from the change's first day to the day the alert fired. Prints a table, writes JSON.
+Each run simulates 60 days at scale 0.025 (volume 0.1) in one of three seasons, in turn: May–June
+2024, April–June (30/4–1/5 in the first weeks) and January–March (Tết in the first weeks, with
+its pre-Tết peak), sends them through Kafka and the real worker (started on the whole backlog, as
+after an outage) into chDB, then evaluates every complete day with the default rules. Every run
+holds, at the same days of its window: a sudden drop (a sector × district, 40–80% of its issuers,
+from a random day of the seventh week), a **slide** (one of four segments of the city, 23–118
+issuers, losing 10–20% of those still issuing at a time, every 5–9 days, six times, from a random
+day of the sixth week), a silent
+regular issuer, a pure volume fall (the supermarkets of the city thinned to 30–50% of their invoices,
+every one still issuing), a six-hour feed outage, a business moving district and three closing.
+
+An alert is a true positive when it points at what a scenario did: adoption_drop and
+adoption_slide at the dropped or sliding segment, volume_drop at those or at the thinned one,
+dormant_issuer at stopped sellers only, pipeline_silence on the outage's day; pipeline_lag never
+(the worker only catches up). Recall per rule counts the changes it is there for (the drop, the
+slide, the volume fall, the silent station, the outage) that it caught; the delay runs from the
+change's first day to the day the alert fired. A slide counts as told at its first adoption alert:
+adoption_slide, or adoption_drop when a fast slide trips it first (it then mutes adoption_slide there);
+slides are reported by size, 45+ issuers at the first step or fewer. Prints a table, writes
+bench/results/score_alerts.json.
 """
 
 from __future__ import annotations
@@ -37,42 +50,67 @@ from streams.config import Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 
-START = dt.date(2024, 6, 3)
-DAYS = 28
+DAYS = 60
+# the first day of each season's window: the holidays (if any) fall in the first weeks, history for the rules
+SEASONS = {"june": dt.date(2024, 5, 6), "may-day": dt.date(2024, 4, 15), "tet": dt.date(2024, 1, 22)}
 SEGMENTS = [("5610", "380"), ("4719", "380"), ("5630", "380"), ("4772", "380"), ("5610", "407"), ("4719", "382")]
+# slides on the segments of 60+ eligible at this scale (30+ issuers): smaller ones lose one or two businesses a step
+SLIDE_SEGMENTS = [("4719", "380"), ("5610", "380"), ("5630", "380"), ("9602", "380")]
+# the volume fall: the one segment outside the others with the 150 invoices a day volume_drop needs at this scale
+VOLUME_SEGMENTS = [("4711", "380")]
+WITHIN_DAYS = 10  # the slide target: an alert within ten days of the first step
+LARGE = 45  # issuers at the first step from which a 10–20% step (5+ businesses) is significant on its own
 
 
-def scenario(seed: int) -> dict:
+def scenario(seed: int, start: dt.date) -> tuple[dict, dict]:
+    """The run's changes (one file) and its slide (another file, so its steps are told apart)."""
     rng = random.Random(seed)
+    day = lambda n: (start + dt.timedelta(days=n)).isoformat()  # noqa: E731
     sector, unit = rng.choice(SEGMENTS)
-    drop = START + dt.timedelta(days=rng.randrange(14, 21))
-    outage = START + dt.timedelta(days=rng.randrange(8, 24))
-    return {
+    slide_sector, slide_unit = rng.choice([s for s in SLIDE_SEGMENTS if s != (sector, unit)])
+    volume_sector, volume_unit = rng.choice([s for s in VOLUME_SEGMENTS if s != (sector, unit)])
+    outage = rng.randrange(36, 52)
+    changes = {
         "name": f"score run {seed}",
         "changes": [
             {"kind": "sector_drop", "vsic_code": sector, "admin_unit_code": unit,
-             "share": round(rng.uniform(0.4, 0.8), 2), "from": drop.isoformat()},
+             "share": round(rng.uniform(0.4, 0.8), 2), "from": day(rng.randrange(42, 49))},
             {"kind": "silent_issuer", "vsic_code": "4730", "min_invoices_per_day": 20,
-             "from": (START + dt.timedelta(days=rng.randrange(15, 22))).isoformat()},
-            {"kind": "feed_outage", "from": f"{outage.isoformat()}T{rng.randrange(8, 14):02d}:00", "hours": 6},
+             "from": day(rng.randrange(43, 50))},
+            {"kind": "volume_drop", "vsic_code": volume_sector, "admin_unit_code": volume_unit,
+             "factor": round(rng.uniform(0.3, 0.5), 2), "from": day(rng.randrange(36, 46))},
+            {"kind": "feed_outage", "from": f"{day(outage)}T{rng.randrange(8, 14):02d}:00", "hours": 6},
             {"kind": "registry_change", "action": "move", "vsic_code": "4772", "admin_unit_code": "380",
-             "to_admin_unit_code": "405", "from": (START + dt.timedelta(days=5)).isoformat()},
+             "to_admin_unit_code": "405", "from": day(33)},
             {"kind": "registry_change", "action": "close", "vsic_code": "4719", "admin_unit_code": "399", "count": 3,
-             "from": (START + dt.timedelta(days=9)).isoformat()},
+             "from": day(37)},
         ],
     }  # fmt: skip
+    share, every, first = round(rng.uniform(0.10, 0.20), 2), rng.randrange(5, 10), rng.randrange(36, 43)
+    slide = {
+        "name": f"score run {seed}: slide",
+        "changes": [
+            {"kind": "sector_drop", "vsic_code": slide_sector, "admin_unit_code": slide_unit, "share": share,
+             "from": day(first + step * every)}
+            for step in range(6)
+        ],
+    }  # fmt: skip
+    return changes, slide
 
 
-def run_once(seed: int, bootstrap: str, work: Path) -> dict:
+def run_once(seed: int, season: str, bootstrap: str, work: Path) -> dict:
     run = uuid.uuid4().hex[:6]
+    start = SEASONS[season]
     settings = Settings(
         data_dir=work / f"run-{seed}", kafka_brokers=bootstrap, topic_prefix=f"score{run}.",
         app_id=f"score-{run}", partitions=4, web_port=free_port(), session_timeout_s=10,
     )  # fmt: skip
     create_topics(bootstrap, settings)
-    path = work / f"scenario-{seed}.yaml"
-    path.write_text(yaml.safe_dump(scenario(seed), allow_unicode=True))
-    sim = Simulation(SimulationConfig(scale=0.025, start=START, days=DAYS, seed=seed, volume=0.1, scenarios=(path,)))
+    changes, slide = scenario(seed, start)
+    paths = (work / f"scenario-{seed}.yaml", work / f"slide-{seed}.yaml")
+    for path, body in zip(paths, (changes, slide), strict=True):
+        path.write_text(yaml.safe_dump(body, allow_unicode=True))
+    sim = Simulation(SimulationConfig(scale=0.025, start=start, days=DAYS, seed=seed, volume=0.1, scenarios=paths))
     publish_simulation(sim, bootstrap, settings.topics.registry, settings.topics.invoices)
     truth = sim.ground_truth()["changes"]
     worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", settings.web_port).start()
@@ -91,14 +129,12 @@ def run_once(seed: int, bootstrap: str, work: Path) -> dict:
     while evaluator.run():
         pass  # the worker's own timer may have evaluated the first days already: read them all back
     evaluator.close()
-    rows = store.query_rows(
-        "SELECT type, rule, labels, day, values, suppressed_by FROM alert_events FINAL WHERE rule != 'pipeline_lag'"
-    )
+    rows = store.query_rows("SELECT type, rule, labels, day, values, suppressed_by FROM alert_events FINAL")
     store.close()
     events = [
         Event(t, r, dict(labels), day, json.loads(values), suppressed) for t, r, labels, day, values, suppressed in rows
     ]
-    return score(events, truth)
+    return {"season": season, **score(events, truth, paths[1].name)}
 
 
 @dataclass(frozen=True)
@@ -111,88 +147,144 @@ class Event:
     suppressed_by: str
 
 
-def score(events: list[Event], truth: list[dict]) -> dict:
+def score(events: list[Event], truth: list[dict], slide_file: str) -> dict:
     fired = [e for e in events if e.type == "firing" and not e.suppressed_by]
     grown = [e for e in events if e.type == "repeat" and e.rule == "dormant_issuer" and not e.suppressed_by]
-    drop = next(t for t in truth if t["kind"] == "sector_drop")
+    steps = [t for t in truth if t["file"] == slide_file]
+    drop = next(t for t in truth if t["kind"] == "sector_drop" and t["file"] != slide_file)
     silent = next(t for t in truth if t["kind"] == "silent_issuer")
     outage = next(t for t in truth if t["kind"] == "feed_outage")
-    segment = (drop["segments"][0]["vsic_code"], drop["segments"][0]["admin_unit_code"])
-    stopped = set(drop["sellers"]) | set(silent["sellers"])
-    outage_day = outage["from"][:10]
-    true_positive, delays = 0, {"sector_drop": None, "silent_issuer": None}
+    thinned = next(t for t in truth if t["kind"] == "volume_drop")
+    pair = lambda t: (t["segments"][0]["vsic_code"], t["segments"][0]["admin_unit_code"])  # noqa: E731
+    segment, sliding, volume = pair(drop), pair(steps[0]), pair(thinned)
+    slide_from = dt.date.fromisoformat(steps[0]["from"])
+    stopped = set(drop["sellers"]) | set(silent["sellers"]) | {s for t in steps for s in t["sellers"]}
+    outage_day = dt.date.fromisoformat(outage["from"][:10])
+    # the change each rule is there for, its first day, and when the rule first fired for it
+    targets = {
+        "adoption_drop": ("sector_drop", dt.date.fromisoformat(drop["from"])),
+        "adoption_slide": ("slide", slide_from),
+        "volume_drop": ("volume_fall", dt.date.fromisoformat(thinned["from"])),
+        "dormant_issuer": ("silent_issuer", dt.date.fromisoformat(silent["from"])),
+        "pipeline_silence": ("feed_outage", outage_day),
+    }
+    caught: dict[str, int | None] = dict.fromkeys(targets)
     per_rule: dict[str, list[int]] = {}
-    for event in fired:
-        day = event.day
-        hit = False
-        if event.rule in ("adoption_drop", "volume_drop"):
-            hit = (event.labels["sector"], event.labels["unit"]) == segment
-            if hit and event.rule == "adoption_drop" and delays["sector_drop"] is None:
-                delays["sector_drop"] = (day - dt.date.fromisoformat(drop["from"])).days
+    alerts: list[list] = []  # every alert sent: rule, sector, unit, day, true positive
+    slide_by_drop: int | None = None  # when the daily rule noticed the slide, for comparison
+    for event in sorted(fired, key=lambda e: e.day):
+        day, labels = event.day, event.labels
+        at = (labels.get("sector"), labels.get("unit"))
+        hit, found = False, False
+        if event.rule == "adoption_drop":
+            hit, found = at in (segment, sliding), at == segment
+            if at == sliding and slide_by_drop is None:
+                slide_by_drop = (day - slide_from).days
+        elif event.rule == "adoption_slide":
+            hit, found = at in (segment, sliding), at == sliding
+        elif event.rule == "volume_drop":
+            hit, found = at in (segment, sliding, volume), at == volume
         elif event.rule == "dormant_issuer":
             named = {s["seller_id"] for s in event.values["sellers"]}
             hit = bool(named & stopped) and named <= stopped
-            if set(silent["sellers"]) & named and delays["silent_issuer"] is None:
-                delays["silent_issuer"] = (day - dt.date.fromisoformat(silent["from"])).days
+            found = bool(set(silent["sellers"]) & named)
         elif event.rule == "pipeline_silence":
-            hit = day.isoformat() == outage_day
-        true_positive += hit
+            hit = found = day == outage_day
+        if found and event.rule in caught and caught[event.rule] is None:
+            caught[event.rule] = (day - targets[event.rule][1]).days
         counts = per_rule.setdefault(event.rule, [0, 0])
         counts[0] += 1
         counts[1] += hit
+        alerts.append([event.rule, *at, day.isoformat(), hit])
     for event in grown:  # a silent seller joining a unit's dormant alert that was already firing
-        if (
-            set(silent["sellers"]) & {s["seller_id"] for s in event.values["sellers"]}
-            and delays["silent_issuer"] is None
-        ):
-            delays["silent_issuer"] = (event.day - dt.date.fromisoformat(silent["from"])).days
-    caught = sum(d is not None for d in delays.values())
-    return {"fired": len(fired), "true_positive": true_positive, "expected": 2, "caught": caught, "delays": delays,
-            "segment": segment, "per_rule": per_rule}  # fmt: skip
+        named = {s["seller_id"] for s in event.values["sellers"]}
+        if set(silent["sellers"]) & named and caught["dormant_issuer"] is None:
+            caught["dormant_issuer"] = (event.day - targets["dormant_issuer"][1]).days
+    # the slide's first alert: adoption_slide, or adoption_drop when a fast slide trips it first (its firing
+    # alert then mutes adoption_slide on the segment: one decline, one message)
+    told = [(d, rule) for d, rule in ((caught["adoption_slide"], "adoption_slide"), (slide_by_drop, "adoption_drop"))
+            if d is not None]  # fmt: skip
+    first_alert, first_rule = min(told) if told else (None, None)
+    slide_stopped = None
+    if first_alert is not None:  # the share of the first step's issuers gone by then
+        fired_on = slide_from + dt.timedelta(days=first_alert)
+        gone = sum(t["details"]["stopped"] for t in steps if dt.date.fromisoformat(t["from"]) <= fired_on)
+        slide_stopped = round(gone / steps[0]["details"]["issuers_before"], 3)
+    return {
+        "fired": len(fired), "true_positive": sum(ok for _, ok in per_rule.values()), "per_rule": per_rule,
+        "delays": caught, "segment": segment, "volume_segment": volume, "alerts": alerts, "slide": {
+            "segment": sliding, "step_share": steps[0]["details"]["share"],
+            "every_days": (dt.date.fromisoformat(steps[1]["from"]) - slide_from).days,
+            "issuers_before": steps[0]["details"]["issuers_before"], "stopped_when_caught": slide_stopped,
+            "first_alert_days": first_alert, "first_alert_rule": first_rule, "adoption_drop_delay": slide_by_drop,
+        },
+    }  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> dict:
+    rules = ("adoption_drop", "adoption_slide", "volume_drop", "dormant_issuer", "pipeline_silence", "pipeline_lag")
+    summary: dict = {"runs": len(rows), "seasons": sorted({r["season"] for r in rows})}
+    fired = sum(r["fired"] for r in rows)
+    summary["alerts_fired"] = fired
+    summary["precision"] = round(sum(r["true_positive"] for r in rows) / fired, 3) if fired else 1.0
+    for rule in rules:
+        n = sum(r["per_rule"].get(rule, [0, 0])[0] for r in rows)
+        ok = sum(r["per_rule"].get(rule, [0, 0])[1] for r in rows)
+        delays = [r["delays"][rule] for r in rows if r["delays"].get(rule) is not None]
+        line = {"precision": f"{ok}/{n}" if n else "-"}
+        if rule != "pipeline_lag":
+            line["recall"] = f"{len(delays)}/{len(rows)}"
+            line["delay_days"] = f"median {statistics.median(delays)}, max {max(delays)}" if delays else "-"
+        summary[rule] = line
+    slides = [r["slide"] for r in rows]
+    for label, group in (
+        (f"{LARGE}+ issuers", [x for x in slides if x["issuers_before"] >= LARGE]),
+        (f"under {LARGE} issuers", [x for x in slides if x["issuers_before"] < LARGE]),
+    ):
+        days = [x["first_alert_days"] for x in group]
+        within = sum(d is not None and d <= WITHIN_DAYS for d in days)
+        summary[f"slides {label}: alert within {WITHIN_DAYS} days"] = (
+            f"{within}/{len(group)}, first alert after {sorted(d for d in days if d is not None)} days"
+        )
+    gone = [x["stopped_when_caught"] for x in slides if x["stopped_when_caught"] is not None]
+    summary["slide share gone at first alert"] = (
+        f"median {statistics.median(gone):.0%}, max {max(gone):.0%}" if gone else "-"
+    )
+    first = [x["first_alert_rule"] for x in slides]
+    summary["slide first told by"] = {rule: first.count(rule) for rule in ("adoption_slide", "adoption_drop", None)}
+    by_drop = [x["adoption_drop_delay"] for x in slides]
+    summary["slides seen by adoption_drop"] = (
+        f"{sum(d is not None for d in by_drop)}/{len(rows)}, after {sorted(d for d in by_drop if d is not None)} days"
+    )
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=18)
     parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--season", choices=sorted(SEASONS), help="only this season (default: each in turn)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="einvoice-score-"))
     broker = LocalBroker(work / "kafka")
     bootstrap = broker.start()
+    seasons = [args.season] if args.season else list(SEASONS)
     rows = []
     try:
-        for seed in range(args.first_seed, args.first_seed + args.runs):
+        for i, seed in enumerate(range(args.first_seed, args.first_seed + args.runs)):
             started = time.perf_counter()
-            row = run_once(seed, bootstrap, work)
-            row["seconds"] = round(time.perf_counter() - started)
+            row = run_once(seed, seasons[i % len(seasons)], bootstrap, work)
+            row["seed"], row["seconds"] = seed, round(time.perf_counter() - started)
             rows.append(row)
-            print(f"seed {seed}: segment {row['segment']} fired {row['fired']} true {row['true_positive']} "
-                  f"caught {row['caught']}/2 delays {row['delays']} per rule [fired, true] {row['per_rule']} "
+            print(f"seed {seed} ({row['season']}): drop {row['segment']} slide {row['slide']} fired {row['fired']} "
+                  f"true {row['true_positive']} delays {row['delays']} per rule [fired, true] {row['per_rule']} "
                   f"({row['seconds']} s)", flush=True)  # fmt: skip
     finally:
         broker.stop()
-    fired = sum(r["fired"] for r in rows)
-    precision = sum(r["true_positive"] for r in rows) / fired if fired else 1.0
-    recall = sum(r["caught"] for r in rows) / sum(r["expected"] for r in rows)
-    drop_delays = [r["delays"]["sector_drop"] for r in rows if r["delays"]["sector_drop"] is not None]
-    silent_delays = [r["delays"]["silent_issuer"] for r in rows if r["delays"]["silent_issuer"] is not None]
-    by_rule: dict[str, list[int]] = {}
-    for row in rows:
-        for rule, (n, ok) in row["per_rule"].items():
-            total = by_rule.setdefault(rule, [0, 0])
-            total[0] += n
-            total[1] += ok
-    summary = {
-        "runs": len(rows), "alerts_fired": fired, "precision": round(precision, 3), "recall": round(recall, 3),
-        **{f"precision_{rule}": f"{ok}/{n}" for rule, (n, ok) in sorted(by_rule.items())},
-        "sector_drop_delay_days_median": statistics.median(drop_delays) if drop_delays else None,
-        "sector_drop_delay_days_max": max(drop_delays) if drop_delays else None,
-        "silent_issuer_delay_days_median": statistics.median(silent_delays) if silent_delays else None,
-        "silent_issuer_delay_days_max": max(silent_delays) if silent_delays else None,
-    }  # fmt: skip
+    summary = summarise(rows)
     print()
     for key, value in summary.items():
-        print(f"{key:<34} {value}")
+        print(f"{key:<48} {value}")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "score_alerts.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2, default=str))

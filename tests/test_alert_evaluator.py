@@ -124,23 +124,46 @@ def test_a_feed_outage_raises_the_pipeline_alert_and_no_adoption_alert(store, se
     assert not [e for _, e in fired if e.rule in ("adoption_drop", "volume_drop", "dormant_issuer")]
 
 
+def stuck(evaluator, ticks: int = 6, lag: int = 10**9, t0: float = 1_000_000.0) -> None:
+    """The evaluator's timer every 30 s while the lag stays where it is (a stuck worker)."""
+    for i in range(ticks):
+        assert evaluator.run(consumer_lag=lag, now=t0 + 30 * i) == []  # no day is complete while lagging
+
+
 def test_consumer_lag_raises_a_data_problem_and_holds_every_day(store, settings):
     seed_tables(store, stop_share=0.0)
     evaluator = evaluator_for(store, settings)
-    assert evaluator.run(consumer_lag=10**9, now=1_000_000.0) == []  # no day is complete while lagging
+    stuck(evaluator, ticks=5)  # behind from the second sample: 90 s so far, `for` is 120 s
+    assert not [i for i in evaluator.instances.values() if i.rule == "pipeline_lag"]
+    stuck(evaluator, ticks=1, t0=1_000_150.0)
     lag = [i for i in evaluator.instances.values() if i.rule == "pipeline_lag"]
     assert [i.state for i in lag] == ["firing"]
-    evaluator.run(consumer_lag=0, now=1_000_060.0, until=START)
+    assert lag[0].values["consumer_lag"] == 10**9 and lag[0].values["drain_per_s"] == 0.0
+    evaluator.run(consumer_lag=0, now=1_000_180.0, until=START)  # caught up: resolves after clear_for (60 s)
+    assert [i.state for i in evaluator.instances.values() if i.rule == "pipeline_lag"] == ["firing"]
+    evaluator.run(consumer_lag=0, now=1_000_240.0, until=START)
     assert [i.state for i in evaluator.instances.values() if i.rule == "pipeline_lag"] == ["resolved"]
     types = [e["type"] for e in alert_topic_events(settings) if e["rule"] == "pipeline_lag"]
     assert types == ["firing", "resolved"]
+
+
+def test_a_backlog_draining_steadily_is_no_data_problem(store, settings):
+    """A worker started on two million records that drains 5,000 a second: over the limit for six
+    minutes, and healthy all along (the rule used to fire on the first tick over the limit)."""
+    seed_tables(store, stop_share=0.0)
+    evaluator = evaluator_for(store, settings)
+    for i in range(15):
+        evaluator.run(consumer_lag=max(0, 2_000_000 - 5_000 * 30 * i), now=1_000_000.0 + 30 * i, until=START)
+    assert evaluator.lag.last.verdict == "healthy"
+    assert not [i for i in evaluator.instances.values() if i.rule == "pipeline_lag"]
+    assert not [e for e in alert_topic_events(settings) if e["rule"] == "pipeline_lag"]
 
 
 def test_lag_before_the_first_evaluation_does_not_move_where_evaluation_resumes(store, settings):
     """A lag alert before any day was evaluated must not leave a progress row: a restarted worker
     would then resume from that day instead of from the first day with invoices."""
     seed_tables(store, stop_share=0.0)
-    evaluator_for(store, settings).run(consumer_lag=10**9, now=1_000_000.0)
+    stuck(evaluator_for(store, settings))
     restarted = evaluator_for(store, settings)
     restarted.load()
     assert restarted.last_day is None

@@ -72,6 +72,17 @@ def test_province_drop_inhibits_the_same_sectors_unit_alerts():
     assert events["380/4711"].suppressed_by == ""
 
 
+def test_a_sudden_drop_firing_mutes_the_same_segments_slide_alert_not_others():
+    instances = {}
+    day0 = [obs(True), obs(True, rule="adoption_slide"), obs(True, rule="adoption_slide", unit="380")]
+    run(instances, day0, 0)
+    events = {(e.rule, e.labels["unit"]): e for e in run(instances, day0, 1)}
+    drop = fingerprint("adoption_drop", {"sector": "5610", "unit": "399"})
+    assert events[("adoption_drop", "399")].suppressed_by == ""
+    assert events[("adoption_slide", "399")].suppressed_by == f"inhibited:{drop}"  # its lapses say it again
+    assert events[("adoption_slide", "380")].suppressed_by == ""
+
+
 def test_silence_with_matchers_and_expiry():
     instances = {}
     silence = Silence("s1", {"sector": "5610"}, starts_at=0, ends_at=1.5 * 86400)

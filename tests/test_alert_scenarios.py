@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from simulator.publish import publish_simulation
 from tests.support import start_worker, wait_until
 from tests.test_alert_evaluator import alert_topic_events
 
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 START = dt.date(2024, 6, 3)
 DROP = dt.date(2024, 6, 17)
 RECOVERY = dt.date(2024, 6, 24)
@@ -114,3 +116,86 @@ def test_scenarios_through_the_worker_fire_exactly_the_expected_alerts(settings,
     firing_keys = [(e["fingerprint"], e["started_day"]) for e in events if e["type"] == "firing"]
     assert len(firing_keys) == len(set(firing_keys))
     time.sleep(0)  # keep the broker quiet for the next test
+
+
+SLIDE_FILE = SCENARIOS_DIR / "sector_slide.yaml"
+SLIDE_START = dt.date(2024, 5, 27)  # the first of six weekly steps of 12% (scenarios/sector_slide.yaml)
+
+
+def run_through_worker(settings, tmp_path, start: dt.date, days: int, scenarios: tuple, seed: int):
+    """The simulated feed through Kafka and the real worker until every complete day is evaluated; the
+    alert events it sent and the simulator's ground truth."""
+    rules = yaml.safe_load(DEFAULT_RULES.read_text())
+    rules["evaluation"]["interval_s"] = 1
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules))
+    settings = settings.replace(rules_file=rules_file)
+    sim = Simulation(SimulationConfig(scale=0.025, start=start, days=days, seed=seed, volume=0.1, scenarios=scenarios))
+    publish_simulation(sim, settings.kafka_brokers or "", settings.topics.registry, settings.topics.invoices)
+    last_complete = start + dt.timedelta(days=days - 4)
+    worker = start_worker(settings)
+    try:
+        wait_until(lambda: evaluated_day(settings) == last_complete.isoformat(), 600, "all complete days", worker)
+    finally:
+        worker.stop()
+    return alert_topic_events(settings), sim.ground_truth()["changes"]
+
+
+def quiet_changes(tmp_path, start: dt.date, name: str) -> object:
+    """What must not read as falling adoption: a move, closures, an outage and a pure volume fall."""
+    day = lambda n: (start + dt.timedelta(days=n)).isoformat()  # noqa: E731
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "changes": [
+        {"kind": "registry_change", "action": "move", "vsic_code": "4772", "admin_unit_code": "380",
+         "to_admin_unit_code": "405", "from": day(44)},
+        {"kind": "registry_change", "action": "close", "vsic_code": "4719", "admin_unit_code": "399", "count": 3,
+         "from": day(46)},
+        {"kind": "feed_outage", "from": f"{day(48)}T09:00", "hours": 6},
+        {"kind": "volume_drop", "vsic_code": "4711", "admin_unit_code": "380", "factor": 0.4, "from": day(45)},
+    ]}, allow_unicode=True))  # fmt: skip
+    return path
+
+
+@pytest.mark.slow
+def test_a_six_step_slide_alerts_within_ten_days_and_nothing_else_does(settings, tmp_path):
+    """Restaurants of the city lose 12% a week for six weeks, next to a move, closures, a feed outage, a
+    pure volume fall and 30/4–1/5 in the history: only the slide's segment gets adoption_slide, within
+    ten days of the first step (the daily rule took 16 in issue 17), and it keeps firing while it slides."""
+    start = dt.date(2024, 4, 1)
+    quiet = quiet_changes(tmp_path, start, "quiet")
+    events, truth = run_through_worker(settings, tmp_path, start, 95, (SLIDE_FILE, quiet), seed=17)
+    steps = [t for t in truth if t["file"] == SLIDE_FILE.name]
+    assert [t["from"] for t in steps][:2] == [SLIDE_START.isoformat(), "2024-06-03"]
+    slide = [e for e in events if e["rule"] == "adoption_slide"]
+    assert {(e["labels"]["sector"], e["labels"]["unit"]) for e in slide} == {("5610", "380")}
+    [fired] = [e for e in slide if e["type"] == "firing"]
+    first = dt.date.fromisoformat(fired["day"])
+    assert SLIDE_START + dt.timedelta(days=5) <= first <= SLIDE_START + dt.timedelta(days=10), first
+    gone = (
+        sum(t["details"]["stopped"] for t in steps if t["from"] <= fired["day"]) / steps[0]["details"]["issuers_before"]
+    )
+    assert gone <= 0.25, gone  # about 12–23% gone, not a third
+    # no resolution while it keeps sliding (the last step is on 1 July; its businesses lapse a week later)
+    assert not [e for e in slide if e["type"] == "resolved" and e["day"] <= "2024-07-08"]
+    # the quiet changes stay quiet for every adoption rule; the worker started on its backlog sends no lag alert
+    adoption = [e for e in events if e["rule"] in ("adoption_drop", "adoption_slide") and e["type"] == "firing"]
+    assert {(e["labels"]["sector"], e["labels"]["unit"]) for e in adoption} <= {("5610", "380")}
+    assert not [e for e in events if e["rule"] == "pipeline_lag"]
+
+
+@pytest.mark.slow
+def test_tet_and_the_quiet_changes_stay_quiet_for_the_slide_rule(settings, tmp_path):
+    """Ten weeks over Tết 2024 (the pre-Tết peak, the holiday, the dip after it), then a move, closures,
+    an outage and a volume fall: no adoption_slide but the control's (the groceries of the city lose 15%
+    a week from 11 March), which shows the rule was live and judging."""
+    start = dt.date(2024, 1, 15)
+    quiet = quiet_changes(tmp_path, start, "quiet-tet")
+    control = tmp_path / "control.yaml"
+    control.write_text(yaml.safe_dump({"name": "control slide", "changes": [
+        {"kind": "sector_drop", "vsic_code": "4719", "admin_unit_code": "380", "share": 0.15,
+         "from": (dt.date(2024, 3, 11) + dt.timedelta(weeks=k)).isoformat()} for k in range(3)
+    ]}))  # fmt: skip
+    events, _ = run_through_worker(settings, tmp_path, start, 70, (quiet, control), seed=23)
+    slide = [e for e in events if e["rule"] == "adoption_slide" and e["type"] == "firing"]
+    assert [(e["labels"]["sector"], e["labels"]["unit"]) for e in slide] == [("4719", "380")]
+    assert dt.date.fromisoformat(slide[0]["day"]) <= dt.date(2024, 3, 21)

@@ -30,6 +30,7 @@ WHOLE_PROVINCE = "Toàn tỉnh"
 # rule -> (measure, value key of rate, of baseline, of eligible, of active)
 MEASURES: dict[str, tuple[str, str | None, str | None, str | None, str | None]] = {
     "adoption_drop": ("issuing_share", "issuing_share", "baseline_share", "eligible", "active_today"),
+    "adoption_slide": ("lapsed_share", "lapsed_share", "usual_lapsed_share", "eligible", "active_7d"),
     "volume_drop": ("invoices_per_day", "invoices", "baseline_invoices", None, None),
     "dormant_issuer": ("silent_sellers", "count", None, None, None),
     "pipeline_silence": ("longest_silent_hours", "longest_silent_hours", None, None, None),
