@@ -14,6 +14,8 @@ once and read by:
    Avro-decodes, the Python limit of this machine;
 3. ClickHouse alone: the rows the one worker stored, read back and inserted into a fresh chDB in
    batches of ``batch_size`` through ``InvoiceSink`` (same settings and dedup tokens);
+4. the fence's cost: one worker with ``EINVOICE_FENCE=off`` and with it on, alternately
+   (``--fence-pairs`` pairs, medians compared: the machine's noise is larger than the cost);
 6. the one-worker run's peak RSS (process tree, sampled every 50 ms) and its dedup key count: at
    scale 1.0 over 4 days the dedup holds its full 3-day horizon.
 
@@ -83,6 +85,7 @@ class Plan:
     clickhouse_rows: int = 2_000_000
     replay_scale: float = 0.5
     replay_days: int = 1
+    fence_pairs: int = 2
     skip: tuple[str, ...] = ()
 
     def config(self) -> SimulationConfig:
@@ -90,7 +93,7 @@ class Plan:
 
 
 QUICK = {"scale": 0.05, "latency_seconds": 10.0, "replay_scale": 0.05}
-STEPS = ("one", "reference", "bare", "clickhouse", "two", "latency", "alert", "replay")
+STEPS = ("one", "reference", "fence", "bare", "clickhouse", "two", "latency", "alert", "replay")
 
 
 def deployment(base: Settings, name: str, same_topics: bool = False) -> Settings:
@@ -101,6 +104,18 @@ def deployment(base: Settings, name: str, same_topics: bool = False) -> Settings
     )  # fmt: skip
     create_topics(own.kafka_brokers or "", own)
     return own
+
+
+def fence_overhead(base: Settings, total: int, pairs: int) -> dict[str, object]:
+    """One worker unfenced then fenced, ``pairs`` times, each on a group and store of its own."""
+    runs: dict[str, list[float]] = {"off": [], "on": []}
+    for i in range(pairs):
+        for fence in ("off", "on"):
+            own = deployment(base, f"fence-{fence}-{i}", True).replace(fence=fence)
+            runs[fence].append(run_workers(own, total, 1, "embedded")["events_per_s"])  # type: ignore[arg-type]
+    on, off = float(np.median(runs["on"])), float(np.median(runs["off"]))
+    return {"fenced_events_per_s": runs["on"], "unfenced_events_per_s": runs["off"],
+            "events_per_s": round(on), "overhead": round(1 - on / off, 4)}  # fmt: skip
 
 
 # -- 2. the Python limit ------------------------------------------------------------------------------------------
@@ -469,6 +484,13 @@ def table(m: dict[str, dict]) -> list[dict[str, object]]:
     if reference and bare:
         ratio = round(reference["events_per_s"] / bare["events_per_s"], 3)
         rows.append(row("pipeline (1 worker, reference core) / limit", ratio, "ratio"))
+    if fence := m.get("fence"):
+        pairs = len(fence["fenced_events_per_s"])
+        rows.append(row(f"ingest, 1 worker, fence off (median of {pairs})", round(float(np.median(
+            fence["unfenced_events_per_s"]))), "events/s"))  # fmt: skip
+        rows.append(row(f"ingest, 1 worker, fence on (median of {pairs})", fence["events_per_s"], "events/s"))
+        overhead = fence["overhead"]
+        rows.append(row("fence overhead (1 - on / off)", overhead, "ratio", "< 0.05", overhead < 0.05))
     if ch := m.get("clickhouse_alone"):
         rows.append(row(f"ClickHouse alone (batches of {ch['batch_size']:,})", ch["rows_per_s"], "rows/s"))
     for key, how in (("latency", "embedded, commits polled"), ("latency_shared_store", "shared store polled")):
@@ -535,6 +557,7 @@ def run(plan: Plan, measurements: dict[str, object]) -> None:
             reference = deployment(base, "reference", True).replace(batch_core="reference")
             step(plan, measurements, "reference", "ingest_1_worker_reference",
                  lambda: run_workers(reference, total, 1, "embedded"))  # fmt: skip
+            step(plan, measurements, "fence", "fence", lambda: fence_overhead(base, total, plan.fence_pairs))
             if "one" not in plan.skip:
                 source, target = base.data_dir / "clickhouse", base.data_dir.parent / "clickhouse-alone"
                 topic, rows = base.topics.invoices, plan.clickhouse_rows

@@ -30,7 +30,7 @@ from analytics.report import period_report
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
-from streams import batch_core
+from streams import batch_core, freeze
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
 from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
@@ -144,6 +144,9 @@ class Pipeline:
         if settings.role not in ("live", "rebuild"):
             raise ValueError(f"EINVOICE_ROLE must be live or rebuild, got {settings.role!r}")
         self.live = settings.role == "live"  # a rebuild worker writes ClickHouse only (replay/rebuild.py)
+        if settings.fence not in ("on", "off"):
+            raise ValueError(f"EINVOICE_FENCE must be on or off, got {settings.fence!r}")
+        self.fenced = settings.fence == "on"
         dead_letters = DeadLetterSink if self.live else DiscardingDeadLetterSink
         self.invoice_dlq = dead_letters(bootstrap, self.topics.invoices_dlq)
         self.registry_dlq = dead_letters(bootstrap, self.topics.registry_dlq)
@@ -182,13 +185,14 @@ class Pipeline:
             topic=self.topics.invoices,
             codec=self.invoice_codec,
             validator=InvoiceValidator(rules),
-            sink=InvoiceSink(self.store, self.topics.invoices),
+            sink=InvoiceSink(self.store, self.topics.invoices, fenced=self.fenced),
             dead_letters=self.invoice_dlq,
             registry=self.lookup_seller,
             dedup_horizon_ms=dedup_horizon_ms,
             metrics=self.metrics,
-            confirm_ownership=self.confirm_ownership,
+            confirm_ownership=self.confirm_ownership if self.fenced else None,
             core=self.batch_core.core,
+            fault_point=self.fault_point,
         )
         self.ready.set()
         if not self.live:
@@ -308,16 +312,15 @@ class Pipeline:
             self.written_offsets.update(offsets)
         return accepted
 
-    async def confirm_ownership(self, partitions: Sequence[int]) -> None:
-        """Before a batch is written: still the owner of its partitions? (A fence for a worker that was paused.)
+    def fault_point(self, point: str) -> None:
+        freeze.reached(point, self.settings.data_dir)
 
-        A worker frozen past the session timeout (GC, a VM pause, SIGSTOP) wakes up with a batch
-        prepared for partitions the group has since given to another worker, which resumed them
-        from the store with other batch bounds, so the insert tokens differ and both inserts would
-        land. Within the lease since the last accepted commit the partitions cannot have moved;
-        past it, a commit of the offsets already processed asks the group coordinator, which
-        refuses a member it evicted. Not a perfect fence: a pause between this check and the
-        insert itself still slips through (README, Known limits).
+    async def confirm_ownership(self, partitions: Sequence[int]) -> None:
+        """Before a batch is written: still the owner of its partitions? (Step 1 of the fence, README Exactly once.)
+
+        Within the lease since the last accepted commit the partitions cannot have moved; past it,
+        a commit of the offsets already processed asks the group coordinator, which refuses a
+        member it evicted. A pause after this check is caught by the store (steps 3 and 5).
         """
         if time.monotonic() - self.confirmed_at <= self.settings.session_timeout_s / 3:
             return
@@ -481,11 +484,16 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         """Write a prepared batch, then commit its offsets: only after ClickHouse and the DLQ acknowledged it."""
         assert pipeline.ingest is not None
         try:
-            await pipeline.ingest.write(batch)
-            await pipeline.commit(batch.next_offsets)
+            outcome = await pipeline.ingest.write(batch)
+            pipeline.fault_point(freeze.BEFORE_COMMIT)
+            if outcome.committable:
+                await pipeline.commit(outcome.committable)
         except Exception:
             crash_without_commit("invoice batch")
-        for partition, next_offset in batch.next_offsets.items():
+        for partition in outcome.taken:  # resynced: read again from the store and the group's position
+            pipeline.next_offsets.pop(partition, None)
+            pipeline.written_offsets.pop(partition, None)
+        for partition, next_offset in outcome.committable.items():
             if partition not in pipeline.owned:
                 continue  # revoked while the batch ran: aiokafka no longer knows its high watermark
             highwater = app.consumer.highwater(TP(topics.invoices, partition))

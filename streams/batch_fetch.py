@@ -56,19 +56,30 @@ class FetchedBatches:
             self._changed.notify_all()
 
     async def take(self, max_records: int) -> list[FetchedChunk]:
-        """Wait for at least one record, then take up to ``max_records`` (a chunk is split if it must be)."""
+        """Wait for a record, then take up to ``max_records`` of the oldest chunk's partition (split if it must be).
+
+        One partition a batch: each batch is then one block of one partition, the unit of the
+        store's fence (sinks/clickhouse/invoice_sink.py). Taking the oldest chunk's partition first
+        serves the partitions in the order they were fetched.
+        """
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._chunks))
+            partition = self._chunks[0].partition
             taken: list[FetchedChunk] = []
+            kept: deque[FetchedChunk] = deque()
             count = 0
-            while self._chunks and count < max_records:
+            while self._chunks:
                 chunk = self._chunks.popleft()
                 room = max_records - count
+                if chunk.partition != partition or room <= 0:
+                    kept.append(chunk)
+                    continue
                 if len(chunk.records) > room:
-                    self._chunks.appendleft(FetchedChunk(chunk.partition, chunk.records[room:]))
+                    kept.append(FetchedChunk(chunk.partition, chunk.records[room:]))
                     chunk = FetchedChunk(chunk.partition, chunk.records[:room])
                 taken.append(chunk)
                 count += len(chunk.records)
+            self._chunks = kept
             self._buffered -= count
             self._changed.notify_all()
             return taken

@@ -63,6 +63,7 @@ class Settings:
     grafana_url: str = "http://localhost:3000/d/einvoice-drilldown"
     role: str = "live"
     batch_core: str = "auto"
+    fence: str = "on"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -144,4 +145,5 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "grafana_url": ("EINVOICE_GRAFANA_URL", "Grafana board linked from each webhook payload."),
     "role": ("EINVOICE_ROLE", "live; rebuild = ClickHouse only: no DLQ, alerts or webhooks (`replay rebuild`)."),
     "batch_core": ("EINVOICE_BATCH_CORE", "auto (compiled if built), compiled (required) or reference (Python)."),
+    "fence": ("EINVOICE_FENCE", "on; off drops the fence against a frozen worker (only to show what it prevents)."),
 }

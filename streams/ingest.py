@@ -24,6 +24,7 @@ from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
+from streams.freeze import BEFORE_INSERT
 from streams.metrics import IngestMetrics
 from streams.validation import (
     DAY_MS,
@@ -117,10 +118,15 @@ class PartitionRecords:
 
 @dataclass
 class PartitionState:
-    written_offset: int
+    written_offset: int  # the end of the partition's chain: records at or below it are in the store
     dead_lettered_offset: int
     watermark_local_ms: int
     dedup: InvoiceDeduplicator | None  # None when the compiled core holds the dedup state
+    chain_start: int = -1  # where this worker's next block begins (after the last one prepared); -1: written + 1
+
+    def __post_init__(self) -> None:
+        if self.chain_start < 0:
+            self.chain_start = self.written_offset + 1
 
 
 @dataclass
@@ -130,6 +136,9 @@ class BatchOutcome:
     skipped: int = 0
     unregistered: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # partitions whose block start another writer had taken (the fence): resynced from the store, not committed
+    taken: dict[int, list[str]] = field(default_factory=dict)
+    committable: dict[int, int] = field(default_factory=dict)  # the offsets the batch may commit
 
 
 @dataclass
@@ -143,9 +152,10 @@ class PreparedBatch:
     events: int
     next_offsets: dict[int, int]  # per partition, the offset after the batch's last record
     outcome: BatchOutcome
-    rows: PendingInsert | None
+    inserts: list[PendingInsert]  # one block per partition with rows
     dead_letters: dict[int, list[DeadLetter]]
     started: float
+    epochs: dict[int, int] = field(default_factory=dict)  # each partition's state as prepared (see resync)
 
 
 def registration_as_of(versions: list[dict[str, Any]], day: int) -> dict[str, Any]:
@@ -175,6 +185,7 @@ class InvoiceIngest:
         metrics: IngestMetrics,
         confirm_ownership: OwnershipCheck | None = None,
         core: InvoiceCore | None = None,
+        fault_point: Callable[[str], None] | None = None,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -187,7 +198,10 @@ class InvoiceIngest:
         self.confirm_ownership = confirm_ownership
         # the compiled batch core (native/, streams.batch_core) or None for the Python reference below
         self.core = core
+        self.fault_point = fault_point  # streams.freeze: the tests' deterministic pauses
         self.states: dict[int, PartitionState] = {}
+        # bumped whenever a partition's state is dropped: a batch prepared before is then not written
+        self._epochs: Counter[int] = Counter()
         self._restore_lock = asyncio.Lock()
 
     async def restore(self, partitions: Sequence[int]) -> None:
@@ -230,8 +244,17 @@ class InvoiceIngest:
             seconds = round(time.perf_counter() - started, 3)
             log.info("restore done", extra={"partitions": missing, "rows_reinserted": repaired, "seconds": seconds})
 
+    def _resync(self, outcome: BatchOutcome, block: PendingInsert, why: str, landed: list[str]) -> None:
+        """Another writer holds the partition's chain: forget it here, restore it from the store on its next records."""
+        log.warning(why, extra={"partition": block.partition, "block": block.row_token, "landed": landed})
+        self.metrics.fenced_blocks.inc()
+        outcome.taken[block.partition] = landed
+        self.revoke([block.partition])
+
     def revoke(self, partitions: Sequence[int]) -> None:
+        """Forget partitions (moved away, or resynced: restored again from the store on their next records)."""
         for partition in partitions:
+            self._epochs[partition] += 1
             self.states.pop(partition, None)
             if self.core is not None:
                 self.core.drop(partition)
@@ -253,37 +276,64 @@ class InvoiceIngest:
         await self.restore([part.partition for part in parts])
         outcome = BatchOutcome()
         prepare = self._prepare if self.core is None else self._prepare_compiled
+        inserts = []
         for part in parts:
             prepare(part, outcome)
+            state = self.states[part.partition]
+            block = self.sink.take(part.partition, state.chain_start, part.offsets[-1])
+            if block is not None:  # a batch without rows leaves the chain where it is: the next block starts there
+                inserts.append(block)
+                state.chain_start = part.offsets[-1] + 1
         return PreparedBatch(
             events=sum(len(part) for part in parts),
             next_offsets={part.partition: part.offsets[-1] + 1 for part in parts if len(part)},
-            outcome=outcome, rows=self.sink.take(), dead_letters=self.dead_letters.take(), started=started,
+            outcome=outcome, inserts=inserts, dead_letters=self.dead_letters.take(), started=started,
+            epochs={part.partition: self._epochs[part.partition] for part in parts},
         )  # fmt: skip
 
     async def write(self, batch: PreparedBatch) -> BatchOutcome:
-        """Dead letters, then rows; each partition's state follows what the store and the DLQ acknowledged."""
-        partitions = list(batch.next_offsets)
-        if self.confirm_ownership is not None and partitions:  # raises PartitionsMoved: nothing of it is written
-            await self.confirm_ownership(partitions)
-        for partition, offset in (await self.dead_letters.write(batch.dead_letters)).items():
-            if (state := self.states.get(partition)) is None:
-                continue  # revoked meanwhile
-            state.dead_lettered_offset = offset
+        """Write a prepared batch: the steps of the exactly-once protocol (README, Exactly once), in order.
+
+        1. Ownership: past the lease, the group confirms this worker still owns the partitions.
+        2. Dead letters, sent and acknowledged (acks=all).
+        3. The chain check: a block at or past this block's start already landed? Then resync.
+        4. The insert of each partition's block, under the token of its start.
+        5. The fence: the block that landed at that start is read back; another writer's? Resync.
+        6. The offsets the caller commits (``outcome.committable``), after the store: none of a
+           resynced partition, which is restored from the store on its next records.
+        """
+        current = [p for p, epoch in batch.epochs.items() if self._epochs[p] == epoch and p in self.states]
+        outcome = batch.outcome
+        # 1.
+        if self.confirm_ownership is not None and current:  # raises PartitionsMoved: nothing of it is written
+            await self.confirm_ownership(current)
+        # 2.
+        letters = {p: batch.dead_letters[p] for p in current if p in batch.dead_letters}
+        for partition, offset in (await self.dead_letters.write(letters)).items():
+            self.states[partition].dead_lettered_offset = offset
             if self.core is not None:
                 self.core.committed(partition, dead_lettered_offset=offset)
-        outcome = batch.outcome
-        if batch.rows is not None:
-            flushed = await self.sink.write(batch.rows)
-            for partition, offset in flushed.last_offsets.items():
-                if (state := self.states.get(partition)) is None:
-                    continue
-                state.written_offset = offset
-                if self.core is not None:
-                    self.core.committed(partition, written_offset=offset)
-            outcome.inserted = flushed.rows
+        for block in batch.inserts:
+            partition = block.partition
+            if partition not in current or partition in outcome.taken:
+                continue
+            if block.fenced and await self.sink.written_past(partition, block.start):  # 3.
+                self._resync(outcome, block, "the chain moved past the block's start; partition resynced", [])
+                continue
+            if self.fault_point is not None:
+                self.fault_point(BEFORE_INSERT)
+            flushed = await self.sink.write(block)  # 4.
             self.metrics.insert_seconds.observe(flushed.seconds)
-        for partition in partitions:
+            if block.fenced and block.row_token not in (landed := await self.sink.landed(partition, block.start)):
+                self._resync(outcome, block, "block start taken by another writer; partition resynced", landed)  # 5.
+                continue
+            self.states[partition].written_offset = flushed.last_offsets[partition]
+            if self.core is not None:
+                self.core.committed(partition, written_offset=flushed.last_offsets[partition])
+            outcome.inserted += flushed.rows
+        # 6.
+        outcome.committable = {p: batch.next_offsets[p] for p in current if p not in outcome.taken}
+        for partition in current:
             if (state := self.states.get(partition)) is None:
                 continue
             if state.dedup is not None:  # the compiled core forgets old days itself

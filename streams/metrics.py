@@ -51,6 +51,10 @@ class IngestMetrics:
         self.watermark = Gauge(
             "einvoice_watermark_seconds", "Newest issue time seen, UTC epoch seconds", ["partition"], registry=r
         )
+        self.fenced_blocks = Counter(
+            "einvoice_fenced_blocks", "Blocks not written or dropped: another writer held the partition's chain",
+            registry=r,
+        )  # fmt: skip
         self.gaps_filled = Counter(
             "einvoice_offset_gaps_filled", "Records Faust did not deliver, fetched from Kafka directly", registry=r
         )

@@ -121,11 +121,12 @@ def test_a_retried_insert_is_dropped_in_the_table_and_in_every_view(store: Click
     flush(sink, {0: invoice_rows(sellers, 150, 0, 0), 1: invoice_rows(sellers, 100, 1, 0)})
     assert counts(store) == dict.fromkeys(("invoices", "seller_daily", "segment_daily", "receipts_hourly"), 500)
     progress = store.call(sink.progress)
-    token = progress[0].last_token
-    assert token == progress[1].last_token == f"{TOPIC}/0/0-299|{TOPIC}/1/0-199"
+    tokens = [progress[0].last_token, progress[1].last_token]
+    assert tokens == [f"{TOPIC}/0/0..299", f"{TOPIC}/1/0..199"]  # one block a partition, named by its range
+    assert (progress[0].max_offset, progress[1].max_offset) == (299, 199)
 
     # the sink's own retry path: the newest block read back and inserted again under its token
-    assert asyncio.run(sink.repair([token])) == 500
+    assert asyncio.run(sink.repair(tokens)) == 500
     assert counts(store)["invoices"] == 500
     assert counts(store) == dict.fromkeys(counts(store), 500)
 
@@ -151,7 +152,7 @@ def test_repair_completes_an_insert_that_reached_the_table_but_not_the_views(sto
         store.call(store.client.command, "ATTACH TABLE segment_daily_mv")
     assert counts(store) == {"invoices": 150, "seller_daily": 150, "segment_daily": 90, "receipts_hourly": 150}
     token = store.call(sink.progress)[2].last_token
-    assert token == f"{TOPIC}/2/90-149"
+    assert token == f"{TOPIC}/2/90..149"
     assert asyncio.run(sink.repair([token])) == 60
     assert counts(store) == dict.fromkeys(counts(store), 150)
 
@@ -281,3 +282,30 @@ def test_a_body_cut_short_inserts_nothing(endpoint: ChdbHttpServer, store: Click
     assert store.query_rows("SELECT count() FROM cut") == [(0,)]
     store.call(store.client.insert, "cut", [[n] for n in range(10)], column_names=["n"])  # and it still serves
     assert store.query_rows("SELECT count() FROM cut") == [(10,)]
+
+
+@pytest.mark.parametrize("fenced", [True, False])
+def test_two_writers_of_a_block_start_land_once_with_the_fence(store: ClickHouseStore, fenced: bool) -> None:
+    """A frozen worker and the one that took over both write the block that starts at offset 0.
+
+    Fenced, the token names the start only: the second insert is dropped in the table and every
+    view, and both writers read back whose block landed. Unfenced, the tokens name different ranges
+    and the rows land twice: what the fence is for.
+    """
+    sellers = [("0100000001", "4711", "380"), ("0100000002", "5610", "381")]
+    rows = invoice_rows(sellers, 100, 0, 0)  # offsets 0..199
+    survivor, frozen = InvoiceSink(store, TOPIC, fenced=fenced), InvoiceSink(store, TOPIC, fenced=fenced)
+    for row in rows[:120]:
+        survivor.add(0, row[21], row)
+    for row in rows:
+        frozen.add(0, row[21], row)
+    first, second = survivor.take(0, 0, 119), frozen.take(0, 0, 199)
+    assert first is not None and second is not None
+    asyncio.run(survivor.write(first))
+    asyncio.run(frozen.write(second))
+    if fenced:
+        assert counts(store) == dict.fromkeys(counts(store), 120)
+        assert asyncio.run(frozen.landed(0, 0)) == [first.row_token] == [f"{TOPIC}/0/0..119"]
+        assert store.call(survivor.progress)[0].max_offset == 119  # the chain goes on from 120
+    else:
+        assert counts(store) == dict.fromkeys(counts(store), 320)

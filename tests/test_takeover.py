@@ -8,8 +8,10 @@ session timeout the survivor is assigned the dead worker's partitions and must r
 what the store holds (``InvoiceIngest.restore``: written offset, dedup keys, repair of the newest
 block), then the exact accounting of ``test_exactly_once`` holds.
 
-The second test pauses the worker instead (SIGSTOP, a zombie): when it wakes up, its batch in
-flight must not land on top of what the survivor wrote.
+The frozen-worker tests stop a worker at an exact fault point instead (``streams/freeze.py``:
+SIGSTOP, as a VM or GC pause would): when it wakes up after the takeover, nothing it had in
+flight may land on top of what the survivor wrote (the fence, README Exactly once); and with
+the fence off, the same run doubles rows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from deploy.chdb_http import ChdbHttpServer
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.dead_letter import H_SOURCE_OFFSET
+from streams import freeze
 from streams.config import Settings
 from tests import support
 from tests.support import PublishedFeed
@@ -164,36 +167,110 @@ def test_the_survivor_takes_over_a_killed_workers_partitions_exactly(settings: S
     assert len({(r.partition, int(dict(r.headers)[H_SOURCE_OFFSET])) for r in dlq}) == len(dlq)
 
 
-@pytest.mark.slow
-def test_a_paused_worker_coming_back_after_the_takeover_doubles_nothing(settings: Settings, tmp_path: Path) -> None:
-    """SIGSTOP (a zombie, not a crash) until the survivor has resumed the partitions, then SIGCONT.
+def stopped(worker: WorkerProcess) -> bool:
+    """The worker froze itself (SIGSTOP at its fault point): state T in /proc."""
+    assert worker.proc is not None
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    return False
 
-    The woken worker's batch in flight was prepared for partitions it lost; past its lease it asks
-    the group (``Pipeline.confirm_ownership``) and exits without writing instead of doubling rows.
+
+@dataclass(frozen=True)
+class Frozen:
+    """What a frozen-worker run left: the store's counts against the feed, and the woken worker's log."""
+
+    count: int
+    distinct: int
+    valid: int
+    segments: tuple[dict, dict, dict]  # segment_daily, seller_daily, expected totals
+    dlq: list
+    malformed: list
+    woken_log: str
+
+
+def freeze_and_take_over(settings: Settings, tmp_path: Path, point: str, fence: str) -> Frozen:
+    """Worker a freezes itself at ``point`` of its third block; b takes its partitions over and writes on.
+
+    Then a is woken (SIGCONT). Its batches are 700 records, b's up to 40,000: the two split a
+    partition into different blocks, so without the fence their inserts' tokens differ and a's
+    block lands a second time (the unfenced token names a block's first and last row).
     """
-    with two_workers_inserting(settings, tmp_path) as pair:
-        victim, survivor = pair.victim_and_survivor()
-        moved = owned(victim)
-        assert victim.proc is not None
-        os.killpg(victim.proc.pid, signal.SIGSTOP)
+    with ChdbHttpServer(tmp_path / "store") as dsn:
+        shared = settings.replace(clickhouse_url=dsn, session_timeout_s=10.0, fence=fence)
+        victim_settings = shared.replace(data_dir=tmp_path / "a", web_port=free_port(), batch_size=700)
+        env = {**victim_settings.to_env(), "EINVOICE_FAULT_POINTS": "1"}
+        victim = WorkerProcess(env, victim_settings.data_dir / "worker-a.log", victim_settings.web_port)
+        survivor_settings = shared.replace(data_dir=tmp_path / "b", web_port=free_port())
+        workers = [victim]
         try:
-            taken_over = lambda: set(moved) <= set(owned(survivor))  # noqa: E731
-            support.wait_until(taken_over, 60, "the survivor to be assigned the paused worker's partitions", survivor)
-            time.sleep(3)
+            victim.start().wait_healthy()
+            workers.append(support.start_worker(survivor_settings, name="worker-b"))
+            time.sleep(2 * shared.session_timeout_s / 5)  # both in the group before any record
+            freeze.arm(victim_settings.data_dir, point, after=2)
+            feed = PublishedFeed(shared, sellers=2000, invoices=60_000, seed=88, unregistered=30)
+            support.wait_until(lambda: stopped(victim), 120, f"worker a to freeze at {point}", victim)
+            topic = shared.topics.invoices
+            committed, ends = support.committed_offsets(shared, topic), support.end_offsets(shared, topic)
+            # the frozen worker holds partitions with records left: its block is in the middle of one
+            assert any(committed.get(p, 0) < ends[p] for p in range(shared.partitions)), (committed, ends)
+            # b is assigned everything after a's session times out, resumes a's partitions from the store
+            # and writes every record to the end (the group commits each partition's end)
+            support.wait_consumed(shared, workers[1], timeout=240)
+            assert set(owned(workers[1])) == set(range(shared.partitions)), owned(workers[1])
+            mark = victim.log_path.stat().st_size
+            assert victim.proc is not None
+            os.kill(victim.proc.pid, signal.SIGCONT)
+            support.wait_until(lambda: "fault point: woken" in log_since(victim, mark), 30, "a to wake", victim)
+            time.sleep(8)  # a does whatever it still does: write, be refused, rejoin the group
+            support.wait_consumed(shared, workers[1], timeout=120)
+            woken_log = log_since(victim, mark)
         finally:
-            os.killpg(victim.proc.pid, signal.SIGCONT)
-        support.wait_consumed(pair.shared, survivor, timeout=240)
-        time.sleep(5)  # the woken worker does whatever it still does
-        woken_log = victim.tail(400)
-        for worker in pair.workers:
-            worker.stop()
-        valid = pair.feed.valid
-        count, distinct = count_and_distinct(pair.shared)
-        assert distinct == len(valid), "nothing lost"
-        # Unfenced, the woken worker would write everything it had fetched for the moved partitions (up to four
-        # batches buffered plus the one prepared). Fenced, only an insert already on the wire when it froze can
-        # land: at most one batch (README, Known limits); a batch it reaches after waking is refused.
-        assert count - distinct <= pair.shared.batch_size, (count, distinct)
-        if count > distinct:
-            print(f"an insert on the wire when the worker froze landed twice: {count - distinct} rows")
-        assert "moved to another worker; batch not written" in woken_log or count == distinct, woken_log
+            for worker in workers:
+                worker.stop()
+        count, distinct = count_and_distinct(shared)
+        store = support.open_store(shared)
+        try:
+            expected = support.expected_totals(feed.records, feed.registered)
+            segments = (support.segment_totals(store), support.seller_daily_totals(store), expected)
+        finally:
+            store.close()
+        dlq = support.read_topic(shared, shared.topics.invoices_dlq)
+        return Frozen(count, distinct, len(feed.valid), segments, dlq, feed.malformed, woken_log)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", freeze.POINTS)
+def test_a_worker_frozen_at_a_fault_point_loses_and_doubles_nothing(
+    settings: Settings, tmp_path: Path, point: str
+) -> None:
+    """Frozen between "block prepared" and "insert sent", or between "insert sent" and "offsets committed".
+
+    Before the insert: b's block at the same start lands first, a's insert is dropped by its token
+    and a reads back that the start is b's. After the insert: a's block is the chain b resumes from,
+    and a's next batch is refused by the group (its lease ran out). Either way: exactly once.
+    """
+    fence = os.environ.get("EINVOICE_TEST_FENCE", "on")  # =off shows this test fail without the fence
+    run = freeze_and_take_over(settings, tmp_path, point, fence)
+    print(f"{point}: {run.count} rows, {run.distinct} distinct, {run.valid} valid; woken log:\n{run.woken_log[-3000:]}")
+    assert (run.count, run.distinct) == (run.valid, run.valid), "0 lost, 0 doubled in invoices"
+    segment_daily, seller_daily, expected = run.segments
+    assert segment_daily == expected and seller_daily == expected, "0 lost, 0 doubled in every view"
+    if point == freeze.BEFORE_INSERT:
+        assert "block start taken by another writer" in run.woken_log, run.woken_log
+    # each malformed record of the feed once in the DLQ: a wrote its dead letters before it froze,
+    # and b, resuming, skipped what the DLQ held (README, Exactly once, on the DLQ)
+    source = {(r.partition, int(dict(r.headers)[H_SOURCE_OFFSET])) for r in run.dlq}
+    assert len(source) == len(run.malformed)
+    assert Counter(r.value for r in run.dlq) == Counter(r.value for r in run.malformed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", freeze.POINTS)
+def test_without_the_fence_a_frozen_worker_doubles_rows(settings: Settings, tmp_path: Path, point: str) -> None:
+    """EINVOICE_FENCE=off: the same run doubles what the woken worker writes (the test above can fail)."""
+    run = freeze_and_take_over(settings, tmp_path, point, fence="off")
+    print(f"{point}, fence off: {run.count} rows, {run.distinct} distinct, {run.valid} valid")
+    assert run.distinct == run.valid, "nothing lost"
+    assert run.count > run.distinct, "a's block landed on top of b's"
+    segment_daily, _, expected = run.segments
+    assert segment_daily != expected

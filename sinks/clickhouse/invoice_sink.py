@@ -1,18 +1,20 @@
-"""The invoice writer: rows buffered per source partition, one idempotent insert per flush.
+"""The invoice writer: rows buffered per source partition, one idempotent insert per partition block.
 
-Each flush is one insert holding, for every partition in it, a contiguous offset range; its
-``insert_deduplication_token`` names those ranges (``topic/partition/first-last|...``), so a
-retried insert is dropped by ClickHouse in the table and in every materialized view behind
-it. One insert per batch rather than one per partition: chDB spends ~25 ms on an insert of any
-size, so this is what the throughput depends on.
+Each insert is one block of one partition: the records from the end of the partition's last
+block that landed up to the batch's last record. Its ``insert_deduplication_token`` names the
+block's start (``topic/partition/start``), and each row carries ``topic/partition/start..end``,
+so a retried insert is dropped by ClickHouse in the table and in every materialized view behind
+it, and so is the insert of a second writer of the partition that begins a block at the same
+start (a worker frozen past its session, after the takeover): the view ``invoice_blocks`` tells
+each writer whose block landed (:meth:`InvoiceSink.landed`), and the loser resyncs.
 
-After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the highest offset already
-written per partition, and the pipeline skips what is already there. A crash can also cut an
-insert short between the table and its views (chDB dies with the worker); so
-:meth:`InvoiceSink.repair` re-inserts the newest block of each partition, read back from the
-table (rows carry their block's token), under its original token: ClickHouse drops it wherever
-it already landed and adds it wherever it is missing. Only the newest block of a partition can
-be partial, because inserts are sequential and each one is awaited.
+After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the end of the chain per
+partition, and the pipeline skips what is already there. A crash can also cut an insert short
+between the table and its views (chDB dies with the worker); so :meth:`InvoiceSink.repair`
+re-inserts the newest block of each partition, read back from the table (rows carry their
+block's token), under its original token: ClickHouse drops it wherever it already landed and adds
+it wherever it is missing. Only the newest block of a partition can be partial, because inserts
+are sequential and each one is awaited.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "ins
 class PartitionProgress:
     """What ClickHouse already holds of one source partition."""
 
-    max_offset: int
+    max_offset: int  # the chain's end: the last record offset of the newest block that landed
     max_issued_local_ms: int | None
     last_token: str
     rows: int
@@ -73,29 +75,61 @@ class _PartitionBatch:
         return len(self.rows) + sum(b.rows for b in self.blocks)
 
 
+def dedup_token(row_token: str) -> str:
+    """The insert_deduplication_token of the insert whose rows carry ``row_token``."""
+    return row_token.split("..", 1)[0]
+
+
+def block_range(row_token: str) -> tuple[int, int] | None:
+    """(start, end) record offsets of a fenced block's token ``topic/partition/start..end``; None for older ones."""
+    if ".." not in row_token:
+        return None
+    head, end = row_token.rsplit("..", 1)
+    return int(head.rsplit("/", 1)[1]), int(end)
+
+
 @dataclass(frozen=True)
 class PendingInsert:
-    """One insert taken from the buffer: a contiguous offset range per partition, and the token naming them."""
+    """One partition's next block, taken from the buffer: what one insert writes.
 
-    token: str
-    batches: dict[int, _PartitionBatch]
+    Fenced (the default), the block covers the records ``start..end``, where ``start`` follows the
+    end of the partition's last block that landed, rejected and duplicate records included; its
+    deduplication token names ``start`` only, so that any two writers of the partition that begin
+    a block there write the same token and only the first insert lands (README, Exactly once).
+    Unfenced, the token names the rows' first and last offsets, as before the fence.
+    """
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    batch: _PartitionBatch
+    fenced: bool = True
 
     @property
     def rows(self) -> int:
-        return sum(len(b) for b in self.batches.values())
+        return len(self.batch)
 
+    @property
+    def row_token(self) -> str:
+        """The token each row carries (``insert_token``), from which the block's range can be read back."""
+        if self.fenced:
+            return f"{self.topic}/{self.partition}/{self.start}..{self.end}"
+        return f"{self.topic}/{self.partition}/{self.batch.first_offset}-{self.batch.last_offset}"
 
-def _token(topic: str, batches: dict[int, _PartitionBatch]) -> str:
-    return "|".join(f"{topic}/{p}/{b.first_offset}-{b.last_offset}" for p, b in sorted(batches.items()) if len(b))
+    @property
+    def token(self) -> str:
+        return dedup_token(self.row_token)
 
 
 class InvoiceSink:
-    """Buffers enriched invoice rows per partition; :meth:`flush` writes them in one insert."""
+    """Buffers enriched invoice rows per partition; each partition's block is one insert."""
 
-    def __init__(self, store: ClickHouseStore, topic: str, table: str = "invoices") -> None:
+    def __init__(self, store: ClickHouseStore, topic: str, table: str = "invoices", fenced: bool = True) -> None:
         self.store = store
         self.topic = topic
         self.table = table
+        self.fenced = fenced
         self._batches: dict[int, _PartitionBatch] = {}
 
     def add(self, partition: int, offset: int, row: tuple[Any, ...]) -> None:
@@ -113,43 +147,62 @@ class InvoiceSink:
         batch.blocks.append(block)
         batch.last_offset = block.last_offset
 
-    def token(self) -> str:
-        return _token(self.topic, self._batches)
-
-    def take(self) -> PendingInsert | None:
-        """What is buffered, as one insert to write; the buffer starts over (the next batch fills it meanwhile)."""
-        batches = {p: b for p, b in sorted(self._batches.items()) if len(b)}
-        self._batches = {}
-        if not batches:
+    def take(self, partition: int, start: int, end: int) -> PendingInsert | None:
+        """The partition's buffered rows as the block of records ``start..end``; None when it has no rows."""
+        batch = self._batches.pop(partition, None)
+        if batch is None or not len(batch):
             return None
-        if any(b.blocks for b in batches.values()) and any(b.rows for b in batches.values()):
-            raise ValueError("a flush holds rows of both the compiled core and the reference")
-        return PendingInsert(_token(self.topic, batches), batches)
+        if batch.blocks and batch.rows:
+            raise ValueError("a block holds rows of both the compiled core and the reference")
+        return PendingInsert(self.topic, partition, start, end, batch, self.fenced)
 
     async def flush(self) -> FlushResult | None:
-        """Insert everything buffered; retry until it succeeds (backpressure, never loss)."""
-        pending = self.take()
-        return None if pending is None else await self.write(pending)
+        """Insert everything buffered, one block a partition from its first row to its last (tests, benchmarks)."""
+        results = [
+            await self.write(pending)
+            for partition in sorted(self._batches)
+            if (pending := self.take(partition, self._batches[partition].first_offset,
+                                     self._batches[partition].last_offset)) is not None
+        ]  # fmt: skip
+        if not results:
+            return None
+        last = {p: o for r in results for p, o in r.last_offsets.items()}
+        return FlushResult(sum(r.rows for r in results), last, sum(r.seconds for r in results))
 
     async def write(self, pending: PendingInsert) -> FlushResult:
-        """One insert under the pending ranges' token; retried until ClickHouse accepts it."""
+        """One insert of the block under its token; retried until ClickHouse accepts it (backpressure, never loss)."""
         started = time.perf_counter()
-        batches, token = pending.batches, pending.token
-        blocks = [block for batch in batches.values() for block in batch.blocks]
-        if blocks:  # the compiled core's rows: its bytes, under the same token and settings
-            count = sum(block.rows for block in blocks)
-            data = b"".join(block.rowbinary(token) for block in blocks)
-            await self.store.raw_insert_until_accepted(
-                self.table, list(STORED_COLUMNS), data, "RowBinary",
-                {**INSERT_SETTINGS, "insert_deduplication_token": token},
-            )  # fmt: skip
+        batch, token, row_token = pending.batch, pending.token, pending.row_token
+        settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+        if batch.blocks:  # the compiled core's rows: its bytes, under the same token and settings
+            data = b"".join(block.rowbinary(row_token) for block in batch.blocks)
+            await self.store.raw_insert_until_accepted(self.table, list(STORED_COLUMNS), data, "RowBinary", settings)
         else:
-            rows = [row for batch in batches.values() for row in batch.rows]
-            count = len(rows)
-            columns = [list(c) for c in zip(*rows, strict=True)]
-            columns.append([token] * len(rows))
+            columns = [list(c) for c in zip(*batch.rows, strict=True)]
+            columns.append([row_token] * len(batch.rows))
             await self._insert(columns, token)
-        return FlushResult(count, {p: b.last_offset for p, b in batches.items()}, time.perf_counter() - started)
+        last = pending.end if pending.fenced else batch.last_offset
+        return FlushResult(pending.rows, {pending.partition: last}, time.perf_counter() - started)
+
+    async def written_past(self, partition: int, start: int) -> bool:
+        """Has a block starting at or after record ``start`` landed? (Before an insert: the chain moved on.)"""
+        result = await self.store.run(
+            self.store.client.query,
+            "SELECT count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
+            "AND kafka_partition = {partition:UInt16} AND block_start >= {start:UInt64}",
+            parameters={"topic": self.topic, "partition": partition, "start": start},
+        )
+        return bool(result.result_rows[0][0])
+
+    async def landed(self, partition: int, start: int) -> list[str]:
+        """The row tokens of the partition's blocks that landed starting at record ``start`` (the fence's check)."""
+        result = await self.store.run(
+            self.store.client.query,
+            "SELECT insert_token FROM invoice_blocks WHERE kafka_topic = {topic:String} "
+            "AND kafka_partition = {partition:UInt16} AND block_start = {start:UInt64}",
+            parameters={"topic": self.topic, "partition": partition, "start": start},
+        )
+        return [r[0] for r in result.result_rows]
 
     async def _insert(self, columns: list[list[Any]], token: str) -> None:
         await self.store.insert_until_accepted(
@@ -173,8 +226,18 @@ class InvoiceSink:
             f"FROM {self.table} WHERE kafka_topic = {{topic:String}} GROUP BY kafka_partition",
             parameters={"topic": self.topic},
         ).result_rows
+        chain_ends = dict(
+            self.store.client.query(
+                "SELECT kafka_partition, max(block_end) FROM invoice_blocks WHERE kafka_topic = {topic:String} "
+                "GROUP BY kafka_partition",
+                parameters={"topic": self.topic},
+            ).result_rows
+        )
         # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; +7 h gives local wall-clock ms.
-        return {int(p): PartitionProgress(int(o), int(ms) + 7 * 3_600_000, t, int(n)) for p, o, ms, t, n in rows}
+        return {
+            int(p): PartitionProgress(max(int(o), int(chain_ends.get(p, -1))), int(ms) + 7 * 3_600_000, t, int(n))
+            for p, o, ms, t, n in rows
+        }
 
     async def repair(self, tokens: Iterable[str]) -> int:
         """Re-insert the blocks with these tokens under their own tokens; returns the rows read back."""
@@ -187,7 +250,7 @@ class InvoiceSink:
                 parameters={"token": token},
             )
             if result.result_rows:
-                await self._insert([list(c) for c in result.result_columns], token)
+                await self._insert([list(c) for c in result.result_columns], dedup_token(token))
                 restored += len(result.result_rows)
         return restored
 
