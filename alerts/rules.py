@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from analytics.public_holidays import DateRange, is_holiday
+
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 
 
@@ -21,10 +23,11 @@ class Evaluation:
     level: str = "district"
     max_days_per_run: int = 62
     repeat_interval_hours: float = 24.0
-    holidays: tuple[tuple[dt.date, dt.date], ...] = ()
+    extra_holidays: tuple[DateRange, ...] = ()  # on top of the public holidays (analytics.public_holidays)
 
     def is_holiday(self, day: dt.date) -> bool:
-        return any(first <= day <= last for first, last in self.holidays)
+        """A day neither evaluated nor used as a baseline: a public holiday, an official day off or an extra day."""
+        return is_holiday(day, self.extra_holidays)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,26 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _date_range(item: Any, where: str) -> DateRange:
+    """``[first, last]`` (both included) or a single date, checked."""
+
+    def day(value: Any) -> dt.date:
+        if isinstance(value, dt.datetime):  # YAML reads "2024-02-08 00:00" as a time, not a day
+            raise ValueError
+        return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+    pair = item if isinstance(item, list | tuple) else [item, item]
+    try:
+        if len(pair) != 2:
+            raise ValueError
+        first, last = day(pair[0]), day(pair[1])
+    except ValueError:
+        raise ValueError(f"{where}: {item!r} is neither a date nor a [first, last] pair (YYYY-MM-DD)") from None
+    if last < first:
+        raise ValueError(f"{where}: {item!r} ends before it starts")
+    return first, last
+
+
 def load_rules(path: Path | None = None) -> Rules:
     """Read and check a rules file; errors name the file and the setting."""
     path = path or DEFAULT_RULES
@@ -152,12 +175,16 @@ def load_rules(path: Path | None = None) -> Rules:
     except yaml.YAMLError as exc:
         raise ValueError(f"rules file {path} is not valid YAML: {exc}") from None
     evaluation_raw = dict(raw.get("evaluation") or {})
-    holidays = tuple(
-        (dt.date.fromisoformat(str(first)), dt.date.fromisoformat(str(last)))
-        for first, last in evaluation_raw.pop("holidays", []) or []
-    )
+    # `holidays:` is what rules files said before the public holidays came from the package: its
+    # ranges still count, as extra days (they repeat the package's days or add to them)
+    extra: list[DateRange] = []
+    for key in ("extra_holidays", "holidays"):
+        items = evaluation_raw.pop(key, None) or []
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: evaluation.{key} must be a list of dates or [first, last] ranges")
+        extra += [_date_range(item, f"{path}: evaluation.{key}") for item in items]
     evaluation = _build(Evaluation, evaluation_raw, f"{path}: evaluation")
-    evaluation = dataclasses.replace(evaluation, holidays=holidays)
+    evaluation = dataclasses.replace(evaluation, extra_holidays=tuple(extra))
     if evaluation.level not in ("province", "district", "commune"):
         raise ValueError(f"{path}: evaluation.level must be province, district or commune")
     rules: dict[str, Any] = {"evaluation": evaluation}

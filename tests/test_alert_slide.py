@@ -101,7 +101,7 @@ def test_one_business_stopping_or_a_tiny_segment_losing_three_stays_quiet():
 def test_a_holiday_week_is_neither_judged_nor_a_baseline():
     # everybody closed for nine days, as for Tết: all count as lapsed on the last three
     closed = (START - dt.timedelta(days=2), START + dt.timedelta(days=6))
-    rules = dataclasses.replace(RULES, evaluation=dataclasses.replace(RULES.evaluation, holidays=(closed,)))
+    rules = dataclasses.replace(RULES, evaluation=dataclasses.replace(RULES.evaluation, extra_holidays=(closed,)))
     figures = rows({}, closed=closed)
     judged = [slide(START + dt.timedelta(days=k), figures, rules) for k in range(28)]
     assert not any(o is not None and o.active for o in judged)
