@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analytics.public_holidays import lunar_new_year
 from simulator.reference import Reference, Sector
 
 EPOCH = dt.date(1970, 1, 1)
@@ -87,15 +88,20 @@ def hour_cdf(ref: Reference, profile: str) -> np.ndarray:
 
 
 def day_factor(ref: Reference, sector: Sector, day: dt.date) -> float:
-    """Expected volume on ``day`` relative to the sector's mean ordinary day: weekday × Tết × holidays."""
+    """Expected volume on ``day`` relative to the sector's mean ordinary day: weekday × Tết × holidays.
+
+    Tết and the holidays fall where the one calendar (analytics.public_holidays) puts them in ``day``'s
+    year; Tết is always late January to mid-February, so its week before and its dip stay in that year.
+    """
     factor = float(week_factors(ref, sector.week)[day.weekday()])
-    offset = (day - ref.tet_date).days
+    offset = (day - lunar_new_year(day.year)).days
     if -len(ref.tet_pre) <= offset < 0:
         factor *= 1.0 + (sector.pre_tet_peak - 1.0) * ref.tet_pre[offset + len(ref.tet_pre)]
     elif 0 <= offset < len(ref.tet_dip):
         factor *= 1.0 - (1.0 - ref.tet_dip[offset]) * sector.tet_dip_scale
     for holiday in ref.holidays:
-        if holiday.first <= day <= holiday.last:
+        days = holiday.days(day.year)
+        if days is not None and days[0] <= day <= days[1]:
             factor *= holiday.factor(sector.week)
     return factor
 

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from analytics.public_holidays import days_off, lunar_new_year
 from streams.validation import nfc  # the one normalisation the pipeline stores names in
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -68,13 +69,18 @@ class Sector:
 
 @dataclass(frozen=True)
 class Holiday:
+    """A public holiday's effect on volume; its days come from the one calendar, for any year."""
+
     name: str
-    first: dt.date
-    last: dt.date
+    official: str  # the holiday's English name in the `holidays` package
     factors: dict[str, float]
 
     def factor(self, profile: str) -> float:
         return self.factors.get(profile, self.factors.get("default", 1.0))
+
+    def days(self, year: int) -> tuple[dt.date, dt.date] | None:
+        """The holiday's run of days off in ``year``, with the adjoining weekend (a long weekend travels)."""
+        return days_off(self.official, year)
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class Reference:
     enterprise_vat_invoice_share: float
     hour_profiles: dict[str, tuple[float, ...]]
     week_profiles: dict[str, tuple[float, ...]]
-    tet_date: dt.date
+    tet_date: dt.date  # Tết of the period's year (lunar calendar); model.day_factor places each year's own
     tet_pre: tuple[float, ...]
     tet_dip: tuple[float, ...]
     holidays: tuple[Holiday, ...]
@@ -192,6 +198,11 @@ def load_reference(path: Path = DEFAULT_REFERENCE) -> Reference:
 def _load(path: Path) -> Reference:
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     cal, feed, tet = raw["calibration"], raw["feed"], raw["tet"]
+    if "date" in tet or any("from" in h for h in raw.get("holidays", ())):
+        raise ValueError(
+            f"{path.name}: holiday dates come from analytics.public_holidays now: drop tet.date, and give each"
+            " [[holidays]] an `official` name (the holidays package's English name) instead of from/to"
+        )
     default_split = dict(feed["non_cash_split"])
     hour_profiles = {k: tuple(float(x) for x in v) for k, v in raw["hour_profiles"].items()}
     week_profiles = {k: tuple(float(x) for x in v) for k, v in raw["week_profiles"].items()}
@@ -222,11 +233,11 @@ def _load(path: Path) -> Reference:
         enterprise_vat_invoice_share=float(feed["enterprise_vat_invoice_share"]),
         hour_profiles=hour_profiles,
         week_profiles=week_profiles,
-        tet_date=tet["date"],
+        tet_date=lunar_new_year(cal["period_start"].year),
         tet_pre=tuple(float(x) for x in tet["pre"]),
         tet_dip=tuple(float(x) for x in tet["dip"]),
         holidays=tuple(
-            Holiday(nfc(h["name"]), h["from"], h["to"], {k: float(v) for k, v in h["factors"].items()})
+            Holiday(nfc(h["name"]), h["official"], {k: float(v) for k, v in h["factors"].items()})
             for h in raw.get("holidays", ())
         ),
         units=units,
@@ -260,5 +271,10 @@ def _check(ref: Reference) -> None:
             raise ValueError(f"sector {sector.vsic_code}: unknown hour or week profile")
         if set(sector.unit_affinity) - set(codes):
             raise ValueError(f"sector {sector.vsic_code}: unit_affinity names unknown units")
+    for holiday in ref.holidays:
+        if holiday.days(ref.period_start.year) is None:
+            raise ValueError(
+                f"holiday {holiday.name}: no public holiday named {holiday.official!r} in {ref.period_start.year}"
+            )
     if len(ref.tet_pre) != 7:
         raise ValueError("tet.pre needs 7 values (the days Tết-7 .. Tết-1)")

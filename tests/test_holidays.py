@@ -1,5 +1,6 @@
 """Holidays come from one calendar (analytics.public_holidays, the `holidays` package) plus the rules'
-extra days: any year works and the 2024 list the rules file kept is still covered (pure logic, no broker)."""
+extra days: any year works, the 2024 list the rules file kept is still covered, and the simulator
+places its holidays from the same calendar (pure logic, no broker)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from alerts.rules import load_rules
 from analytics import public_holidays
 from analytics.public_holidays import days_off, is_holiday, lunar_new_year, official_holidays
+from simulator.model import day_factor
+from simulator.reference import load_reference
 
 RULES = load_rules()
 # evaluation.holidays of alerts/default_rules.yaml until the package replaced it
@@ -106,6 +109,22 @@ def test_a_long_weekend_spans_the_days_off_and_the_weekend_next_to_them():
     assert days_off("Liberation Day/Reunification Day", 2024) == (dt.date(2024, 4, 27), dt.date(2024, 5, 1))
     assert days_off("Hung Kings' Commemoration Day", 2024) == (dt.date(2024, 4, 18), dt.date(2024, 4, 18))
     assert days_off("no such day", 2024) is None
+
+
+def test_the_simulator_takes_its_holidays_from_the_same_calendar():
+    ref = load_reference()
+    # the dates its reference file held for 2024, now from the calendar
+    assert ref.tet_date == dt.date(2024, 2, 10) == lunar_new_year(2024)
+    assert {h.name: h.days(2024) for h in ref.holidays} == {
+        "Giỗ Tổ Hùng Vương": (dt.date(2024, 4, 18), dt.date(2024, 4, 18)),
+        "30/4 – 1/5": (dt.date(2024, 4, 27), dt.date(2024, 5, 1)),
+    }
+    # and Tết moves with the lunar calendar: mùng 1 of 2025 is the year's low, as 10 February was in 2024
+    sector = ref.sectors[0]
+    for year in (2024, 2025):
+        tet = lunar_new_year(year)
+        month = [tet + dt.timedelta(days=k) for k in range(-20, 20)]
+        assert min(month, key=lambda day: day_factor(ref, sector, day)) == tet
 
 
 def test_only_the_calendar_module_asks_the_package():
