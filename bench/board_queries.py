@@ -13,11 +13,11 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
+from base.config import LOCAL_TZ, Settings
 from boards.grafana import DEFAULT_VARIABLES
 from boards.queries import all_queries
 from boards.runner import run_panel
 from sinks.clickhouse import ClickHouseStore
-from streams.config import LOCAL_TZ, Settings
 
 
 def main() -> None:

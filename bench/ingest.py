@@ -28,12 +28,12 @@ from pathlib import Path
 import psutil
 from scratch import machine, scratch_deployment
 
+from base.config import Settings
 from deploy.chdb_http import ChdbHttpServer
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
-from streams.config import Settings
 from streams.offsets import group_positions
 from streams.topics import create_topics
 

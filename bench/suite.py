@@ -50,6 +50,7 @@ from kafka import KafkaAdminClient
 from scratch import machine, scratch_deployment
 
 from alerts.rules import DEFAULT_RULES
+from base.config import INVOICE_SUBJECT, Settings
 from bench.ingest import print_result, run_workers, write_result
 from bench.replay import measure_replay
 from deploy.chdb_http import ChdbHttpServer
@@ -63,7 +64,6 @@ from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS
 from streams.codec import AvroCodec, DecodeError, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 

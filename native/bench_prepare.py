@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from einvoice_core import InvoiceCore
 
+from base.config import INVOICE_SUBJECT
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import partition_for
 from streams.codec import SCHEMAS_DIR, AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
 from streams.dedup import InvoiceDeduplicator
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics

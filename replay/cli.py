@@ -19,8 +19,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from base.config import Settings
     from replay.audit import AuditLog
-    from streams.config import Settings
 
 replay_app = typer.Typer(
     help="Replay and backfill: rewind consumer groups, archive topics, publish archives, rebuild ClickHouse. "
@@ -179,7 +179,7 @@ def rewind_command(
 
 def plan_table(plan: Any) -> Any:
     """A rewind plan (replay.rewind.RewindPlan) per partition, with the total, as a FittedTable."""
-    from streams.tables import Field, FittedTable
+    from base.tables import Field, FittedTable
 
     numbers = ("partition", "current", "target", "end", "read again", "skipped")
     table = FittedTable(
@@ -470,7 +470,7 @@ def compare_command(
 
 def compare_table(rebuild_id: str, other: str, rows: list[tuple]) -> Any:
     """Invoices and issuers per (day, sector, unit, registered), live and ``other``, as a FittedTable."""
-    from streams.tables import Field, FittedTable
+    from base.tables import Field, FittedTable
 
     fields = [Field("day"), Field("sector"), Field("unit", wrap=True)] + [
         Field(header, "right") for header in ("live", other, "Δ invoices", "live issuers", f"{other} issuers")
@@ -560,7 +560,7 @@ def status_command() -> None:
 
 def rebuilds_table(rows: list[tuple[str, ...]]) -> Any:
     """(id, status, mode, database, retired, created by, last event) per rebuild, as a FittedTable."""
-    from streams.tables import Field, FittedTable
+    from base.tables import Field, FittedTable
 
     fields = [Field("id"), Field("status"), Field("mode"), Field("database", wrap=True), Field("retired", wrap=True),
               Field("created by", wrap=True), Field("last event", wrap=True)]  # fmt: skip

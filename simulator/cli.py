@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from streams.config import Settings
+    from base.config import Settings
 
 DEFAULT_SCALE = 0.02
 DEFAULT_START = dt.date(2024, 6, 1)

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.feed import LOCAL_OFFSET_MS
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS
 
-DAY_MS = 86_400_000
 PAYMENT_METHODS = ("CASH", "CARD", "TRANSFER", "EWALLET", "OTHER")  # enum order of the schema
 _POW10 = 10 ** np.arange(10, -1, -1, dtype=np.int64)  # 11 digits, most significant first
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
+from base.localtime import LOCAL_OFFSET_MS
 from streams.codec import AvroCodec
 
-LOCAL_OFFSET_MS = 7 * 3_600_000  # Asia/Ho_Chi_Minh, UTC+7, no daylight saving
 _EPOCH = dt.datetime(1970, 1, 1)
 
 # kind -> the reason the pipeline gives it (DecodeError.reason or Rejection.reason)

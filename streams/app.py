@@ -27,13 +27,13 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams import batch_core, freeze
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
 from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from streams.ingest import InvoiceIngest, PartitionRecords, PartitionsMoved, PreparedBatch, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges

@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from base.config import Settings
+from base.tables import Field, FittedTable
 from boards.cli import dashboards_app
 from deploy.kafka import LocalBroker
 from replay.cli import replay_app
 from simulator.cli import simulate_command
-from streams.config import Settings
-from streams.tables import Field, FittedTable
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -126,7 +126,7 @@ def worker(
     """Run the Faust worker: ingest invoices and the registry into ClickHouse until stopped."""
     from faust import Worker
 
-    from streams import logs
+    from base import logs
     from streams.app import create_app
 
     settings = _settings()
@@ -203,7 +203,7 @@ def report(
 
     from analytics.adoption import unregistered
     from analytics.report import adoption_table, period_report
-    from streams.tables import NO_COMPARISON
+    from base.tables import NO_COMPARISON
 
     settings = _settings()
     if output_format in ("html", "png"):

@@ -20,22 +20,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.freeze import BEFORE_INSERT
 from streams.metrics import IngestMetrics
-from streams.validation import (
-    DAY_MS,
-    LOCAL_OFFSET_MS,
-    InvoiceValidator,
-    Rejection,
-    check_key,
-    local_ms,
-    nfc,
-    seller_kind,
-)
+from streams.validation import NON_CASH_METHODS, InvoiceValidator, Rejection, check_key, nfc, seller_kind
 
 if TYPE_CHECKING:
     from einvoice_core import InvoiceCore, Prepared
@@ -43,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_WATERMARK = -(2**62)
-NON_CASH_METHODS = frozenset({"CARD", "TRANSFER", "EWALLET"})
+_NON_CASH = frozenset(NON_CASH_METHODS)  # a set for the per-row test
 MALFORMED_VALUE = "malformed_value"  # a decoded value the validator could not even read (the last resort)
 
 RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
@@ -397,7 +389,7 @@ class InvoiceIngest:
                 (
                     seller_id, code, key, value["invoice_form"], value["invoice_symbol"],
                     issued_local - LOCAL_OFFSET_MS, day, value["amount_vnd"], value["vat_rate"],
-                    value["vat_amount_vnd"], method, 1 if method in NON_CASH_METHODS else 0,
+                    value["vat_amount_vnd"], method, 1 if method in _NON_CASH else 0,
                     nfc(value["register_id"]), value.get("buyer_tax_code"), seller_kind(seller_id),
                     registered, vsic, unit, schema_id, topic, partition, record.offset, record.timestamp_ms,
                 ),

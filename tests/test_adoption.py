@@ -9,8 +9,8 @@ from kafka import KafkaProducer
 
 from analytics.adoption import adoption
 from analytics.units import AdminUnit, UnitHierarchy
+from base.config import REGISTRY_SUBJECT
 from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import REGISTRY_SUBJECT
 from tests.support import PublishedFeed, consume_all, open_store
 
 START = dt.date(2024, 6, 1)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from base.config import INVOICE_SUBJECT
 from streams import batch_core
 from streams.codec import SchemaRegistry
-from streams.config import INVOICE_SUBJECT
 from streams.validation import InvoiceRules
 
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.config import LOCAL_TZ
 from boards.grafana import DATASOURCE_UID, DEFAULT_VARIABLES, PLUGIN, dashboards, to_json_text
 from boards.i18n import LANGUAGES
 from boards.macros import MacroError, render
@@ -24,7 +25,6 @@ from boards.queries import BOARDS, PanelQuery, all_queries
 from boards.runner import column_kind, run_panel
 from sinks.clickhouse import ClickHouseStore
 from sinks.dead_letter import H_REASON
-from streams.config import LOCAL_TZ
 from tests.filled import DROP, LAST_COMPLETE, START, FilledDeployment
 from tests.support import read_topic
 

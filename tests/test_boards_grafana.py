@@ -22,13 +22,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.config import LOCAL_TZ
 from boards.grafana import dashboards, language_tag
 from boards.i18n import LANGUAGES, column
 from boards.macros import ALL, Variable, expand_macros, interpolate
 from boards.queries import PanelQuery, all_queries
 from boards.runner import run_sql
 from sinks.clickhouse import ClickHouseStore
-from streams.config import LOCAL_TZ
 from tests.filled import FilledDeployment
 from tests.grafana_code import run_grafana
 

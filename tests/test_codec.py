@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 from streams.codec import AvroCodec, DecodeError, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 
 INVOICE = {
     "seller_id": "2800000001",

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from streams.config import ENVIRONMENT, Settings
+from base.config import ENVIRONMENT, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -217,10 +217,10 @@ def check_app_variables(compose: Compose) -> list[str]:
     for name, svc in compose["services"].items():
         for var in environment(svc):
             if (var.startswith("EINVOICE_") or name in app_services(compose)) and var not in APP_VARIABLES:
-                problems.append(f"{name}: {var} is not in streams.config.ENVIRONMENT")
+                problems.append(f"{name}: {var} is not in base.config.ENVIRONMENT")
     for var in substitutions(compose):
         if var.startswith("EINVOICE_") and var not in APP_VARIABLES:
-            problems.append(f"${{{var}}} is not in streams.config.ENVIRONMENT")
+            problems.append(f"${{{var}}} is not in base.config.ENVIRONMENT")
     for name in app_services(compose):
         try:
             Settings.from_env(resolved_environment(compose, name))

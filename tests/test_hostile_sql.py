@@ -28,12 +28,12 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import adoption, load_units
 from analytics.report import period_report
+from base.config import INVOICE_SUBJECT
 from simulator.publish import Publisher, partition_for, publish_registry
 from sinks.clickhouse import apply_migrations
 from sinks.dead_letter import H_REASON
 from sinks.webhook.payload import build_payload, encode, load_names
 from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
 from streams.validation import MAX_NAME_CHARS
 from tests.support import (
     PublishedFeed,

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from base.config import INVOICE_SUBJECT
+from base.localtime import LOCAL_OFFSET_MS
 from simulator.encoding import varint
 from simulator.feed import MALFORMED_REASON, FeedRecord, local_datetime
 from simulator.publish import Publisher, partition_for
@@ -35,8 +37,7 @@ from sinks.dead_letter import (
     record_size,
 )
 from streams.codec import DECODE_REASONS, AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
-from streams.validation import INVOICE_REASONS, LOCAL_OFFSET_MS
+from streams.validation import INVOICE_REASONS
 from tests.support import (
     PublishedFeed,
     expected_totals,

@@ -31,6 +31,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from base.config import INVOICE_SUBJECT
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from simulator.encoding import avro_string, varint
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
@@ -38,12 +40,11 @@ from simulator.publish import partition_for
 from simulator.scenarios import load_scenario
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
 from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import as_version, merge_version
-from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceRules, InvoiceValidator, local_ms
+from streams.validation import InvoiceRules, InvoiceValidator
 
 try:
     import einvoice_core

@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analytics.report import period_report
+from base.config import LOCAL_TZ, Settings
 from boards.grafana import dashboards, variables
 from boards.offline import charts, collect, render_html
 from boards.queries import BOARDS, NO_COMPARISON
@@ -27,7 +28,6 @@ from boards.runner import PanelResult, run_panel
 from deploy.kafka import free_port
 from sinks.clickhouse import ClickHouseStore, apply_migrations
 from streams.cli import app
-from streams.config import LOCAL_TZ, Settings
 from tests.grafana_code import run_grafana
 
 TZ = ZoneInfo(LOCAL_TZ)

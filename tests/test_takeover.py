@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from base.config import Settings
 from deploy.chdb_http import ChdbHttpServer
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import freeze
-from streams.config import Settings
 from tests import support
 from tests.support import PublishedFeed
 

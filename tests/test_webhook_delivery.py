@@ -30,6 +30,8 @@ from kafka.errors import TopicAlreadyExistsError
 from prometheus_client import CollectorRegistry
 
 from alerts.lifecycle import AlertEvent, fingerprint
+from base.config import Settings
+from base.logs import LogfmtFormatter
 from deploy.kafka import free_port
 from deploy.webhook_receiver import Received, Reply, WebhookReceiver
 from sinks.clickhouse import ClickHouseStore, apply_migrations
@@ -46,8 +48,6 @@ from sinks.webhook import (
 )
 from sinks.webhook.dead_letters import read_pending
 from sinks.webhook.payload import load_schema
-from streams.config import Settings
-from streams.logs import LogfmtFormatter
 from tests.support import read_topic
 
 FAST = RetryPolicy(initial_s=0.2, multiplier=2.0, max_s=1.0, horizon_s=60.0, jitter=0.1)
