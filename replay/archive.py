@@ -28,8 +28,9 @@ import fastavro
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from base.localtime import TIME_ZONE
-from replay.audit import Refused, who
+from replay.audit import who
 from replay.ranges import Offsets
+from replay.refused import Refused
 from simulator.archive import ARCHIVE_SCHEMA_PATH, BLOCK_RECORDS, CODECS, MANIFEST, ContainerWriter
 from simulator.encoding import encode_archive_record, varint
 

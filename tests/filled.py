@@ -19,8 +19,8 @@ import yaml
 from alerts.rules import DEFAULT_RULES
 from alerts.silences import add_silence
 from base.config import Settings
-from deploy.webhook_receiver import demo_receiver
 from deploy.worker_process import WorkerProcess
+from harness.webhook_receiver import demo_receiver
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_simulation
 from tests.support import deployment_settings, wait_until

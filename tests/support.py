@@ -202,7 +202,7 @@ def run_cli(settings: Settings, *args: str):
     """``einvoice-monitor ARGS`` in this process, with the deployment's environment (exit code, stdout, stderr)."""
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     return CliRunner().invoke(app, list(args), env=settings.to_env(), catch_exceptions=False)
 

@@ -24,10 +24,10 @@ from rich.console import Console
 
 from alerts.rules import DEFAULT_RULES
 from base.config import Settings
-from deploy import demo
-from deploy.chdb_http import ChdbHttpServer
+from cli import demo
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
+from harness.chdb_http import ChdbHttpServer
 from tests import support
 from tests.support import PublishedFeed
 from tests.test_alert_evaluator import alert_topic_events

@@ -18,11 +18,10 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from base.config import LOCAL_TZ
+from base.localtime import LOCAL_TZ
 from boards.grafana import dashboards, language_tag
 from boards.i18n import LANGUAGES, column
 from boards.macros import ALL, Variable, expand_macros, interpolate
@@ -32,7 +31,7 @@ from sinks.clickhouse import ClickHouseStore
 from tests.filled import FilledDeployment
 from tests.grafana_code import run_grafana
 
-TZ = ZoneInfo(LOCAL_TZ)
+TZ = LOCAL_TZ
 JUNE = (dt.datetime(2024, 6, 3, tzinfo=TZ), dt.datetime(2024, 6, 27, 23, 59, 59, tzinfo=TZ))
 HOSTILE = "0.8' OR 1=1 --"
 # panels that show one segment's own figures: a single value with data must show rows

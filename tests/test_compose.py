@@ -374,7 +374,7 @@ def check_cli_commands(compose: Compose) -> list[str]:
     """Each app service's command (and the image's CMD) is a command line the CLI accepts."""
     import typer  # here, not at the top: a broken CLI import fails this check only
 
-    from streams.cli import app as cli_app
+    from cli.main import app as cli_app
 
     group = typer.main.get_command(cli_app)
     commands = {name: compose["services"][name].get("command") for name in app_services(compose)}

@@ -14,10 +14,10 @@ from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from base.config import REGISTRY_SUBJECT
+from cli.main import app
 from simulator.archive import ArchiveOptions, read_archive, write_archive
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import Pacing, partition_for, publish_simulation
-from streams.cli import app
 from streams.codec import AvroCodec, SchemaRegistry
 
 CONFIG = SimulationConfig(scale=0.004, start=dt.date(2024, 6, 1), days=3, seed=21)

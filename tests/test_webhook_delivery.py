@@ -1,6 +1,6 @@
 """Webhook delivery on real components: the session's Kafka broker, chDB, and HTTP servers on 127.0.0.1.
 
-Every receiver is a real aiohttp server (``deploy/webhook_receiver.py``) that verifies each request
+Every receiver is a real aiohttp server (``harness/webhook_receiver.py``) that verifies each request
 with the ``standardwebhooks`` library; nothing is mocked. Retry schedules are shortened to
 fractions of a second so the module runs in about a minute and a half.
 """
@@ -33,7 +33,7 @@ from alerts.lifecycle import AlertEvent, fingerprint
 from base.config import Settings
 from base.logs import LogfmtFormatter
 from deploy.kafka import free_port
-from deploy.webhook_receiver import Received, Reply, WebhookReceiver
+from harness.webhook_receiver import Received, Reply, WebhookReceiver
 from sinks.clickhouse import ClickHouseStore, apply_migrations
 from sinks.webhook import (
     EndpointConfig,
