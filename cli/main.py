@@ -258,18 +258,16 @@ def offline_report(
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
-    from sinks.clickhouse import ClickHouseStore, apply_migrations
+    from sinks.clickhouse import open_store
 
     try:
-        store = ClickHouseStore(settings.clickhouse_dsn)
+        return open_store(settings.clickhouse_dsn)
     except Exception as exc:  # chDB allows one process per directory
         console.print(
             f"[red]cannot open ClickHouse ({exc.__class__.__name__}).[/] In the embedded mode chDB belongs to one "
             "process: stop the worker first, or set CLICKHOUSE_URL to a server."
         )
         raise typer.Exit(2) from None
-    store.call(apply_migrations, store.client)
-    return store
 
 
 @alerts_app.command("list")
@@ -420,7 +418,7 @@ def alerts_redeliver(
     within: Annotated[float, typer.Option(help="Seconds of retrying per event before giving up again.")] = 30.0,
 ) -> None:
     """Send the events in the alert DLQ to their webhook endpoints again (same webhook-id); exit 1 if any fails."""
-    from sinks.clickhouse import ClickHouseStore, apply_migrations
+    from sinks.clickhouse import open_store
     from sinks.webhook import config_from_settings, redeliver_sync
 
     settings = load_settings()
@@ -433,8 +431,7 @@ def alerts_redeliver(
     store = None
     if not dry_run:
         try:
-            store = ClickHouseStore(settings.clickhouse_dsn)
-            store.call(apply_migrations, store.client)
+            store = open_store(settings.clickhouse_dsn)
         except Exception as exc:  # chDB belongs to the running worker in the embedded mode
             console.print(f"[yellow]attempts are not logged in ClickHouse ({exc.__class__.__name__}); "
                           "in the embedded mode stop the worker first to keep them[/]")  # fmt: skip

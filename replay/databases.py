@@ -20,7 +20,7 @@ from typing import Any
 
 from base.redaction import redact_url_credentials
 from replay.refused import Refused
-from sinks.clickhouse import ClickHouseStore, apply_migrations
+from sinks.clickhouse import ClickHouseStore, open_store
 
 BUSY_HINT = (
     "chDB allows one process per directory: stop the worker that owns it (Ctrl-C, or `replay ... --stop-workers`), "
@@ -79,9 +79,8 @@ class Database:
 
 
 def _execute(dsn: str, op: str, kwargs: dict[str, Any]) -> Any:
-    store = ClickHouseStore(dsn)
+    store = open_store(dsn)
     try:
-        store.call(apply_migrations, store.client)
         return OPERATIONS[op](store, **kwargs)
     finally:
         store.close()

@@ -28,7 +28,8 @@ from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from base.localtime import HOUR_MS
+from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams import batch_core, freeze
@@ -169,13 +170,11 @@ class Pipeline:
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}:{int(self.started_at)}"
 
     async def start(self) -> None:
-        self.store = ClickHouseStore(self.settings.clickhouse_dsn)
-        applied = await self.store.run(apply_migrations, self.store.client)
-        log.info("clickhouse ready", extra={"dsn": self.store.redacted_dsn, "migrations_applied": applied})
+        self.store = await asyncio.to_thread(open_store, self.settings.clickhouse_dsn)
         await self.invoice_dlq.start()
         await self.registry_dlq.start()
         rules = InvoiceRules.from_settings(self.settings)
-        dedup_horizon_ms = self.settings.dedup_horizon_hours * 3_600_000
+        dedup_horizon_ms = self.settings.dedup_horizon_hours * HOUR_MS
         self.batch_core = batch_core.load(
             self.settings.batch_core, topic=self.topics.invoices, subject=INVOICE_SUBJECT,
             schemas=self.invoice_codec.registry, rules=rules, dedup_horizon_ms=dedup_horizon_ms,

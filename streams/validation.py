@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from base.config import Settings
-from base.localtime import LOCAL_OFFSET_MS, local_ms
+from base.localtime import HOUR_MS, LOCAL_OFFSET_MS, local_ms
 
 # re.ASCII: \d must not match other scripts' digits (full-width, Arabic-Indic, ...).
 # Always used with fullmatch: with match, `$` also matches before a trailing newline, so
@@ -76,7 +76,7 @@ class InvoiceRules:
 
     invoice_code_pattern: str = Settings.invoice_code_pattern
     future_tolerance_ms: int = Settings.future_tolerance_minutes * 60_000
-    max_lateness_ms: int = Settings.max_lateness_hours * 3_600_000
+    max_lateness_ms: int = Settings.max_lateness_hours * HOUR_MS
     max_amount_vnd: int = Settings.max_amount_vnd
     vat_tolerance_vnd: int = 1
 
@@ -85,7 +85,7 @@ class InvoiceRules:
         return cls(
             invoice_code_pattern=settings.invoice_code_pattern,
             future_tolerance_ms=settings.future_tolerance_minutes * 60_000,
-            max_lateness_ms=settings.max_lateness_hours * 3_600_000,
+            max_lateness_ms=settings.max_lateness_hours * HOUR_MS,
             max_amount_vnd=settings.max_amount_vnd,
         )
 
@@ -165,10 +165,10 @@ class InvoiceValidator:
                 ahead_min = (issued_utc_ms - received_at_ms) / 60_000
                 return Rejection("issued_in_future", f"issued {ahead_min:.0f} min after the feed received it")
             if issued_utc_ms < received_at_ms - rules.max_lateness_ms:
-                late_h = (received_at_ms - issued_utc_ms) / 3_600_000
+                late_h = (received_at_ms - issued_utc_ms) / HOUR_MS
                 return Rejection(
                     "issued_too_old",
-                    f"arrived {late_h:.1f} h after issue; the limit is {rules.max_lateness_ms / 3_600_000:.0f} h",
+                    f"arrived {late_h:.1f} h after issue; the limit is {rules.max_lateness_ms / HOUR_MS:.0f} h",
                 )
         return None
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from base import logs
 from base.config import Settings
-from sinks.clickhouse import ClickHouseStore, apply_migrations
+from sinks.clickhouse import ClickHouseStore, open_store
 from sinks.webhook.config import WebhookConfigError, load_webhook_config, new_secret
 from sinks.webhook.dispatcher import WebhookDispatcher
 from sinks.webhook.redeliver import redeliver
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = None
     if resolved["dsn"]:
-        store = ClickHouseStore(resolved["dsn"])
-        store.call(apply_migrations, store.client)
+        store = open_store(resolved["dsn"])
     try:
         if args.command == "run":
             asyncio.run(_run(resolved, store))
