@@ -63,7 +63,7 @@ from simulator.publish import MAX_BATCH_BYTES, partition_for, publish_feed, publ
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS
-from streams.codec import AvroCodec, DecodeError, SchemaRegistry
+from streams.codec import AvroCodec, DecodeError, SchemaCatalog
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 
@@ -120,7 +120,7 @@ def fence_overhead(base: Settings, total: int, pairs: int) -> dict[str, object]:
 
 # -- 2. the Python limit ------------------------------------------------------------------------------------------
 async def _bare_consume(bootstrap: str, topic: str, partitions: int, max_records: int) -> dict[str, object]:
-    codec = AvroCodec(SchemaRegistry.load(), INVOICE_SUBJECT)
+    codec = AvroCodec(SchemaCatalog.load(), INVOICE_SUBJECT)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:

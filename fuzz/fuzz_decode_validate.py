@@ -31,7 +31,7 @@ import streams.validation
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from streams import batch_core
-from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaRegistry
+from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaCatalog
 from streams.ingest import NO_WATERMARK
 from streams.registry import as_version
 from streams.validation import (
@@ -46,7 +46,7 @@ from streams.validation import (
     nfc,
 )
 
-SCHEMAS = SchemaRegistry.load()
+SCHEMAS = SchemaCatalog.load()
 INVOICES = AvroCodec(SCHEMAS, INVOICE_SUBJECT)
 REGISTRY = AvroCodec(SCHEMAS, REGISTRY_SUBJECT)
 VALIDATOR = InvoiceValidator()

@@ -30,7 +30,7 @@ from simulator.model import day_factors, day_number, hour_cdf
 from simulator.population import ENTERPRISE, Population
 from simulator.reference import DEFAULT_REFERENCE, load_reference
 from simulator.scenarios import Effects, Scenario, load_scenario, resolve_scenarios, stopped_on
-from streams.codec import AvroCodec, SchemaRegistry
+from streams.codec import AvroCodec, SchemaCatalog
 from streams.validation import NON_CASH_METHODS
 
 VALID, DUPLICATE, MALFORMED = 0, 1, 2  # kind codes; malformed kind k is MALFORMED + k
@@ -163,12 +163,12 @@ class Simulation:
         self.buyers = [pop.seller_ids[i] for i in enterprises[: min(len(enterprises), 5000)].tolist()]
         if not self.buyers:
             self.buyers = ["2800000001"]
-        schemas = SchemaRegistry.load()
+        schemas = SchemaCatalog.load()
         self.codec = AvroCodec(schemas, INVOICE_SUBJECT)
         self.registry_codec = AvroCodec(schemas, REGISTRY_SUBJECT)
         self.tables = SellerTables.build(
             pop.seller_ids, pop.form, pop.v2, pop.symbol_tail, pop.register_ids, pop.register_owner, self.buyers,
-            schema_ids=(self.codec.registry.version(INVOICE_SUBJECT, 1).schema_id, self.codec.reader.schema_id),
+            schema_ids=(self.codec.schemas.version(INVOICE_SUBJECT, 1).schema_id, self.codec.reader.schema_id),
         )  # fmt: skip
         self._prepare_sector_tables()
         self.stats = Stats()

@@ -1,7 +1,8 @@
 """The invoice path of the worker, per batch: decode, validate, dedup, join, write.
 
-Kept apart from Faust so that its rules can be read (and tested) in one place; the Faust agent
-in :mod:`streams.agents` only feeds it batches and acks them afterwards.
+Kept apart from Faust so that its rules can be read (and tested) in one place; the ingest task
+in :mod:`streams.app` only feeds it the batches :mod:`streams.batch_fetch` hands over, and commits
+their offsets afterwards.
 
 Exactly-once effect: validity is a pure function of a record; dedup state and the watermark
 are functions of what ClickHouse holds; each partition's dead letters are flushed before its
@@ -38,7 +39,7 @@ NO_WATERMARK = -(2**62)
 _NON_CASH = frozenset(NON_CASH_METHODS)  # a set for the per-row test
 MALFORMED_VALUE = "malformed_value"  # a decoded value the validator could not even read (the last resort)
 
-RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
+SellerLookup = Callable[[str], list[dict[str, Any]] | None]
 OwnershipCheck = Callable[[Sequence[int]], Awaitable[None]]
 
 
@@ -172,7 +173,7 @@ class InvoiceIngest:
         validator: InvoiceValidator,
         sink: InvoiceSink,
         dead_letters: DeadLetterSink,
-        registry: RegistryLookup,
+        lookup_seller: SellerLookup,
         dedup_horizon_ms: int,
         metrics: IngestMetrics,
         confirm_ownership: OwnershipCheck | None = None,
@@ -184,7 +185,7 @@ class InvoiceIngest:
         self.validator = validator
         self.sink = sink
         self.dead_letters = dead_letters
-        self.registry = registry
+        self.lookup_seller = lookup_seller
         self.dedup_horizon_ms = dedup_horizon_ms
         self.metrics = metrics
         self.confirm_ownership = confirm_ownership
@@ -375,7 +376,7 @@ class InvoiceIngest:
             elif dedup.seen_or_add(key, day, cutoff_day):
                 outcome.duplicates += 1
                 continue
-            versions = self.registry(seller_id)
+            versions = self.lookup_seller(seller_id)
             if versions:
                 reg = registration_as_of(versions, day)
                 registered, vsic, unit = 1, reg["vsic_code"], reg["admin_unit_code"]
@@ -431,7 +432,7 @@ class InvoiceIngest:
         partition = part.partition
         state = self.states[partition]
         prepared: Prepared = self.core.prepare(
-            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.registry
+            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.lookup_seller
         )
         for index, reason in prepared.rejected:
             record = part.record(index)

@@ -36,7 +36,7 @@ from sinks.dead_letter import (
     fit_record,
     record_size,
 )
-from streams.codec import DECODE_REASONS, AvroCodec, SchemaRegistry
+from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
 from streams.validation import INVOICE_REASONS
 from tests.support import (
     PublishedFeed,
@@ -48,7 +48,7 @@ from tests.support import (
     wait_consumed,
 )
 
-CODEC = AvroCodec(SchemaRegistry.load(), INVOICE_SUBJECT)
+CODEC = AvroCodec(SchemaCatalog.load(), INVOICE_SUBJECT)
 WEIGHTED = 100_000  # hostile records drawn by weight; the fixed kinds below come on top
 NFD_REGISTER_IDS = 400  # valid invoices whose register id is decomposed Vietnamese
 BIG = 300_000  # characters of a huge string

@@ -116,7 +116,7 @@ def dispatcher(settings: Settings, store: ClickHouseStore | None, *endpoints: En
                registry: CollectorRegistry | None = None) -> WebhookDispatcher:  # fmt: skip
     return WebhookDispatcher(
         bootstrap=settings.kafka_brokers or "", alerts_topic=settings.topics.alerts, dlq_topic=dlq_topic(settings),
-        app_id=settings.app_id, config=WebhookConfig(tuple(endpoints), LOCAL), store=store, registry=registry,
+        app_id=settings.app_id, config=WebhookConfig(tuple(endpoints), LOCAL), store=store, metrics_registry=registry,
         session_timeout_s=6.0,
     )  # fmt: skip
 
