@@ -18,7 +18,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -35,8 +34,8 @@ from alerts.observe import (
 from alerts.rules import Rules
 from analytics.adoption import SegmentDay, adoption, load_units
 from analytics.units import UnitHierarchy
+from base.localtime import LOCAL_TZ
 from sinks.clickhouse.client import ClickHouseStore
-from streams.config import LOCAL_TZ
 
 log = logging.getLogger(__name__)
 PROGRESS = "__progress__"
@@ -276,7 +275,7 @@ class AlertEvaluator:
         )  # fmt: skip
         # before the first evaluated day, the lag belongs to today; no progress row then, or the
         # evaluation would resume from that day instead of from the first day with data
-        day = self.last_day or dt.datetime.now(ZoneInfo(LOCAL_TZ)).date()
+        day = self.last_day or dt.datetime.now(LOCAL_TZ).date()
         repeat = self.rules.evaluation.repeat_interval_hours * 3600
         events = advance(self.instances, [observation], day, now, repeat_interval_s=repeat)
         if events:

@@ -31,76 +31,72 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class AdoptionDrop:
+class Rule:
+    """What every rule has: on or off, how loud, and how many evaluations (days; seconds for the lag)
+    its condition must hold before it fires (``for``) and be gone before it resolves (``clear_for``)."""
+
     enabled: bool = True
+    severity: str = "warning"
+    for_: float = 2
+    clear_for: float = 2
+
+
+@dataclass(frozen=True)
+class AdoptionDrop(Rule):
     severity: str = "critical"
     baseline_weeks: int = 4
     min_drop: float = 0.10
     min_eligible: int = 15
     confidence: float = 0.99
     rollup_min_segments: int = 3
-    for_: int = 2
-    clear_for: int = 2
 
 
 @dataclass(frozen=True)
-class AdoptionSlide:
+class AdoptionSlide(Rule):
     """A gradual decline: more of a segment's businesses stopped issuing this week than usually do."""
 
-    enabled: bool = True
-    severity: str = "warning"
     baseline_weeks: int = 4
     min_active: int = 20
     min_lapsed: int = 3
     min_rise: float = 0.05
     p_value: float = 0.005
     rollup_min_segments: int = 3
-    for_: int = 2
-    clear_for: int = 2
 
 
 @dataclass(frozen=True)
-class VolumeDrop:
-    enabled: bool = True
-    severity: str = "warning"
+class VolumeDrop(Rule):
     baseline_weeks: int = 4
     min_drop_ratio: float = 0.40
     min_baseline_invoices: int = 150
     p_value: float = 0.001
     rollup_min_segments: int = 3
-    for_: int = 2
-    clear_for: int = 2
 
 
 @dataclass(frozen=True)
-class DormantIssuer:
-    enabled: bool = True
-    severity: str = "warning"
+class DormantIssuer(Rule):
     lookback_days: int = 28
     min_active_share: float = 0.8
     silent_days: int = 2
     max_chance: float = 0.001
     min_daily_invoices: float = 5.0
-    for_: int = 1
-    clear_for: int = 1
+    for_: float = 1
+    clear_for: float = 1
 
 
 @dataclass(frozen=True)
-class PipelineSilence:
-    enabled: bool = True
+class PipelineSilence(Rule):
     severity: str = "critical"
     baseline_days: int = 7
     min_silent_hours: int = 2
     min_expected_per_hour: float = 5.0
-    for_: int = 1
-    clear_for: int = 1
+    for_: float = 1
+    clear_for: float = 1
 
 
 @dataclass(frozen=True)
-class PipelineLag:
+class PipelineLag(Rule):
     """Consumer lag judged by its burn-down: over the limit and not clearing in time (seconds, not days)."""
 
-    enabled: bool = True
     severity: str = "critical"
     clear_within_s: float = 900.0
     rate_window_s: float = 120.0
@@ -126,7 +122,7 @@ class Rules:
         return dataclasses.replace(base, **override) if override else base
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[Rule]] = {
     "adoption_drop": AdoptionDrop, "adoption_slide": AdoptionSlide, "volume_drop": VolumeDrop,
     "dormant_issuer": DormantIssuer, "pipeline_silence": PipelineSilence, "pipeline_lag": PipelineLag,
 }  # fmt: skip

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from analytics.adoption import SegmentDay, adoption, load_units
+from base.tables import NO_COMPARISON, Field, FittedTable
 from sinks.clickhouse.client import ClickHouseStore
-from streams.tables import NO_COMPARISON, Field, FittedTable
 
 SORT_KEYS = ("rate", "change", "eligible", "invoices", "segment")
 WINDOW_DAYS = 7  # the trailing window of adoption_7d (analytics/adoption.py)

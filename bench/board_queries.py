@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from zoneinfo import ZoneInfo
 
+from base.config import Settings
+from base.localtime import LOCAL_TZ
 from boards.grafana import DEFAULT_VARIABLES
 from boards.queries import all_queries
 from boards.runner import run_panel
 from sinks.clickhouse import ClickHouseStore
-from streams.config import LOCAL_TZ, Settings
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--to", dest="last", required=True)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    tz = ZoneInfo(LOCAL_TZ)
+    tz = LOCAL_TZ
     start = dt.datetime.combine(dt.date.fromisoformat(args.first), dt.time(0), tz)
     end = dt.datetime.combine(dt.date.fromisoformat(args.last), dt.time(23, 59, 59), tz)
     store = ClickHouseStore(Settings.from_env().clickhouse_dsn)

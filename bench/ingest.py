@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest.py --invoices 200000 --sellers 20000
     .venv/bin/python bench/ingest.py --invoices 200000 --sellers 20000 --workers 2
 
-Several workers (or ``--store http``) share one store through ``deploy/chdb_http.py``, the loopback
+Several workers (or ``--store http``) share one store through ``harness/chdb_http.py``, the loopback
 ClickHouse HTTP endpoint owning the chDB directory, as several workers share a server.
 
 Uses the real pieces: the project's local Kafka broker (or KAFKA_BROKERS), the simulator's
@@ -28,12 +28,12 @@ from pathlib import Path
 import psutil
 from scratch import machine, scratch_deployment
 
-from deploy.chdb_http import ChdbHttpServer
+from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
+from harness.chdb_http import ChdbHttpServer
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
-from streams.config import Settings
 from streams.offsets import group_positions
 from streams.topics import create_topics
 
@@ -115,7 +115,7 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
     return {
         "workers": workers,
         "batch_core": core.get("kind"),
-        "store": "chDB over loopback HTTP (deploy/chdb_http.py)" if endpoint else "chDB in the worker",
+        "store": "chDB over loopback HTTP (harness/chdb_http.py)" if endpoint else "chDB in the worker",
         "events": total,
         "rows_inserted": int(inserted),
         "events_per_s": round((total - first[1]) / max(finished - first[0], 1e-9)),  # all workers together

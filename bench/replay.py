@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch import machine, scratch_deployment
 
+from base.config import Settings
 from deploy.worker_process import WorkerProcess
 from replay.archive import plan_archive, verify_archive, write_archive
 from replay.publish import publish_archive
@@ -30,7 +31,6 @@ from replay.rebuild import create_rebuild, run_rebuild
 from replay.rewind import Target, apply_rewind, plan_rewind
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_feed, publish_registry
-from streams.config import Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 

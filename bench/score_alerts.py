@@ -41,12 +41,12 @@ import yaml
 
 from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
+from base.config import Settings
 from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_simulation
 from sinks.clickhouse import ClickHouseStore
-from streams.config import Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from base.config import Settings
 from deploy.kafka import LocalBroker, free_port
-from streams.config import Settings
 
 
 @contextlib.contextmanager

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from base.config import Settings
 from deploy.kafka import LocalBroker
 from simulator.archive import ArchiveOptions, write_archive
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_feed, publish_registry
-from streams.config import Settings
 from streams.topics import create_topics
 
 

@@ -8,7 +8,7 @@ feed (the simulator at ``--scale`` over ``--days`` days: 2% duplicates, 1% malfo
 once and read by:
 
 1. the pipeline, one ``einvoice-monitor worker`` on embedded chDB, then two workers sharing one
-   chDB behind the loopback ClickHouse HTTP endpoint (``deploy/chdb_http.py``), each run with a
+   chDB behind the loopback ClickHouse HTTP endpoint (``harness/chdb_http.py``), each run with a
    consumer group and store of its own (bench/ingest.py ``run_workers``);
 2. a bare aiokafka loop (no group, every partition assigned, ``getmany`` in batches) that only
    Avro-decodes, the Python limit of this machine;
@@ -50,20 +50,20 @@ from kafka import KafkaAdminClient
 from scratch import machine, scratch_deployment
 
 from alerts.rules import DEFAULT_RULES
+from base.config import INVOICE_SUBJECT, Settings
 from bench.ingest import print_result, run_workers, write_result
 from bench.replay import measure_replay
-from deploy.chdb_http import ChdbHttpServer
 from deploy.kafka import free_port
-from deploy.webhook_receiver import demo_receiver
 from deploy.worker_process import WorkerProcess
+from harness.chdb_http import ChdbHttpServer
+from harness.webhook_receiver import demo_receiver
 from simulator.engine import Simulation, SimulationConfig
 from simulator.feed import FeedRecord
 from simulator.publish import MAX_BATCH_BYTES, partition_for, publish_feed, publish_invoices, publish_registry
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS
-from streams.codec import AvroCodec, DecodeError, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, Settings
+from streams.codec import AvroCodec, DecodeError, SchemaCatalog
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 
@@ -120,7 +120,7 @@ def fence_overhead(base: Settings, total: int, pairs: int) -> dict[str, object]:
 
 # -- 2. the Python limit ------------------------------------------------------------------------------------------
 async def _bare_consume(bootstrap: str, topic: str, partitions: int, max_records: int) -> dict[str, object]:
-    codec = AvroCodec(SchemaRegistry.load(), INVOICE_SUBJECT)
+    codec = AvroCodec(SchemaCatalog.load(), INVOICE_SUBJECT)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:

@@ -18,10 +18,10 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
 
+from base.localtime import TIME_ZONE
 from boards.i18n import column, t
 from boards.macros import ALL, Variable, sqlstring
 from boards.queries import BOARDS, COMPARISONS, NO_COMPARISON, ROLLUP, PanelQuery
-from streams.config import LOCAL_TZ
 
 PLUGIN = "grafana-clickhouse-datasource"
 DATASOURCE_UID = "einvoice-clickhouse"
@@ -276,7 +276,7 @@ def _board(name: str, lang: str) -> Any:
         dashboard.Dashboard(t(f"board.{name}", lang))
         .uid(f"einvoice-{name}{suffix}")
         .tags([*TAGS, language_tag(lang)])
-        .timezone(LOCAL_TZ)
+        .timezone(TIME_ZONE)
         .time(*DEFAULT_RANGE)
         .refresh("5m")
         .editable()

@@ -14,7 +14,6 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import matplotlib
 
@@ -23,14 +22,13 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
+from base.localtime import LOCAL_TZ
 from boards.grafana import RATE_STEPS, variables
 from boards.i18n import column, t
 from boards.queries import BOARDS, COMPARISONS, NO_COMPARISON
 from boards.runner import PanelResult, run_panel
 from sinks.clickhouse.client import ClickHouseStore
-from streams.config import LOCAL_TZ
 
-TZ = ZoneInfo(LOCAL_TZ)
 # the boards' thresholds, as colours that read on white paper
 RED, AMBER, GREEN, BLUE, GREY = "#c0392b", "#e67e22", "#27ae60", "#2c6fbb", "#7f8c8d"
 RATE_COLOURS = {"red": RED, "orange": AMBER, "green": GREEN}
@@ -68,8 +66,8 @@ def collect(
     """Run every view's panel query for the period (local days, both included)."""
     if last_day < first_day:
         raise ValueError(f"the period ends ({last_day}) before it starts ({first_day})")
-    time_from = dt.datetime.combine(first_day, dt.time(0), TZ)
-    time_to = dt.datetime.combine(last_day, dt.time(23, 59, 59), TZ)
+    time_from = dt.datetime.combine(first_day, dt.time(0), LOCAL_TZ)
+    time_to = dt.datetime.combine(last_day, dt.time(23, 59, 59), LOCAL_TZ)
     state = variables(sector, unit)
     data = ReportData(first_day, last_day, lang, sector, unit)
     for view, (board, key) in VIEWS.items():
@@ -87,7 +85,7 @@ def _rate_colour(rate: float) -> str:
 
 def _local(value: dt.datetime) -> dt.datetime:
     """clickhouse-connect hands DateTime('tz') back as naive UTC."""
-    return value.replace(tzinfo=dt.UTC).astimezone(TZ).replace(tzinfo=None) if value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC).astimezone(LOCAL_TZ).replace(tzinfo=None) if value.tzinfo is None else value
 
 
 def _bars(rows: list[dict[str, Any]], label: str, title: str, lang: str) -> Figure:
@@ -272,7 +270,7 @@ def render_html(data: ReportData) -> str:
         return f"<img alt='{name}' src='data:image/png;base64,{images[name]}'>" if name in images else ""
 
     scope = f"{column('sector', lang)}: {data.sector} · {column('unit', lang)}: {data.unit}"
-    generated = dt.datetime.now(TZ).strftime("%d/%m/%Y %H:%M")
+    generated = dt.datetime.now(LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
     sections = [
         f"<h1>{html.escape(t('report.title', lang))}</h1>",
         f"<p class='meta'>{html.escape(t('report.period', lang))}: {data.first_day:%d/%m/%Y} – "

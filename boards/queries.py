@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.config import LOCAL_TZ
+from base.localtime import TIME_ZONE
 
 Kind = Literal["time", "date", "number", "string", "strings"]
 ROLLUP = "*"  # segment_adoption's sector or unit of a roll-up row (analytics/adoption.py): what "All" selects
-FIRST_DAY = f"toDate($__fromTime, '{LOCAL_TZ}')"
-LAST_DAY = f"toDate($__toTime, '{LOCAL_TZ}')"
+FIRST_DAY = f"toDate($__fromTime, '{TIME_ZONE}')"
+LAST_DAY = f"toDate($__toTime, '{TIME_ZONE}')"
 IN_RANGE = f"day BETWEEN {FIRST_DAY} AND {LAST_DAY}"
 # the period before the chosen one, as long as it
 SPAN = f"(dateDiff('day', {FIRST_DAY}, {LAST_DAY}) + 1)"
@@ -25,7 +25,7 @@ RATE = "if(${period:sqlstring} = '28', adoption_28d, adoption_7d)"
 ACTIVE = "if(${period:sqlstring} = '28', active_28d, active_7d)"
 SECTOR_IS = "sector = ${sector:sqlstring}"
 UNIT_IS = "unit = ${unit:sqlstring}"
-DAY_TIME = f"toDateTime(day, '{LOCAL_TZ}')"
+DAY_TIME = f"toDateTime(day, '{TIME_ZONE}')"
 UNIT_NAMES = "(SELECT code, name FROM admin_units FINAL)"
 MIN_ELIGIBLE = 10  # smaller segments swing by chance: the same floor as `einvoice-monitor report`
 # Columns that compare with the period before or with a baseline. They are NULL when that has no data

@@ -28,15 +28,14 @@ from typing import Any
 
 import streams.codec
 import streams.validation
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from streams import batch_core
-from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaCatalog
 from streams.ingest import NO_WATERMARK
 from streams.registry import as_version
 from streams.validation import (
-    DAY_MS,
     INVOICE_REASONS,
-    LOCAL_OFFSET_MS,
     MAX_NAME_CHARS,
     MAX_REGISTER_ID_CHARS,
     REGISTRATION_REASONS,
@@ -44,11 +43,10 @@ from streams.validation import (
     Rejection,
     check_key,
     check_registration,
-    local_ms,
     nfc,
 )
 
-SCHEMAS = SchemaRegistry.load()
+SCHEMAS = SchemaCatalog.load()
 INVOICES = AvroCodec(SCHEMAS, INVOICE_SUBJECT)
 REGISTRY = AvroCodec(SCHEMAS, REGISTRY_SUBJECT)
 VALIDATOR = InvoiceValidator()

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from einvoice_core import InvoiceCore
 
+from base.config import INVOICE_SUBJECT
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import partition_for
-from streams.codec import SCHEMAS_DIR, AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
+from streams.codec import SCHEMAS_DIR, AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
@@ -79,11 +79,11 @@ def main() -> None:
     total = sum(len(b) for _, b in batches)
 
     # the reference
-    registry = SchemaRegistry.load()
-    codec = AvroCodec(registry, INVOICE_SUBJECT)
+    schemas = SchemaCatalog.load()
+    codec = AvroCodec(schemas, INVOICE_SUBJECT)
     ingest = InvoiceIngest(
         topic=TOPIC, codec=codec, validator=InvoiceValidator(), sink=NullSink(), dead_letters=NullDeadLetters(),
-        registry=table.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(),
+        lookup_seller=table.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(),
     )  # fmt: skip
     for p in by_partition:
         ingest.states[p] = PartitionState(-1, -1, NO_WATERMARK, InvoiceDeduplicator(HORIZON_MS))

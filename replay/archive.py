@@ -27,8 +27,10 @@ from typing import Any
 import fastavro
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from replay.audit import Refused, who
+from base.localtime import TIME_ZONE
+from replay.audit import who
 from replay.ranges import Offsets
+from replay.refused import Refused
 from simulator.archive import ARCHIVE_SCHEMA_PATH, BLOCK_RECORDS, CODECS, MANIFEST, ContainerWriter
 from simulator.encoding import encode_archive_record, varint
 
@@ -249,7 +251,7 @@ def write_archive(
         "record_schema": TOPIC_RECORD_SCHEMA["name"] + " (simulator/archive_record.avsc + partition, offset)",
         "codec": plan.codec,
         "partition_by": "offset",
-        "time_zone": "Asia/Ho_Chi_Minh",
+        "time_zone": TIME_ZONE,
         "created_at": state["started_at"],
         "created_by": state["created_by"],
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),

@@ -14,7 +14,6 @@ import datetime as dt
 import getpass
 import json
 import logging
-import re
 import socket
 import time
 import uuid
@@ -22,20 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from base.redaction import redact_url_credentials
+from replay.databases import Database
+from replay.refused import Refused
+
 log = logging.getLogger(__name__)
-
-AUDIT_COLUMNS = ("id", "at", "user", "host", "action", "target", "result", "detail", "duration_s")
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-class Refused(RuntimeError):
-    """The action was not taken because it would be unsafe; the message says what to do."""
 
 
 def redact(value: Any) -> Any:
     """The value with ``user:password@`` removed from every URL in it, recursively."""
     if isinstance(value, str):
-        return _CREDENTIALS.sub(r"\g<scheme>***@", value)
+        return redact_url_credentials(value)
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -85,8 +81,6 @@ class AuditLog:
             fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
         if self.clickhouse_url:
             try:
-                from replay.databases import Database
-
                 Database(self.clickhouse_url).run("sync_audit", entries=[entry])
             except Exception as exc:  # the file is the log of record; the table is a convenience
                 log.warning("audit entry not copied to ClickHouse: %s", redact(str(exc)))
@@ -117,24 +111,3 @@ class AuditLog:
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
-
-
-def audit_rows(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """Entries as rows of ``replay_audit`` (target and detail as JSON text)."""
-    rows = []
-    for e in entries:
-        at = dt.datetime.fromisoformat(e["at"])
-        rows.append(
-            (
-                e["id"],
-                at,
-                e["user"],
-                e["host"],
-                e["action"],
-                json.dumps(e["target"], ensure_ascii=False),
-                e["result"],
-                json.dumps(e["detail"], ensure_ascii=False, default=str),
-                float(e["duration_s"]),
-            )
-        )
-    return rows

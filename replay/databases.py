@@ -8,6 +8,7 @@ does the work and prints the answer as JSON. That is also how ``compare`` reads 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replay.audit import AUDIT_COLUMNS, Refused, audit_rows, redact
-from sinks.clickhouse import ClickHouseStore, apply_migrations
+from base.redaction import redact_url_credentials
+from replay.refused import Refused
+from sinks.clickhouse import ClickHouseStore, open_store
 
 BUSY_HINT = (
     "chDB allows one process per directory: stop the worker that owns it (Ctrl-C, or `replay ... --stop-workers`), "
@@ -55,7 +57,7 @@ class Database:
         return Database(urllib.parse.urlunparse(parts._replace(path=f"/{name}")))
 
     def describe(self) -> str:
-        return redact(self.dsn)
+        return redact_url_credentials(self.dsn)
 
     def run(self, op: str, **kwargs: Any) -> Any:
         """``OPERATIONS[op](store, **kwargs)``: here for a server, in a child process for chDB."""
@@ -77,9 +79,8 @@ class Database:
 
 
 def _execute(dsn: str, op: str, kwargs: dict[str, Any]) -> Any:
-    store = ClickHouseStore(dsn)
+    store = open_store(dsn)
     try:
-        store.call(apply_migrations, store.client)
         return OPERATIONS[op](store, **kwargs)
     finally:
         store.close()
@@ -139,6 +140,31 @@ def import_tables(store: ClickHouseStore, tables: list[str], directory: str) -> 
             store.call(load)
         counts[table] = int(store.query_rows(f"SELECT count() FROM {table}")[0][0])
     return counts
+
+
+# replay_audit, as replay.audit writes its entries
+AUDIT_COLUMNS = ("id", "at", "user", "host", "action", "target", "result", "detail", "duration_s")
+
+
+def audit_rows(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Entries as rows of ``replay_audit`` (target and detail as JSON text)."""
+    rows = []
+    for e in entries:
+        at = dt.datetime.fromisoformat(e["at"])
+        rows.append(
+            (
+                e["id"],
+                at,
+                e["user"],
+                e["host"],
+                e["action"],
+                json.dumps(e["target"], ensure_ascii=False),
+                e["result"],
+                json.dumps(e["detail"], ensure_ascii=False, default=str),
+                float(e["duration_s"]),
+            )
+        )
+    return rows
 
 
 def sync_audit(store: ClickHouseStore, entries: list[dict[str, Any]]) -> int:

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from replay.archive import read_manifest, read_records
-from replay.audit import Refused
 from replay.ranges import Offsets
+from replay.refused import Refused
 from simulator.publish import Pacing, Publisher, _Clock, _paced, partition_for
 from streams.offsets import end_offsets, fetch_range
 

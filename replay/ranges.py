@@ -9,15 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from kafka.admin import KafkaAdminClient, OffsetSpec
 from kafka.structs import TopicPartition
 
-from streams.config import LOCAL_TZ, Topics
+from base.config import Topics
+from base.localtime import LOCAL_TZ
 from streams.offsets import end_offsets
 
-LOCAL = ZoneInfo(LOCAL_TZ)
 TIME_FORMS = "2024-06-03, 2024-06-03T08:00 or 2024-06-03T08:00+07:00 (no offset = Asia/Ho_Chi_Minh)"
 
 
@@ -28,7 +27,7 @@ def parse_instant(text: str) -> int:
     except ValueError:
         raise ValueError(f"{text!r} is not a date or time: use {TIME_FORMS}") from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=LOCAL)
+        value = value.replace(tzinfo=LOCAL_TZ)
     return int(value.timestamp() * 1000)
 
 
@@ -36,7 +35,7 @@ def format_instant(ms: int | None) -> str:
     """Local wall-clock time of epoch milliseconds, for people."""
     if ms is None or ms < 0:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, LOCAL).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).isoformat(timespec="seconds")
 
 
 def topic_name(name: str, topics: Topics) -> str:

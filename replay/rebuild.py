@@ -38,13 +38,14 @@ from typing import Any, TypeVar
 
 from kafka.admin import KafkaAdminClient
 
+from base.config import ENVIRONMENT, Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
-from replay.audit import Refused, who
+from replay.audit import who
 from replay.databases import Database
 from replay.members import describe_group, stop_local_workers
+from replay.refused import Refused
 from sinks.clickhouse import ClickHouseStore
-from streams.config import ENVIRONMENT, Settings
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
 

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from kafka.errors import NoError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from replay.audit import Refused
 from replay.members import GroupState, describe_group, remove_members, stop_local_workers
 from replay.ranges import Offsets, check_within, format_instant, parse_offsets
+from replay.refused import Refused
 from streams.offsets import group_positions
 
 

@@ -21,16 +21,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from base.localtime import HOUR_MS, LOCAL_OFFSET_MS, TIME_ZONE
 from simulator.encoding import EncodedBatch, avro_string, encode_archive_record, varint
 from simulator.engine import CHUNK, Simulation
-from simulator.feed import LOCAL_OFFSET_MS
 
 ARCHIVE_SCHEMA_PATH = Path(__file__).resolve().parent / "archive_record.avsc"
 MAGIC = b"Obj\x01"
 BLOCK_RECORDS = 8192
 CODECS = ("null", "deflate")
 PARTITIONS = ("day", "hour")
-HOUR_MS = 3_600_000
 MANIFEST = "manifest.json"
 GROUND_TRUTH = "ground_truth.json"
 
@@ -208,7 +207,7 @@ def write_archive(
 
     manifest = {
         "format": "einvoice-monitor archive", "version": 1, "record_schema": ARCHIVE_SCHEMA_PATH.name,
-        "codec": options.codec, "partition_by": options.partition_by, "time_zone": "Asia/Ho_Chi_Minh",
+        "codec": options.codec, "partition_by": options.partition_by, "time_zone": TIME_ZONE,
         "partition_time": "record timestamp (receive time), local day/hour",
         "topics": {"invoices": options.invoices_topic, "registry": options.registry_topic},
         "records": sum(f["records"] for f in files), "files": files,

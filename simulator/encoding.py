@@ -13,8 +13,8 @@ bodies (``schemas/einvoice_issued.v1/v2.avsc``) and the archive records around t
 Strings are a zigzag-varint length and UTF-8 bytes, int and long zigzag varints, an enum its index
 as an int, a union the branch index then the value. What is fixed per seller (frame, id, form,
 symbol) or per register (code prefix, register id) is pre-encoded once; per record only the year
-digits, the sequence digits and four varints are computed. tests/test_simulator_encoding.py checks
-the result against fastavro and :class:`streams.codec.AvroCodec` byte for byte.
+digits, the sequence digits and four varints are computed. tests/test_simulator_output.py reads
+the files back with fastavro and decodes the records with :class:`streams.codec.AvroCodec`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.feed import LOCAL_OFFSET_MS
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS
 
-DAY_MS = 86_400_000
 PAYMENT_METHODS = ("CASH", "CARD", "TRANSFER", "EWALLET", "OTHER")  # enum order of the schema
 _POW10 = 10 ** np.arange(10, -1, -1, dtype=np.int64)  # 11 digits, most significant first
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)

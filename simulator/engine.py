@@ -22,23 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from simulator.encoding import DAY_MS, PAYMENT_METHODS, EncodedBatch, SellerTables, encode_archive_records
-from simulator.feed import (
-    LOCAL_OFFSET_MS,
-    MALFORMED_KINDS,
-    TOO_OLD_DELAY_MS,
-    FeedRecord,
-    corrupt,
-    local_datetime,
-)
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS, TIME_ZONE
+from simulator.encoding import PAYMENT_METHODS, EncodedBatch, SellerTables, encode_archive_records
+from simulator.feed import MALFORMED_KINDS, TOO_OLD_DELAY_MS, FeedRecord, corrupt, local_datetime
 from simulator.model import day_factors, day_number, hour_cdf
 from simulator.population import ENTERPRISE, Population
-from simulator.reference import DEFAULT_REFERENCE, NON_CASH_METHODS, load_reference
+from simulator.reference import DEFAULT_REFERENCE, load_reference
 from simulator.scenarios import Effects, Scenario, load_scenario, resolve_scenarios, stopped_on
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from streams.codec import AvroCodec, SchemaCatalog
+from streams.validation import NON_CASH_METHODS
 
-HOUR_MS = 3_600_000
 VALID, DUPLICATE, MALFORMED = 0, 1, 2  # kind codes; malformed kind k is MALFORMED + k
 MAX_TICKET_VND = 500_000_000  # a lognormal tail beyond this is not a cash-register sale
 CHUNK = 200_000  # rows encoded at a time: bounds memory at scale 1.0
@@ -169,12 +163,12 @@ class Simulation:
         self.buyers = [pop.seller_ids[i] for i in enterprises[: min(len(enterprises), 5000)].tolist()]
         if not self.buyers:
             self.buyers = ["2800000001"]
-        schemas = SchemaRegistry.load()
+        schemas = SchemaCatalog.load()
         self.codec = AvroCodec(schemas, INVOICE_SUBJECT)
         self.registry_codec = AvroCodec(schemas, REGISTRY_SUBJECT)
         self.tables = SellerTables.build(
             pop.seller_ids, pop.form, pop.v2, pop.symbol_tail, pop.register_ids, pop.register_owner, self.buyers,
-            schema_ids=(self.codec.registry.version(INVOICE_SUBJECT, 1).schema_id, self.codec.reader.schema_id),
+            schema_ids=(self.codec.schemas.version(INVOICE_SUBJECT, 1).schema_id, self.codec.reader.schema_id),
         )  # fmt: skip
         self._prepare_sector_tables()
         self.stats = Stats()
@@ -425,7 +419,7 @@ class Simulation:
             "config": {**self.config.as_dict(), "volume": self.volume},
             "window": {"first_issue_day": self.config.start.isoformat(),
                        "last_issue_day": (self.config.start + dt.timedelta(days=self.config.days - 1)).isoformat(),
-                       "time_zone": "Asia/Ho_Chi_Minh"},
+                       "time_zone": TIME_ZONE},
             "population": {"businesses": len(self.population), "registered": int(self.population.in_registry.sum()),
                            "adopters": int(self.population.adopter.sum())},
             "changes": self.effects.truth,

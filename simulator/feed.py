@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
+from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS
 from streams.codec import AvroCodec
 
-LOCAL_OFFSET_MS = 7 * 3_600_000  # Asia/Ho_Chi_Minh, UTC+7, no daylight saving
 _EPOCH = dt.datetime(1970, 1, 1)
 
 # kind -> the reason the pipeline gives it (DecodeError.reason or Rejection.reason)
@@ -37,8 +37,8 @@ MALFORMED_KINDS: tuple[str, ...] = tuple(MALFORMED_REASON)
 # The first ten, the kinds of the original feed (tests/test_ingest_e2e.py maps exactly these).
 CLASSIC_MALFORMED_KINDS: tuple[str, ...] = MALFORMED_KINDS[:10]
 # When a malformed record says it was received relative to its issue time
-FUTURE_SKEW_MS = 6 * 3_600_000  # issued_in_future: the register's clock runs six hours ahead
-TOO_OLD_DELAY_MS = 5 * 86_400_000  # issued_too_old: received five days after issue
+FUTURE_SKEW_MS = 6 * HOUR_MS  # issued_in_future: the register's clock runs six hours ahead
+TOO_OLD_DELAY_MS = 5 * DAY_MS  # issued_too_old: received five days after issue
 REGISTRY_SCHEMA_ID = 2  # business.registry-value: another subject's id for wrong_subject
 
 

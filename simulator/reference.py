@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from analytics.public_holidays import days_off, lunar_new_year
-from streams.validation import nfc  # the one normalisation the pipeline stores names in
+from streams.validation import NON_CASH_METHODS, VAT_RATES, nfc  # nfc: the normalisation names are stored in
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = REFERENCE_DIR / "thanh_hoa.toml"
 LEGAL_FORMS = ("enterprise", "branch", "household")
-NON_CASH_METHODS = ("CARD", "TRANSFER", "EWALLET")
-VAT_RATES = (0, 5, 8, 10)
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ def _sector(raw: dict[str, Any], default_split: dict[str, float]) -> Sector:
     if not (0 <= sector.adopters_jan <= sector.adopters_march <= sector.adopters_june <= sector.eligible):
         raise ValueError(f"sector {code}: adopters must grow and stay within eligible")
     if sector.vat_rate not in VAT_RATES:
-        raise ValueError(f"sector {code}: VAT rate {sector.vat_rate} is not one of {VAT_RATES}")
+        raise ValueError(f"sector {code}: VAT rate {sector.vat_rate} is not one of {sorted(VAT_RATES)}")
     if abs(sum(sector.legal_forms.values()) - 1) > 1e-6 or abs(sum(sector.non_cash_split.values()) - 1) > 1e-6:
         raise ValueError(f"sector {code}: legal_forms and non_cash_split must each sum to 1")
     if set(sector.non_cash_split) - set(NON_CASH_METHODS):

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from base.localtime import LOCAL_OFFSET_MS, LOCAL_TZ, local_ms
 from simulator.model import day_number
 from simulator.population import Population
 
-LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "Asia/Ho_Chi_Minh")
 MAX_OUTAGE_HOURS = 20.0  # late events (≤ 48 h) delayed further must stay within the 72 h validity limit
 KINDS = ("sector_drop", "silent_issuer", "volume_drop", "registry_change", "feed_outage")
 RUN_KEYS = ("start", "days", "scale")
@@ -327,7 +327,7 @@ def _day(value: dt.date | None) -> int | None:
 
 
 def _utc_ms(local: dt.datetime) -> int:
-    return int((local - dt.datetime(1970, 1, 1)).total_seconds() * 1000) - 7 * 3_600_000
+    return local_ms(local) - LOCAL_OFFSET_MS
 
 
 def resolve_scenarios(scenarios: Sequence[Scenario], population: Population, seed: int, volume: float) -> Effects:

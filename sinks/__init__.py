@@ -1,1 +1,1 @@
-"""Writers to the outside world: ClickHouse, the dead-letter topic (later: webhooks, Grafana)."""
+"""Writers to the outside world: ClickHouse (``clickhouse/``), the dead-letter topics, signed webhooks."""

@@ -27,13 +27,14 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
+from base.localtime import HOUR_MS
+from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams import batch_core, freeze
 from streams.batch_fetch import BatchFetchApp, FetchedBatches
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
+from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import InvoiceIngest, PartitionRecords, PartitionsMoved, PreparedBatch, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges
@@ -135,7 +136,7 @@ class Pipeline:
         self.settings = settings
         self.bootstrap = bootstrap
         self.metrics = IngestMetrics()
-        schemas = SchemaRegistry.load()
+        schemas = SchemaCatalog.load()
         self.invoice_codec = AvroCodec(schemas, INVOICE_SUBJECT)
         self.registry_codec = AvroCodec(schemas, REGISTRY_SUBJECT)
         self.registry_table = registry_table
@@ -169,16 +170,14 @@ class Pipeline:
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}:{int(self.started_at)}"
 
     async def start(self) -> None:
-        self.store = ClickHouseStore(self.settings.clickhouse_dsn)
-        applied = await self.store.run(apply_migrations, self.store.client)
-        log.info("clickhouse ready", extra={"dsn": self.store.redacted_dsn, "migrations_applied": applied})
+        self.store = await asyncio.to_thread(open_store, self.settings.clickhouse_dsn)
         await self.invoice_dlq.start()
         await self.registry_dlq.start()
         rules = InvoiceRules.from_settings(self.settings)
-        dedup_horizon_ms = self.settings.dedup_horizon_hours * 3_600_000
+        dedup_horizon_ms = self.settings.dedup_horizon_hours * HOUR_MS
         self.batch_core = batch_core.load(
             self.settings.batch_core, topic=self.topics.invoices, subject=INVOICE_SUBJECT,
-            schemas=self.invoice_codec.registry, rules=rules, dedup_horizon_ms=dedup_horizon_ms,
+            schemas=self.invoice_codec.schemas, rules=rules, dedup_horizon_ms=dedup_horizon_ms,
         )  # fmt: skip
         log.info("batch core", extra={"kind": self.batch_core.kind, "reason": self.batch_core.reason})
         self.ingest = InvoiceIngest(
@@ -187,7 +186,7 @@ class Pipeline:
             validator=InvoiceValidator(rules),
             sink=InvoiceSink(self.store, self.topics.invoices, fenced=self.fenced),
             dead_letters=self.invoice_dlq,
-            registry=self.lookup_seller,
+            lookup_seller=self.lookup_seller,
             dedup_horizon_ms=dedup_horizon_ms,
             metrics=self.metrics,
             confirm_ownership=self.confirm_ownership if self.fenced else None,
@@ -199,7 +198,11 @@ class Pipeline:
             return
         # Webhooks: one consumer group per endpoint on adoption.alerts; never holds up ingestion.
         self.webhooks = WebhookDispatcher.from_settings(
-            self.settings, self.bootstrap, self.store, registry=self.metrics.registry, config=self.webhook_config
+            self.settings,
+            self.bootstrap,
+            self.store,
+            metrics_registry=self.metrics.metrics_registry,
+            config=self.webhook_config,
         )
         if self.webhooks is not None:
             await self.webhooks.start()
@@ -602,6 +605,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(pipeline.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return web.bytes(
+            generate_latest(pipeline.metrics.metrics_registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
 
     return app

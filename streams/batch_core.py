@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streams.codec import SchemaRegistry
+from streams.codec import SchemaCatalog
 from streams.validation import InvoiceRules
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class BatchCore:
 
 
 def load(
-    choice: str, *, topic: str, subject: str, schemas: SchemaRegistry, rules: InvoiceRules, dedup_horizon_ms: int
+    choice: str, *, topic: str, subject: str, schemas: SchemaCatalog, rules: InvoiceRules, dedup_horizon_ms: int
 ) -> BatchCore:
     """Build the core ``choice`` asks for; raises when ``compiled`` is asked and cannot be had."""
     if choice not in CHOICES:

@@ -43,7 +43,7 @@ class RegisteredSchema:
     source: str  # the schema's JSON text, as the compiled core (native/) parses it
 
 
-class SchemaRegistry:
+class SchemaCatalog:
     """Schemas by id and subject, read from ``schemas/registry.json``."""
 
     def __init__(self, entries: list[RegisteredSchema]) -> None:
@@ -53,7 +53,7 @@ class SchemaRegistry:
             self._latest[entry.subject] = entry
 
     @classmethod
-    def load(cls, directory: Path = SCHEMAS_DIR) -> SchemaRegistry:
+    def load(cls, directory: Path = SCHEMAS_DIR) -> SchemaCatalog:
         index = json.loads((directory / "registry.json").read_text(encoding="utf-8"))
         named: dict[str, Any] = {}
         entries = []
@@ -114,14 +114,14 @@ def added_defaults(writer: Any, reader: Any) -> dict[str, Any] | None:
 class AvroCodec:
     """Encode and decode one subject's values; decoding accepts every registered version."""
 
-    def __init__(self, registry: SchemaRegistry, subject: str, reader_version: int | None = None) -> None:
-        self.registry = registry
+    def __init__(self, schemas: SchemaCatalog, subject: str, reader_version: int | None = None) -> None:
+        self.schemas = schemas
         self.subject = subject
-        self.reader = registry.latest(subject) if reader_version is None else registry.version(subject, reader_version)
+        self.reader = schemas.latest(subject) if reader_version is None else schemas.version(subject, reader_version)
         self._added: dict[int, dict[str, Any] | None] = {}
 
     def encode(self, value: dict[str, Any], writer_version: int | None = None) -> bytes:
-        writer = self.reader if writer_version is None else self.registry.version(self.subject, writer_version)
+        writer = self.reader if writer_version is None else self.schemas.version(self.subject, writer_version)
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC_BYTE, writer.schema_id))
         fastavro.schemaless_writer(buf, writer.parsed, value)
@@ -134,7 +134,7 @@ class AvroCodec:
         magic, schema_id = _HEADER.unpack_from(payload)
         if magic != MAGIC_BYTE:
             raise DecodeError("bad_magic_byte", f"magic byte {magic} (expected {MAGIC_BYTE})")
-        writer = self.registry.by_id(schema_id)
+        writer = self.schemas.by_id(schema_id)
         if writer.subject != self.subject:
             raise DecodeError("wrong_subject", f"schema id {schema_id} is {writer.subject}, expected {self.subject}")
         buf = io.BytesIO(payload)

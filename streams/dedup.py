@@ -21,7 +21,7 @@ from hashlib import blake2b
 
 import numpy as np
 
-from streams.validation import DAY_MS
+from base.localtime import DAY_MS
 
 FREEZE_AT = 50_000  # keys in a day's set before they move into its sorted array
 _EMPTY = np.empty(0, dtype=np.int64)

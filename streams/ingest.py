@@ -1,7 +1,8 @@
 """The invoice path of the worker, per batch: decode, validate, dedup, join, write.
 
-Kept apart from Faust so that its rules can be read (and tested) in one place; the Faust agent
-in :mod:`streams.agents` only feeds it batches and acks them afterwards.
+Kept apart from Faust so that its rules can be read (and tested) in one place; the ingest task
+in :mod:`streams.app` only feeds it the batches :mod:`streams.batch_fetch` hands over, and commits
+their offsets afterwards.
 
 Exactly-once effect: validity is a pure function of a record; dedup state and the watermark
 are functions of what ClickHouse holds; each partition's dead letters are flushed before its
@@ -20,22 +21,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import AvroCodec, DecodeError
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.freeze import BEFORE_INSERT
 from streams.metrics import IngestMetrics
-from streams.validation import (
-    DAY_MS,
-    LOCAL_OFFSET_MS,
-    InvoiceValidator,
-    Rejection,
-    check_key,
-    local_ms,
-    nfc,
-    seller_kind,
-)
+from streams.validation import NON_CASH_METHODS, InvoiceValidator, Rejection, check_key, nfc, seller_kind
 
 if TYPE_CHECKING:
     from einvoice_core import InvoiceCore, Prepared
@@ -43,10 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_WATERMARK = -(2**62)
-NON_CASH_METHODS = frozenset({"CARD", "TRANSFER", "EWALLET"})
+_NON_CASH = frozenset(NON_CASH_METHODS)  # a set for the per-row test
 MALFORMED_VALUE = "malformed_value"  # a decoded value the validator could not even read (the last resort)
 
-RegistryLookup = Callable[[str], list[dict[str, Any]] | None]
+SellerLookup = Callable[[str], list[dict[str, Any]] | None]
 OwnershipCheck = Callable[[Sequence[int]], Awaitable[None]]
 
 
@@ -180,7 +173,7 @@ class InvoiceIngest:
         validator: InvoiceValidator,
         sink: InvoiceSink,
         dead_letters: DeadLetterSink,
-        registry: RegistryLookup,
+        lookup_seller: SellerLookup,
         dedup_horizon_ms: int,
         metrics: IngestMetrics,
         confirm_ownership: OwnershipCheck | None = None,
@@ -192,7 +185,7 @@ class InvoiceIngest:
         self.validator = validator
         self.sink = sink
         self.dead_letters = dead_letters
-        self.registry = registry
+        self.lookup_seller = lookup_seller
         self.dedup_horizon_ms = dedup_horizon_ms
         self.metrics = metrics
         self.confirm_ownership = confirm_ownership
@@ -383,7 +376,7 @@ class InvoiceIngest:
             elif dedup.seen_or_add(key, day, cutoff_day):
                 outcome.duplicates += 1
                 continue
-            versions = self.registry(seller_id)
+            versions = self.lookup_seller(seller_id)
             if versions:
                 reg = registration_as_of(versions, day)
                 registered, vsic, unit = 1, reg["vsic_code"], reg["admin_unit_code"]
@@ -397,7 +390,7 @@ class InvoiceIngest:
                 (
                     seller_id, code, key, value["invoice_form"], value["invoice_symbol"],
                     issued_local - LOCAL_OFFSET_MS, day, value["amount_vnd"], value["vat_rate"],
-                    value["vat_amount_vnd"], method, 1 if method in NON_CASH_METHODS else 0,
+                    value["vat_amount_vnd"], method, 1 if method in _NON_CASH else 0,
                     nfc(value["register_id"]), value.get("buyer_tax_code"), seller_kind(seller_id),
                     registered, vsic, unit, schema_id, topic, partition, record.offset, record.timestamp_ms,
                 ),
@@ -439,7 +432,7 @@ class InvoiceIngest:
         partition = part.partition
         state = self.states[partition]
         prepared: Prepared = self.core.prepare(
-            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.registry
+            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.lookup_seller
         )
         for index, reason in prepared.rejected:
             record = part.record(index)

@@ -25,8 +25,8 @@ class IngestMetrics:
     """One registry per app, so several apps in one process (tests) do not collide."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.metrics_registry = CollectorRegistry()
+        r = self.metrics_registry
         self.events = Counter("einvoice_events", "Records read from Kafka", ["topic"], registry=r)
         self.rejected = Counter(
             "einvoice_rejected", "Records sent to the DLQ, by reason", ["topic", "reason"], registry=r
@@ -66,7 +66,7 @@ class IngestMetrics:
     def snapshot(self) -> list[tuple[str, str, float]]:
         """(metric, label, value) for every sample, for the ClickHouse copy."""
         rows = []
-        for family in self.registry.collect():
+        for family in self.metrics_registry.collect():
             for sample in family.samples:
                 if sample.name.endswith(("_created", "_bucket")):
                     continue

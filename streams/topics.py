@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from base.config import Settings
 from sinks.dead_letter import DLQ_MAX_MESSAGE_BYTES
-from streams.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from streams.config import Settings
-
-LOCAL_OFFSET_MS = 7 * 3600 * 1000  # Asia/Ho_Chi_Minh: UTC+7, no daylight saving
-DAY_MS = 86_400_000
-_EPOCH = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
+from base.config import Settings
+from base.localtime import HOUR_MS, LOCAL_OFFSET_MS, local_ms
 
 # re.ASCII: \d must not match other scripts' digits (full-width, Arabic-Indic, ...).
 # Always used with fullmatch: with match, `$` also matches before a trailing newline, so
@@ -28,6 +24,8 @@ SYMBOL_RE = re.compile(r"^[CK](\d{2})M[0-9A-Z]{2}$", re.ASCII)
 VSIC_RE = re.compile(r"^\d{4}$", re.ASCII)
 ADMIN_UNIT_RE = re.compile(r"^\d{2,5}$", re.ASCII)
 VAT_RATES = frozenset({0, 5, 8, 10})
+# payment_method values that count as non-cash (the adoption metric); the order is the simulator's split columns
+NON_CASH_METHODS = ("CARD", "TRANSFER", "EWALLET")
 # Control characters, surrogates and bidi overrides: never part of a register id or a name
 # (a surrogate cannot even be encoded for ClickHouse; a bidi override spoofs what a board shows).
 _UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
@@ -58,16 +56,6 @@ class Rejection(NamedTuple):
     detail: str
 
 
-def local_ms(value: datetime) -> int:
-    """Milliseconds of a naive local wall-clock time, counted like an epoch (for day arithmetic)."""
-    return (value - _EPOCH) // _MS
-
-
-def local_day(local_wall_ms: int) -> int:
-    """Days since 1970-01-01 of a local wall-clock time: the analyst's day."""
-    return local_wall_ms // DAY_MS
-
-
 def nfc(text: str) -> str:
     """Text as stored and compared (Unicode NFC, see DOMAIN.md); ASCII, the usual case, costs one check."""
     return text if text.isascii() else unicodedata.normalize("NFC", text)
@@ -88,7 +76,7 @@ class InvoiceRules:
 
     invoice_code_pattern: str = Settings.invoice_code_pattern
     future_tolerance_ms: int = Settings.future_tolerance_minutes * 60_000
-    max_lateness_ms: int = Settings.max_lateness_hours * 3_600_000
+    max_lateness_ms: int = Settings.max_lateness_hours * HOUR_MS
     max_amount_vnd: int = Settings.max_amount_vnd
     vat_tolerance_vnd: int = 1
 
@@ -97,7 +85,7 @@ class InvoiceRules:
         return cls(
             invoice_code_pattern=settings.invoice_code_pattern,
             future_tolerance_ms=settings.future_tolerance_minutes * 60_000,
-            max_lateness_ms=settings.max_lateness_hours * 3_600_000,
+            max_lateness_ms=settings.max_lateness_hours * HOUR_MS,
             max_amount_vnd=settings.max_amount_vnd,
         )
 
@@ -177,10 +165,10 @@ class InvoiceValidator:
                 ahead_min = (issued_utc_ms - received_at_ms) / 60_000
                 return Rejection("issued_in_future", f"issued {ahead_min:.0f} min after the feed received it")
             if issued_utc_ms < received_at_ms - rules.max_lateness_ms:
-                late_h = (received_at_ms - issued_utc_ms) / 3_600_000
+                late_h = (received_at_ms - issued_utc_ms) / HOUR_MS
                 return Rejection(
                     "issued_too_old",
-                    f"arrived {late_h:.1f} h after issue; the limit is {rules.max_lateness_ms / 3_600_000:.0f} h",
+                    f"arrived {late_h:.1f} h after issue; the limit is {rules.max_lateness_ms / HOUR_MS:.0f} h",
                 )
         return None
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from base.config import Settings
 from deploy.kafka import LocalBroker
-from streams.config import Settings
 from tests.support import deployment_settings
 
 # the simulated deployment the board and report tests read (session scope, built on first use)

@@ -18,11 +18,11 @@ import yaml
 
 from alerts.rules import DEFAULT_RULES
 from alerts.silences import add_silence
-from deploy.webhook_receiver import demo_receiver
+from base.config import Settings
 from deploy.worker_process import WorkerProcess
+from harness.webhook_receiver import demo_receiver
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_simulation
-from streams.config import Settings
 from tests.support import deployment_settings, wait_until
 
 START = dt.date(2024, 6, 3)

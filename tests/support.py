@@ -13,12 +13,12 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.clickhouse import ClickHouseStore
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import offsets
-from streams.config import Settings
 from streams.topics import create_topics
 
 
@@ -202,7 +202,7 @@ def run_cli(settings: Settings, *args: str):
     """``einvoice-monitor ARGS`` in this process, with the deployment's environment (exit code, stdout, stderr)."""
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     return CliRunner().invoke(app, list(args), env=settings.to_env(), catch_exceptions=False)
 

@@ -9,8 +9,8 @@ from kafka import KafkaProducer
 
 from analytics.adoption import adoption
 from analytics.units import AdminUnit, UnitHierarchy
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import REGISTRY_SUBJECT
+from base.config import REGISTRY_SUBJECT
+from streams.codec import AvroCodec, SchemaCatalog
 from tests.support import PublishedFeed, consume_all, open_store
 
 START = dt.date(2024, 6, 1)
@@ -32,7 +32,7 @@ def test_unit_hierarchy_maps_communes_up_to_the_configured_level():
 
 def test_adoption_matches_an_independent_count_with_registry_as_of_each_day(settings):
     feed = PublishedFeed(settings, sellers=300, invoices=4000, seed=21, days=6)
-    codec = AvroCodec(SchemaRegistry.load(), REGISTRY_SUBJECT)
+    codec = AvroCodec(SchemaCatalog.load(), REGISTRY_SUBJECT)
     # registry changes inside the window: one seller moves district, one closes, one is new and silent
     mover, closer = feed.in_registry[0], feed.in_registry[1]
     changes = [

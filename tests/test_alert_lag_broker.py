@@ -23,11 +23,11 @@ import yaml
 from rich.console import Console
 
 from alerts.rules import DEFAULT_RULES
-from deploy import demo
-from deploy.chdb_http import ChdbHttpServer
+from base.config import Settings
+from cli import demo
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
-from streams.config import Settings
+from harness.chdb_http import ChdbHttpServer
 from tests import support
 from tests.support import PublishedFeed
 from tests.test_alert_evaluator import alert_topic_events

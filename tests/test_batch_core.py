@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
+from base.config import INVOICE_SUBJECT
 from streams import batch_core
-from streams.codec import SchemaRegistry
-from streams.config import INVOICE_SUBJECT
+from streams.codec import SchemaCatalog
 from streams.validation import InvoiceRules
 
 
 def load(choice: str) -> batch_core.BatchCore:
     return batch_core.load(
-        choice, topic="einvoice.issued", subject=INVOICE_SUBJECT, schemas=SchemaRegistry.load(),
+        choice, topic="einvoice.issued", subject=INVOICE_SUBJECT, schemas=SchemaCatalog.load(),
         rules=InvoiceRules(), dedup_horizon_ms=72 * 3_600_000,
     )  # fmt: skip
 

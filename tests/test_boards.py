@@ -13,10 +13,10 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.localtime import LOCAL_TZ
 from boards.grafana import DATASOURCE_UID, DEFAULT_VARIABLES, PLUGIN, dashboards, to_json_text
 from boards.i18n import LANGUAGES
 from boards.macros import MacroError, render
@@ -24,12 +24,11 @@ from boards.queries import BOARDS, PanelQuery, all_queries
 from boards.runner import column_kind, run_panel
 from sinks.clickhouse import ClickHouseStore
 from sinks.dead_letter import H_REASON
-from streams.config import LOCAL_TZ
 from tests.filled import DROP, LAST_COMPLETE, START, FilledDeployment
 from tests.support import read_topic
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
-TZ = ZoneInfo(LOCAL_TZ)
+TZ = LOCAL_TZ
 JUNE = (dt.datetime(2024, 6, 1, tzinfo=TZ), dt.datetime(2024, 6, 30, 23, 59, 59, tzinfo=TZ))
 BUDGET_S = 10.0  # per panel query on this data (chDB in process, 2 cores); Grafana's default timeout is 30 s
 

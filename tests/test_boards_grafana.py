@@ -18,21 +18,20 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.localtime import LOCAL_TZ
 from boards.grafana import dashboards, language_tag
 from boards.i18n import LANGUAGES, column
 from boards.macros import ALL, Variable, expand_macros, interpolate
 from boards.queries import PanelQuery, all_queries
 from boards.runner import run_sql
 from sinks.clickhouse import ClickHouseStore
-from streams.config import LOCAL_TZ
 from tests.filled import FilledDeployment
 from tests.grafana_code import run_grafana
 
-TZ = ZoneInfo(LOCAL_TZ)
+TZ = LOCAL_TZ
 JUNE = (dt.datetime(2024, 6, 3, tzinfo=TZ), dt.datetime(2024, 6, 27, 23, 59, 59, tzinfo=TZ))
 HOSTILE = "0.8' OR 1=1 --"
 # panels that show one segment's own figures: a single value with data must show rows

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from boards.grafana import DATASOURCE_UID, dashboards
-from streams.cli import app
+from cli.main import app
 
 TOKEN = "glsa_test_token_0123456789"
 

@@ -21,13 +21,13 @@ import pytest
 import yaml
 
 from alerts.rules import DEFAULT_RULES
+from base.config import Settings
 from deploy.kafka import LocalBroker
-from deploy.webhook_receiver import Received, Reply, WebhookReceiver
 from deploy.worker_process import WorkerProcess
+from harness.webhook_receiver import Received, Reply, WebhookReceiver
 from sinks.clickhouse import ClickHouseStore
 from sinks.clickhouse.faults import ClickHouseUnavailable, FaultSwitch, clear_outage, fault_path, inject_outage
 from sinks.webhook import new_secret
-from streams.config import Settings
 from tests.support import (
     PublishedFeed,
     assert_exact_accounting,

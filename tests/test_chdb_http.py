@@ -1,4 +1,4 @@
-"""The loopback ClickHouse HTTP endpoint (deploy/chdb_http.py): real HTTP, real clickhouse-connect, real chDB.
+"""The loopback ClickHouse HTTP endpoint (harness/chdb_http.py): real HTTP, real clickhouse-connect, real chDB.
 
 Each test gets a database of its own on one endpoint process, reached the way a worker reaches a
 server: ``http://user:@127.0.0.1:port/db`` through ``sinks.clickhouse.connect`` (lz4 both ways).
@@ -23,7 +23,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from analytics.adoption import adoption, unregistered
-from deploy.chdb_http import ChdbHttpServer
+from harness.chdb_http import ChdbHttpServer
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, STORED_COLUMNS
 from sinks.clickhouse.migrate import MIGRATIONS_DIR

@@ -1,4 +1,4 @@
-"""Confluent framing and schema evolution against the file-based registry."""
+"""Confluent framing and schema evolution against the file-based schemas."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from streams.codec import AvroCodec, DecodeError, SchemaRegistry
-from streams.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
+from streams.codec import AvroCodec, DecodeError, SchemaCatalog
 
 INVOICE = {
     "seller_id": "2800000001",
@@ -24,19 +24,19 @@ INVOICE = {
 
 
 @pytest.fixture(scope="module")
-def registry() -> SchemaRegistry:
-    return SchemaRegistry.load()
+def schemas() -> SchemaCatalog:
+    return SchemaCatalog.load()
 
 
-def test_frame_is_magic_byte_schema_id_body(registry):
-    encoded = AvroCodec(registry, INVOICE_SUBJECT, reader_version=1).encode(INVOICE)
+def test_frame_is_magic_byte_schema_id_body(schemas):
+    encoded = AvroCodec(schemas, INVOICE_SUBJECT, reader_version=1).encode(INVOICE)
     assert encoded[0] == 0
     assert int.from_bytes(encoded[1:5], "big") == 1
 
 
-def test_v1_reader_reads_v2_data_and_the_reverse(registry):
-    v1 = AvroCodec(registry, INVOICE_SUBJECT, reader_version=1)
-    v2 = AvroCodec(registry, INVOICE_SUBJECT, reader_version=2)
+def test_v1_reader_reads_v2_data_and_the_reverse(schemas):
+    v1 = AvroCodec(schemas, INVOICE_SUBJECT, reader_version=1)
+    v2 = AvroCodec(schemas, INVOICE_SUBJECT, reader_version=2)
     schema_id, from_v2 = v1.decode(v2.encode({**INVOICE, "buyer_tax_code": "0100109106"}))
     assert schema_id == 3
     assert from_v2 == INVOICE  # the new field is dropped by the old reader
@@ -56,20 +56,20 @@ def test_v1_reader_reads_v2_data_and_the_reverse(registry):
         (b"\x00\x00\x00\x00\x01\xff\xff\xff\xff\xff\xff", "malformed_bytes"),
     ],
 )
-def test_bad_frames_are_decode_errors_with_a_reason(registry, payload, reason):
+def test_bad_frames_are_decode_errors_with_a_reason(schemas, payload, reason):
     with pytest.raises(DecodeError) as info:
-        AvroCodec(registry, INVOICE_SUBJECT).decode(payload)
+        AvroCodec(schemas, INVOICE_SUBJECT).decode(payload)
     assert info.value.reason == reason
 
 
-def test_trailing_bytes_are_rejected(registry):
-    codec = AvroCodec(registry, INVOICE_SUBJECT)
+def test_trailing_bytes_are_rejected(schemas):
+    codec = AvroCodec(schemas, INVOICE_SUBJECT)
     with pytest.raises(DecodeError, match="trailing"):
         codec.decode(codec.encode(INVOICE) + b"\x00")
 
 
-def test_registration_round_trip_keeps_vietnamese_text(registry):
-    codec = AvroCodec(registry, REGISTRY_SUBJECT)
+def test_registration_round_trip_keeps_vietnamese_text(schemas):
+    codec = AvroCodec(schemas, REGISTRY_SUBJECT)
     value = {
         "seller_id": "038123456789",
         "name": "Quán phở Bà Tư Mường Lát",

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from streams.config import ENVIRONMENT, Settings
+from base.config import ENVIRONMENT, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -217,10 +217,10 @@ def check_app_variables(compose: Compose) -> list[str]:
     for name, svc in compose["services"].items():
         for var in environment(svc):
             if (var.startswith("EINVOICE_") or name in app_services(compose)) and var not in APP_VARIABLES:
-                problems.append(f"{name}: {var} is not in streams.config.ENVIRONMENT")
+                problems.append(f"{name}: {var} is not in base.config.ENVIRONMENT")
     for var in substitutions(compose):
         if var.startswith("EINVOICE_") and var not in APP_VARIABLES:
-            problems.append(f"${{{var}}} is not in streams.config.ENVIRONMENT")
+            problems.append(f"${{{var}}} is not in base.config.ENVIRONMENT")
     for name in app_services(compose):
         try:
             Settings.from_env(resolved_environment(compose, name))
@@ -374,7 +374,7 @@ def check_cli_commands(compose: Compose) -> list[str]:
     """Each app service's command (and the image's CMD) is a command line the CLI accepts."""
     import typer  # here, not at the top: a broken CLI import fails this check only
 
-    from streams.cli import app as cli_app
+    from cli.main import app as cli_app
 
     group = typer.main.get_command(cli_app)
     commands = {name: compose["services"][name].get("command") for name in app_services(compose)}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from base.localtime import DAY_MS
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import registration_as_of
-from streams.validation import DAY_MS
 
 HORIZON = 72 * 3_600_000
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from base.config import Settings
 from deploy.worker_process import WorkerProcess
-from streams.config import Settings
 from tests.support import (
     PublishedFeed,
     assert_exact_accounting,

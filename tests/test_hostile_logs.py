@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from base import logs
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.webhook import Secret, new_secret
-from streams import logs
 from tests.support import PublishedFeed, wait_consumed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,11 +80,11 @@ def test_webhook_secrets_register_themselves_when_loaded():
 
 
 def test_the_configured_logger_redacts_in_a_fresh_process():
-    """What the worker and the dispatcher install (streams.logs.configure), with the secrets in the environment."""
+    """What the worker and the dispatcher install (base.logs.configure), with the secrets in the environment."""
     webhook = new_secret()
     code = (
         "import logging, os\n"
-        "from streams import logs\n"
+        "from base import logs\n"
         "logs.configure('DEBUG')\n"
         "log = logging.getLogger('einvoice.test')\n"
         "url = os.environ['CLICKHOUSE_URL']\n"

@@ -28,12 +28,12 @@ from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
 from analytics.adoption import adoption, load_units
 from analytics.report import period_report
+from base.config import INVOICE_SUBJECT
 from simulator.publish import Publisher, partition_for, publish_registry
 from sinks.clickhouse import apply_migrations
 from sinks.dead_letter import H_REASON
 from sinks.webhook.payload import build_payload, encode, load_names
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
+from streams.codec import AvroCodec, SchemaCatalog
 from streams.validation import MAX_NAME_CHARS
 from tests.support import (
     PublishedFeed,
@@ -109,7 +109,7 @@ def test_hostile_names_and_codes_in_the_registry_are_data(settings):
     sim = feed.simulation
     publish_registry(settings.kafka_brokers or "", settings.topics.registry, stored + rejected, sim.registry_codec)
     # each hostile-named seller issues one invoice a day, so its segment has figures
-    codec = AvroCodec(SchemaRegistry.load(), INVOICE_SUBJECT)
+    codec = AvroCodec(SchemaCatalog.load(), INVOICE_SUBJECT)
     invoices, keys, stamps = [], [], []
     for i, registration in enumerate(stored):
         for day in range(3):

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from base.localtime import LOCAL_OFFSET_MS, local_ms
 from fuzz.fuzz_decode_validate import (
     INVOICES,
     REGISTRY,
@@ -32,13 +33,11 @@ from streams.registry import decode_registry_batch
 from streams.validation import (
     EARLIEST_ISSUED,
     LATEST_ISSUED,
-    LOCAL_OFFSET_MS,
     MAX_NAME_CHARS,
     MAX_REGISTER_ID_CHARS,
     InvoiceValidator,
     check_key,
     check_registration,
-    local_ms,
     nfc,
 )
 from tests.test_hostile_codec import REGISTRATION

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from base.config import INVOICE_SUBJECT
+from base.localtime import LOCAL_OFFSET_MS
 from simulator.encoding import varint
 from simulator.feed import MALFORMED_REASON, FeedRecord, local_datetime
 from simulator.publish import Publisher, partition_for
@@ -34,9 +36,8 @@ from sinks.dead_letter import (
     fit_record,
     record_size,
 )
-from streams.codec import DECODE_REASONS, AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
-from streams.validation import INVOICE_REASONS, LOCAL_OFFSET_MS
+from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
+from streams.validation import INVOICE_REASONS
 from tests.support import (
     PublishedFeed,
     expected_totals,
@@ -47,7 +48,7 @@ from tests.support import (
     wait_consumed,
 )
 
-CODEC = AvroCodec(SchemaRegistry.load(), INVOICE_SUBJECT)
+CODEC = AvroCodec(SchemaCatalog.load(), INVOICE_SUBJECT)
 WEIGHTED = 100_000  # hostile records drawn by weight; the fixed kinds below come on top
 NFD_REGISTER_IDS = 400  # valid invoices whose register id is decomposed Vietnamese
 BIG = 300_000  # characters of a huge string

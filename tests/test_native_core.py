@@ -31,19 +31,20 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from base.config import INVOICE_SUBJECT
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
 from simulator.encoding import avro_string, varint
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
 from simulator.publish import partition_for
 from simulator.scenarios import load_scenario
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import INVOICE_SUBJECT
+from streams.codec import AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import as_version, merge_version
-from streams.validation import DAY_MS, LOCAL_OFFSET_MS, InvoiceRules, InvoiceValidator, local_ms
+from streams.validation import InvoiceRules, InvoiceValidator
 
 try:
     import einvoice_core
@@ -63,7 +64,7 @@ TOPIC = "einvoice.issued"
 RULES = InvoiceRules()
 HORIZON_MS = 72 * 3_600_000
 LATENESS = RULES.max_lateness_ms
-SCHEMAS = SchemaRegistry.load()
+SCHEMAS = SchemaCatalog.load()
 CODEC = AvroCodec(SCHEMAS, INVOICE_SUBJECT)
 RECEIVED_MS = int(dt.datetime(2024, 6, 2, 12, 0, tzinfo=dt.UTC).timestamp() * 1000)
 INVOICE = {
@@ -75,7 +76,7 @@ INVOICE = {
 
 def registry_entries() -> list[tuple[int, str, str]]:
     """Every registry entry as (id, subject, writer schema JSON), oldest version first (the reader is last)."""
-    return [(s.schema_id, s.subject, s.source) for s in SchemaRegistry.load().entries()]
+    return [(s.schema_id, s.subject, s.source) for s in SchemaCatalog.load().entries()]
 
 
 def new_core(rules: InvoiceRules = RULES, horizon_ms: int = HORIZON_MS, topic: str = TOPIC) -> InvoiceCore:
@@ -126,7 +127,7 @@ class Pair:
         self.sink, self.dlq, self.metrics = FakeSink(), FakeDeadLetters(), IngestMetrics()
         self.ref = InvoiceIngest(
             topic=TOPIC, codec=CODEC, validator=InvoiceValidator(rules), sink=self.sink, dead_letters=self.dlq,
-            registry=self.table.get, dedup_horizon_ms=horizon_ms, metrics=self.metrics,
+            lookup_seller=self.table.get, dedup_horizon_ms=horizon_ms, metrics=self.metrics,
         )  # fmt: skip
         self.core = new_core(rules, horizon_ms)
         self.table_rows: dict[int, list[tuple[int, tuple]]] = defaultdict(list)  # what the store would hold
@@ -167,7 +168,7 @@ class Pair:
         )  # fmt: skip
 
     def beyond(self) -> float:
-        return self.metrics.registry.get_sample_value("einvoice_dedup_beyond_horizon_total") or 0.0
+        return self.metrics.metrics_registry.get_sample_value("einvoice_dedup_beyond_horizon_total") or 0.0
 
     def run(self, partition: int, records: list[SourceRecord]):
         """One batch of one partition through both; asserts they agree; 'flushes' like process() does."""

@@ -36,7 +36,7 @@ def beyond_checkpoint(settings, manifest):
 
 def publish_process(settings, archive):
     env = {**os.environ, **settings.to_env()}
-    command = [sys.executable, "-m", "streams.cli", "replay", "publish", str(archive), "--rate", str(RATE)]
+    command = [sys.executable, "-m", "cli.main", "replay", "publish", str(archive), "--rate", str(RATE)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

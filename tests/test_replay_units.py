@@ -11,11 +11,12 @@ import socket
 import fastavro
 import pytest
 
+from base.config import Topics
 from replay.archive import PARSED_SCHEMA, encode_topic_record
-from replay.audit import AuditLog, Refused, redact
+from replay.audit import AuditLog, redact
 from replay.databases import Database
 from replay.ranges import format_instant, parse_instant, parse_offsets, topic_name
-from streams.config import Topics
+from replay.refused import Refused
 
 UTC_MIDNIGHT_JUNE_3 = int(dt.datetime(2024, 6, 3, tzinfo=dt.UTC).timestamp() * 1000)
 HOUR = 3_600_000

@@ -14,23 +14,23 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
-from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
 
 from analytics.report import period_report
+from base.config import Settings
+from base.localtime import LOCAL_TZ
 from boards.grafana import dashboards, variables
 from boards.offline import charts, collect, render_html
 from boards.queries import BOARDS, NO_COMPARISON
 from boards.runner import PanelResult, run_panel
+from cli.main import app
 from deploy.kafka import free_port
 from sinks.clickhouse import ClickHouseStore, apply_migrations
-from streams.cli import app
-from streams.config import LOCAL_TZ, Settings
 from tests.grafana_code import run_grafana
 
-TZ = ZoneInfo(LOCAL_TZ)
+TZ = LOCAL_TZ
 FEED_START, FEED_END = dt.date(2024, 6, 3), dt.date(2024, 6, 30)
 BORN = dt.date(2024, 6, 10)
 RESTAURANTS, STATIONS, HAIRDRESSERS = ("5610", "380"), ("4730", "381"), ("9602", "406")

@@ -15,7 +15,7 @@ from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from boards.offline import AMBER, BLUE, GREEN, RED
-from streams.cli import app
+from cli.main import app
 from tests.filled import LAST_COMPLETE, FilledDeployment
 
 if TYPE_CHECKING:

@@ -13,12 +13,12 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
+from base.config import REGISTRY_SUBJECT
+from cli.main import app
 from simulator.archive import ArchiveOptions, read_archive, write_archive
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import Pacing, partition_for, publish_simulation
-from streams.cli import app
-from streams.codec import AvroCodec, SchemaRegistry
-from streams.config import REGISTRY_SUBJECT
+from streams.codec import AvroCodec, SchemaCatalog
 
 CONFIG = SimulationConfig(scale=0.004, start=dt.date(2024, 6, 1), days=3, seed=21)
 
@@ -58,7 +58,7 @@ def test_files_hold_the_feed_in_arrival_order_with_a_manifest(tmp_path, codec):
     assert manifest["records"] == len(expected) + len(sim.registrations())
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     # the registry: one file, every registered business, decodable
-    codec_ = AvroCodec(SchemaRegistry.load(), REGISTRY_SUBJECT)
+    codec_ = AvroCodec(SchemaCatalog.load(), REGISTRY_SUBJECT)
     registry = list(read_archive(tmp_path / "business.registry" / "registry.avro"))
     assert len(registry) == sum(b.in_registry for b in sim.population.businesses)
     assert {codec_.decode(r["value"])[1]["seller_id"] for r in registry} == {r["key"].decode() for r in registry}

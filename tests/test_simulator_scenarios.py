@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from base.localtime import DAY_MS
+from cli.simulate import resolve_window
 from simulator.archive import ArchiveOptions, write_archive
-from simulator.cli import resolve_window
-from simulator.encoding import DAY_MS
 from simulator.engine import DUPLICATE, VALID, Columns, Simulation, SimulationConfig
 from simulator.scenarios import ScenarioError, load_scenario
 

@@ -1,7 +1,7 @@
 """Two workers, one killed: the other takes its partitions over, and nothing is lost or doubled.
 
 Both workers share one store, as production workers share a ClickHouse server: the loopback
-endpoint of ``deploy/chdb_http.py`` owns the chDB directory and each worker reaches it through
+endpoint of ``harness/chdb_http.py`` owns the chDB directory and each worker reaches it through
 ``CLICKHOUSE_URL`` with the same HTTP client it uses against a server. Each has its own Faust data
 directory and web port, one consumer group. One is SIGKILLed while both are inserting; after the
 session timeout the survivor is assigned the dead worker's partitions and must resume them from
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.chdb_http import ChdbHttpServer
+from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
+from harness.chdb_http import ChdbHttpServer
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import freeze
-from streams.config import Settings
 from tests import support
 from tests.support import PublishedFeed
 

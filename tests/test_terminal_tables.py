@@ -19,13 +19,14 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from analytics.report import ReportRow, adoption_table
-from deploy.demo import alerts_table as demo_alerts_table
-from deploy.demo import scenario_table, sectors_table, units_table
-from replay.cli import compare_table, plan_table, rebuilds_table
+from base.tables import NO_COMPARISON, FittedTable
+from cli.common import stdout_console
+from cli.demo import alerts_table as demo_alerts_table
+from cli.demo import scenario_table, sectors_table, units_table
+from cli.main import alerts_table
+from cli.replay import compare_table, plan_table, rebuilds_table
 from replay.members import GroupState, Member
 from replay.rewind import PartitionPlan, RewindPlan, Target
-from streams.cli import alerts_table, stdout_console
-from streams.tables import NO_COMPARISON, FittedTable
 
 REFERENCE = (
     Path(__file__).resolve().parent.parent / "sinks/clickhouse/migrations/0002_reference_thanh_hoa.sql"

@@ -1,6 +1,6 @@
 """Webhook delivery on real components: the session's Kafka broker, chDB, and HTTP servers on 127.0.0.1.
 
-Every receiver is a real aiohttp server (``deploy/webhook_receiver.py``) that verifies each request
+Every receiver is a real aiohttp server (``harness/webhook_receiver.py``) that verifies each request
 with the ``standardwebhooks`` library; nothing is mocked. Retry schedules are shortened to
 fractions of a second so the module runs in about a minute and a half.
 """
@@ -30,8 +30,10 @@ from kafka.errors import TopicAlreadyExistsError
 from prometheus_client import CollectorRegistry
 
 from alerts.lifecycle import AlertEvent, fingerprint
+from base.config import Settings
+from base.logs import LogfmtFormatter
 from deploy.kafka import free_port
-from deploy.webhook_receiver import Received, Reply, WebhookReceiver
+from harness.webhook_receiver import Received, Reply, WebhookReceiver
 from sinks.clickhouse import ClickHouseStore, apply_migrations
 from sinks.webhook import (
     EndpointConfig,
@@ -46,8 +48,6 @@ from sinks.webhook import (
 )
 from sinks.webhook.dead_letters import read_pending
 from sinks.webhook.payload import load_schema
-from streams.config import Settings
-from streams.logs import LogfmtFormatter
 from tests.support import read_topic
 
 FAST = RetryPolicy(initial_s=0.2, multiplier=2.0, max_s=1.0, horizon_s=60.0, jitter=0.1)
@@ -116,7 +116,7 @@ def dispatcher(settings: Settings, store: ClickHouseStore | None, *endpoints: En
                registry: CollectorRegistry | None = None) -> WebhookDispatcher:  # fmt: skip
     return WebhookDispatcher(
         bootstrap=settings.kafka_brokers or "", alerts_topic=settings.topics.alerts, dlq_topic=dlq_topic(settings),
-        app_id=settings.app_id, config=WebhookConfig(tuple(endpoints), LOCAL), store=store, registry=registry,
+        app_id=settings.app_id, config=WebhookConfig(tuple(endpoints), LOCAL), store=store, metrics_registry=registry,
         session_timeout_s=6.0,
     )  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 from sinks.clickhouse.client import ClickHouseStore, connect
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, FlushResult, InvoiceSink, PartitionProgress
-from sinks.clickhouse.migrate import apply_migrations
+from sinks.clickhouse.migrate import apply_migrations, open_store
 
 __all__ = [
     "INVOICE_COLUMNS",
@@ -12,4 +12,5 @@ __all__ = [
     "PartitionProgress",
     "apply_migrations",
     "connect",
+    "open_store",
 ]

@@ -16,6 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
+from base.redaction import redact_url_credentials
 from sinks.clickhouse.faults import FaultSwitch
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,7 @@ class ClickHouseStore:
     @property
     def redacted_dsn(self) -> str:
         """The DSN without credentials, for logs."""
-        if "@" in self.dsn and "://" in self.dsn:
-            scheme, rest = self.dsn.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return self.dsn
+        return redact_url_credentials(self.dsn)
 
 
 _log_retry = before_sleep_log(log, logging.WARNING)

@@ -30,7 +30,7 @@ def fault_path(data_dir: Path | str) -> Path:
 
 
 def default_data_dir() -> Path:
-    """The data directory of this process, read as ``streams.config.Settings`` reads it (no import cycle)."""
+    """The data directory of this process, read as ``base.config.Settings`` reads it (no import cycle)."""
     return Path(os.environ.get("EINVOICE_DATA_DIR") or ".data").expanduser()
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from base.localtime import LOCAL_OFFSET_MS
 from sinks.clickhouse.client import ClickHouseStore
 
 INVOICE_COLUMNS: tuple[str, ...] = (
@@ -233,9 +234,9 @@ class InvoiceSink:
                 parameters={"topic": self.topic},
             ).result_rows
         )
-        # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; +7 h gives local wall-clock ms.
+        # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; + the offset gives local wall-clock ms.
         return {
-            int(p): PartitionProgress(max(int(o), int(chain_ends.get(p, -1))), int(ms) + 7 * 3_600_000, t, int(n))
+            int(p): PartitionProgress(max(int(o), int(chain_ends.get(p, -1))), int(ms) + LOCAL_OFFSET_MS, t, int(n))
             for p, o, ms, t, n in rows
         }
 

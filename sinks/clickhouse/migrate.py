@@ -8,6 +8,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from sinks.clickhouse.client import ClickHouseStore
+
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -39,3 +41,18 @@ def apply_migrations(client: Client, directory: Path = MIGRATIONS_DIR) -> list[s
         applied.append(path.stem)
         log.info("migration applied", extra={"migration": path.stem})
     return applied
+
+
+def open_store(dsn: str) -> ClickHouseStore:
+    """The store with its tables at the newest migration: what every process that reads or writes needs first.
+
+    Closed again if the migrations fail, so a caller that goes on without ClickHouse leaks no thread.
+    """
+    store = ClickHouseStore(dsn)
+    try:
+        applied = store.call(apply_migrations, store.client)
+    except BaseException:
+        store.close()
+        raise
+    log.info("clickhouse ready", extra={"dsn": store.redacted_dsn, "migrations_applied": applied})
+    return store

@@ -2,7 +2,7 @@
 
 The worker runs the dispatcher itself; this entry point is for tests (a process to kill), for
 running delivery apart from the worker, and for operators. Options default to the environment
-(:class:`streams.config.Settings`).
+(:class:`base.config.Settings`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sinks.clickhouse import ClickHouseStore, apply_migrations
+from base import logs
+from base.config import Settings
+from sinks.clickhouse import ClickHouseStore, open_store
 from sinks.webhook.config import WebhookConfigError, load_webhook_config, new_secret
 from sinks.webhook.dispatcher import WebhookDispatcher
 from sinks.webhook.redeliver import redeliver
-from streams import logs
-from streams.config import Settings
 
 log = logging.getLogger("sinks.webhook")
 
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = None
     if resolved["dsn"]:
-        store = ClickHouseStore(resolved["dsn"])
-        store.call(apply_migrations, store.client)
+        store = open_store(resolved["dsn"])
     try:
         if args.command == "run":
             asyncio.run(_run(resolved, store))

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from streams.logs import register_secret
+from base.logs import register_secret
 
 SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -401,7 +401,7 @@ def load_webhook_config(
 
 
 def config_from_settings(settings: Any, environ: Mapping[str, str] | None = None) -> WebhookConfig:
-    """From :class:`streams.config.Settings` (``webhooks_file``, ``webhook_http_allowlist``, ``grafana_url``)."""
+    """From :class:`base.config.Settings` (``webhooks_file``, ``webhook_http_allowlist``, ``grafana_url``)."""
     allowlist = [h.strip() for h in str(getattr(settings, "webhook_http_allowlist", "") or "").split(",") if h.strip()]
     return load_webhook_config(
         getattr(settings, "webhooks_file", None), environ, http_allowlist=allowlist,

@@ -328,7 +328,7 @@ class WebhookDispatcher:
         config: WebhookConfig,
         store: ClickHouseStore | None,
         names: Names | None = None,
-        registry: CollectorRegistry | None = None,
+        metrics_registry: CollectorRegistry | None = None,
         session_timeout_s: float = 10.0,
         worker: str | None = None,
     ) -> None:
@@ -339,7 +339,7 @@ class WebhookDispatcher:
         self.config = config
         self.store = store
         self.names = names
-        self.metrics = WebhookMetrics(registry)
+        self.metrics = WebhookMetrics(metrics_registry)
         self.session_timeout_s = session_timeout_s
         self.worker = worker or worker_name()
         self.attempts = AttemptLog(store)
@@ -353,7 +353,7 @@ class WebhookDispatcher:
         settings: Any,
         bootstrap: str,
         store: ClickHouseStore | None,
-        registry: CollectorRegistry | None = None,
+        metrics_registry: CollectorRegistry | None = None,
         config: WebhookConfig | None = None,
     ) -> WebhookDispatcher | None:
         """None when no endpoint is configured (``EINVOICE_WEBHOOKS_FILE`` unset or empty).
@@ -368,7 +368,8 @@ class WebhookDispatcher:
         return cls(
             bootstrap=bootstrap, alerts_topic=topics.alerts,
             dlq_topic=getattr(topics, "alerts_dlq", topics.alerts + ".dlq"), app_id=settings.app_id, config=config,
-            store=store, registry=registry, session_timeout_s=min(30.0, float(settings.session_timeout_s)),
+            store=store, metrics_registry=metrics_registry,
+            session_timeout_s=min(30.0, float(settings.session_timeout_s)),
         )  # fmt: skip
 
     async def start(self) -> None:

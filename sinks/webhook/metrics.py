@@ -6,9 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class WebhookMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+    def __init__(self, metrics_registry: CollectorRegistry | None = None) -> None:
+        self.metrics_registry = metrics_registry or CollectorRegistry()
+        r = self.metrics_registry
         self.attempts = Counter(
             "einvoice_webhook_attempts", "HTTP attempts, by outcome (delivered, retry, rejected, gone, exhausted, "
             "unsafe_url)", ["endpoint", "outcome"], registry=r,

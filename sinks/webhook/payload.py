@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import schemas
+from base.localtime import LOCAL_TZ
 from sinks.clickhouse.client import ClickHouseStore
 
 PAYLOAD_VERSION = 1
 SCHEMA_PATH = Path(schemas.__file__).resolve().parent / "alert_webhook.schema.json"
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 ROLLUP = "*"
 ALL_SECTORS = "Tất cả các ngành"
 WHOLE_PROVINCE = "Toàn tỉnh"

@@ -52,7 +52,7 @@ async def redeliver(
     event_ids: Iterable[str] = (),
     dry_run: bool = False,
     within_s: float = 30.0,
-    registry: CollectorRegistry | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> list[Redelivery]:
     """Redeliver the pending DLQ records (only those of ``endpoints`` / ``event_ids`` when given)."""
     wanted_endpoints, wanted_ids = set(endpoints), set(event_ids)
@@ -69,7 +69,7 @@ async def redeliver(
     states: dict[str, EndpointState] = {}
     with contextlib.suppress(Exception):
         states = await attempts.states()
-    metrics = WebhookMetrics(registry)
+    metrics = WebhookMetrics(metrics_registry)
     writer = DeadLetterWriter(bootstrap, dlq_topic)
     await writer.start()
     try:

@@ -15,9 +15,10 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
+from base.redaction import redact_url_credentials
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 # scheme://userinfo@ : the userinfo (a user, a user:password, a token) never reaches a log line
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s\"']+@")
 _SECRET_VARIABLE = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_KEY", re.IGNORECASE)
 _URL_VARIABLES = ("CLICKHOUSE_URL", "KAFKA_BROKERS")
 MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words; such a secret is no secret anyway
@@ -51,7 +52,7 @@ def register_environment_secrets(environ: Mapping[str, str] | None = None) -> No
 
 def redact(text: str) -> str:
     """``text`` without URL credentials and without any registered secret."""
-    text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+    text = redact_url_credentials(text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "***")

@@ -1,6 +1,6 @@
 """``einvoice-monitor simulate``: the command and the function behind it.
 
-The command is registered on the main CLI by ``streams/cli.py``; its options live here with the
+The command is registered on the main CLI by ``cli/main.py``; its options live here with the
 model they describe. Heavy imports (numpy, the generator) happen when it runs, not when the CLI loads.
 """
 
@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.common import console, load_settings, resolve_bootstrap
+from cli.progress import progress_bar
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from streams.config import Settings
+    from base.config import Settings
 
 DEFAULT_SCALE = 0.02
 DEFAULT_START = dt.date(2024, 6, 1)
@@ -82,9 +85,7 @@ def simulate_command(
     Deterministic. Scenario files inject drops, silent issuers, volume drops, registry changes \
 and feed outages; their ground truth goes to ground_truth.json.
     """
-    from streams.cli import _settings, console, resolve_bootstrap
-
-    settings = _settings()
+    settings = load_settings()
     try:
         run_simulate(
             settings, console, scale=scale, start=start, days=days, end=end, seed=seed, scenarios=scenario or [],
@@ -153,7 +154,6 @@ def run_simulate(
     from simulator.engine import Simulation, SimulationConfig
     from simulator.publish import Pacing, publish_simulation
     from simulator.scenarios import load_scenario
-    from streams.progress import progress_bar
 
     loaded = [load_scenario(p) for p in scenarios or []]
     scale_, first, n_days = resolve_window(loaded, scale, start, days, end)

@@ -1,23 +1,23 @@
 """The one entry point, ``einvoice-monitor``: broker, topics, worker, simulate, demo."""
 
+# The commands import what they run inside their bodies: Faust, the ClickHouse and Kafka clients and
+# numpy take seconds to import, and `--help` or `broker status` need none of them.
+
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from boards.cli import dashboards_app
-from deploy.kafka import LocalBroker
-from replay.cli import replay_app
-from simulator.cli import simulate_command
-from streams.config import Settings
-from streams.tables import Field, FittedTable
+from base.config import Settings
+from base.tables import Field, FittedTable
+from cli.common import console, load_settings, local_broker, resolve_bootstrap, stdout_console
+from cli.dashboards import dashboards_app
+from cli.replay import replay_app
+from cli.simulate import simulate_command
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 broker_app = typer.Typer(help="The local Apache Kafka broker (embedded mode).", no_args_is_help=True)
@@ -28,47 +28,12 @@ alerts_app = typer.Typer(help="Falling-adoption alerts: state, silences, offline
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(replay_app, name="replay")
-console = Console(stderr=True)
-
-
-def stdout_console() -> Console:
-    """Tables on stdout: the terminal's width (or ``COLUMNS``), else 130 columns when piped."""
-    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 130)
-
-
-log = logging.getLogger(__name__)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
-
-
-def local_broker(settings: Settings) -> LocalBroker:
-    return LocalBroker(settings.broker_dir)
-
-
-def resolve_bootstrap(settings: Settings) -> str:
-    """KAFKA_BROKERS when set, else the local broker that ``broker start`` launched."""
-    if settings.kafka_brokers:
-        return settings.kafka_brokers
-    status = local_broker(settings).status()
-    if not status.running or not status.bootstrap:
-        console.print(
-            "[red]no Kafka broker:[/] run [bold]einvoice-monitor broker start[/] "
-            f"(data dir {settings.broker_dir}) or set KAFKA_BROKERS=host:port"
-        )
-        raise typer.Exit(2)
-    return status.bootstrap
 
 
 @broker_app.command("install")
 def broker_install() -> None:
     """Fetch Apache Kafka's jars from Maven Central into the cache (idempotent; seconds once cached)."""
-    settings = _settings()
+    settings = load_settings()
     with console.status("fetching Apache Kafka with Maven (first time only)"):
         libs = local_broker(settings).ensure_installed()
     typer.echo(str(libs))
@@ -79,7 +44,7 @@ def broker_start(
     port: Annotated[int | None, typer.Option(help="Port for clients; a free one when omitted.")] = None,
 ) -> None:
     """Fetch Kafka from Maven Central (once), format storage and start a KRaft broker on 127.0.0.1."""
-    settings = _settings()
+    settings = load_settings()
     broker = local_broker(settings)
     with console.status("fetching Apache Kafka with Maven (first time only) and starting the broker"):
         bootstrap = broker.start(port=port)
@@ -89,14 +54,14 @@ def broker_start(
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the local broker (controlled shutdown)."""
-    was_running = local_broker(_settings()).stop()
+    was_running = local_broker(load_settings()).stop()
     console.print("stopped" if was_running else "not running")
 
 
 @broker_app.command("status")
 def broker_status() -> None:
     """Tell whether the local broker runs, and where; exit code 1 when it does not."""
-    status = local_broker(_settings()).status()
+    status = local_broker(load_settings()).status()
     if status.running:
         typer.echo(f"running pid={status.pid} bootstrap={status.bootstrap} data_dir={status.data_dir}")
     else:
@@ -109,7 +74,7 @@ def topics_create() -> None:
     """Create every topic with its partitions and configs (idempotent; checks existing counts)."""
     from streams.topics import create_topics
 
-    settings = _settings()
+    settings = load_settings()
     try:
         result = create_topics(resolve_bootstrap(settings), settings)
     except RuntimeError as exc:
@@ -126,10 +91,10 @@ def worker(
     """Run the Faust worker: ingest invoices and the registry into ClickHouse until stopped."""
     from faust import Worker
 
-    from streams import logs
+    from base import logs
     from streams.app import create_app
 
-    settings = _settings()
+    settings = load_settings()
     bootstrap = resolve_bootstrap(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -143,7 +108,7 @@ def worker(
     faust_worker.execute_from_commandline()
 
 
-# `simulate` lives with the simulator (simulator/cli.py), next to the model its options describe.
+# `simulate` lives with the simulator (cli/simulate.py), next to the model its options describe.
 app.command("simulate")(simulate_command)
 
 
@@ -203,9 +168,9 @@ def report(
 
     from analytics.adoption import unregistered
     from analytics.report import adoption_table, period_report
-    from streams.tables import NO_COMPARISON
+    from base.tables import NO_COMPARISON
 
-    settings = _settings()
+    settings = load_settings()
     if output_format in ("html", "png"):
         path = offline_report(settings, start or day, end or day, lang, (sector or ["*"])[0], (unit or ["*"])[0],
                               output_format, out)  # fmt: skip
@@ -293,18 +258,16 @@ def offline_report(
 
 
 def _open_store(settings: Settings):  # noqa: ANN202 - ClickHouseStore, imported lazily
-    from sinks.clickhouse import ClickHouseStore, apply_migrations
+    from sinks.clickhouse import open_store
 
     try:
-        store = ClickHouseStore(settings.clickhouse_dsn)
+        return open_store(settings.clickhouse_dsn)
     except Exception as exc:  # chDB allows one process per directory
         console.print(
             f"[red]cannot open ClickHouse ({exc.__class__.__name__}).[/] In the embedded mode chDB belongs to one "
             "process: stop the worker first, or set CLICKHOUSE_URL to a server."
         )
         raise typer.Exit(2) from None
-    store.call(apply_migrations, store.client)
-    return store
 
 
 @alerts_app.command("list")
@@ -319,7 +282,7 @@ def alerts_list(
     from alerts.evaluator import AlertEvaluator, read_silences
     from alerts.rules import load_rules
 
-    settings = _settings()
+    settings = load_settings()
     bootstrap = resolve_bootstrap(settings)
     snapshot = None
     try:
@@ -388,7 +351,7 @@ def alerts_silence(
     """Mute notifications of matching alerts until the silence expires (state keeps being tracked)."""
     from alerts.silences import add_silence, parse_duration
 
-    settings = _settings()
+    settings = load_settings()
     matchers = {k: v for k, v in (("rule", rule), ("sector", sector), ("unit", unit)) if v is not None}
     try:
         silence = add_silence(resolve_bootstrap(settings), settings.topics.silences, matchers,
@@ -404,7 +367,7 @@ def alerts_unsilence(silence_id: Annotated[str, typer.Argument(help="The id `ale
     """Remove a silence before it expires."""
     from alerts.silences import remove_silence
 
-    settings = _settings()
+    settings = load_settings()
     remove_silence(resolve_bootstrap(settings), settings.topics.silences, silence_id)
     typer.echo(f"removed {silence_id}")
 
@@ -419,7 +382,7 @@ def alerts_evaluate(
     from alerts.evaluator import AlertEvaluator
     from alerts.rules import load_rules
 
-    settings = _settings()
+    settings = load_settings()
     try:
         rules = load_rules(settings.rules_file)
     except ValueError as exc:
@@ -455,10 +418,10 @@ def alerts_redeliver(
     within: Annotated[float, typer.Option(help="Seconds of retrying per event before giving up again.")] = 30.0,
 ) -> None:
     """Send the events in the alert DLQ to their webhook endpoints again (same webhook-id); exit 1 if any fails."""
-    from sinks.clickhouse import ClickHouseStore, apply_migrations
+    from sinks.clickhouse import open_store
     from sinks.webhook import config_from_settings, redeliver_sync
 
-    settings = _settings()
+    settings = load_settings()
     try:
         config = config_from_settings(settings)
     except ValueError as exc:
@@ -468,8 +431,7 @@ def alerts_redeliver(
     store = None
     if not dry_run:
         try:
-            store = ClickHouseStore(settings.clickhouse_dsn)
-            store.call(apply_migrations, store.client)
+            store = open_store(settings.clickhouse_dsn)
         except Exception as exc:  # chDB belongs to the running worker in the embedded mode
             console.print(f"[yellow]attempts are not logged in ClickHouse ({exc.__class__.__name__}); "
                           "in the embedded mode stop the worker first to keep them[/]")  # fmt: skip
@@ -497,9 +459,9 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the previous demo's data instead of starting afresh.")] = False,
 ) -> None:
     """The embedded default end to end: broker, topics, simulated feed, worker, adoption figures."""
-    from deploy.demo import run_demo
+    from cli.demo import run_demo
 
-    settings = _settings()
+    settings = load_settings()
     if "EINVOICE_DATA_DIR" not in os.environ:
         settings = settings.replace(data_dir=Path(".data/demo"))
     run_demo(settings, sellers=sellers, invoices=invoices, keep=keep, console=console)

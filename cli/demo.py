@@ -18,17 +18,17 @@ from rich.console import Console
 
 from alerts.rules import DEFAULT_RULES
 from analytics.report import adoption_table, period_report
+from base.config import Settings
+from base.tables import NO_COMPARISON, Field, FittedTable
+from cli.progress import progress_bar
 from deploy.kafka import LocalBroker, free_port
-from deploy.webhook_receiver import demo_receiver
 from deploy.worker_process import WorkerProcess
+from harness.webhook_receiver import demo_receiver
 from simulator.archive import GROUND_TRUTH, write_ground_truth
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_simulation
 from simulator.scenarios import load_scenario
 from sinks.clickhouse import ClickHouseStore
-from streams.config import Settings
-from streams.progress import progress_bar
-from streams.tables import NO_COMPARISON, Field, FittedTable
 from streams.topics import create_topics
 
 BY_UNIT = """

@@ -5,7 +5,7 @@ started and stopped from synchronous code next to anything else. Each request is
 ``standardwebhooks`` library (what a real receiver would use) and recorded; a ``respond`` function
 can make it fail, throttle or hang, to exercise the sender's retries.
 
-    python -m deploy.webhook_receiver --secret-env EINVOICE_WEBHOOK_SECRET_DEMO   # prints one line per event
+    python -m harness.webhook_receiver --secret-env EINVOICE_WEBHOOK_SECRET_DEMO   # prints one line per event
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from typing import Any
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from alerts.lifecycle import AlertEvent, fingerprint
+from sinks.webhook.config import new_secret
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,6 @@ def demo_receiver(
     data_dir: Path, echo: Callable[[str], None] = print
 ) -> Iterator[tuple[WebhookReceiver, dict[str, str]]]:
     """A receiver with a fresh secret and an endpoints file for it; yields it and the worker's extra environment."""
-    from sinks.webhook.config import new_secret
-
     secret = new_secret()
     receiver = WebhookReceiver(secret, echo=echo)
     url = receiver.start()
@@ -232,9 +233,7 @@ def publish_sample_alert(bootstrap: str, topic: str) -> str:
 
     The simulated week may not make any rule fire; this makes sure the demo shows a delivery.
     """
-    from kafka import KafkaProducer
-
-    from alerts.lifecycle import AlertEvent, fingerprint
+    from kafka import KafkaProducer  # only the sample alert needs a producer: not loaded for the tests' receivers
 
     labels = {"sector": "4730", "unit": "399"}
     fp = fingerprint("adoption_drop", labels)
@@ -257,7 +256,7 @@ def publish_sample_alert(bootstrap: str, topic: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.webhook_receiver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.webhook_receiver", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="0 = a free port")
     parser.add_argument("--secret-env", help="environment variable holding the whsec_ secret")
     args = parser.parse_args(argv)

@@ -3,6 +3,9 @@
 Every command writes an entry to the audit log (``$EINVOICE_DATA_DIR/audit/replay.jsonl``: who,
 when, what range, result). Exit codes: 0 done, 1 a check found problems, 2 bad options,
 3 refused (unsafe now; the message says what to do), 130 interrupted (run it again to resume).
+
+The ``replay`` modules are imported inside each command: they load Kafka, ClickHouse and numpy,
+which ``einvoice-monitor --help`` does not need.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from base.tables import Field, FittedTable
+from cli.common import console, load_settings, resolve_bootstrap, stdout_console
+from cli.progress import progress_bar
+
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from base.config import Settings
     from replay.audit import AuditLog
-    from streams.config import Settings
 
 replay_app = typer.Typer(
     help="Replay and backfill: rewind consumer groups, archive topics, publish archives, rebuild ClickHouse. "
@@ -38,9 +45,7 @@ PartitionOption = Annotated[list[int] | None, typer.Option("--partition", help="
 
 
 def _env() -> tuple[Settings, Console]:
-    from streams.cli import _settings, console
-
-    return _settings(), console
+    return load_settings(), console
 
 
 def _audit(settings: Settings) -> AuditLog:
@@ -52,7 +57,7 @@ def _audit(settings: Settings) -> AuditLog:
 @contextlib.contextmanager
 def _errors(console: Console) -> Iterator[None]:
     """Known failures as one red line and an exit code, never a traceback."""
-    from replay.audit import Refused
+    from replay.refused import Refused
 
     try:
         yield
@@ -73,8 +78,6 @@ def _errors(console: Console) -> Iterator[None]:
 @contextlib.contextmanager
 def _bar(console: Console, description: str, total: int | None) -> Iterator[Callable[..., None]]:
     """A progress bar with events per second and time left; yields ``advance(n, total=None)``."""
-    from streams.progress import progress_bar
-
     started = time.perf_counter()
     done = 0
     with progress_bar(console) as bar:
@@ -138,7 +141,6 @@ def rewind_command(
     """
     from replay.ranges import parse_instant, topic_name
     from replay.rewind import Target, apply_rewind, plan_rewind
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     chosen = [v for v in (to_earliest, to_latest, to_time, to_offset) if v]
@@ -179,8 +181,6 @@ def rewind_command(
 
 def plan_table(plan: Any) -> Any:
     """A rewind plan (replay.rewind.RewindPlan) per partition, with the total, as a FittedTable."""
-    from streams.tables import Field, FittedTable
-
     numbers = ("partition", "current", "target", "end", "read again", "skipped")
     table = FittedTable(
         f"group {plan.group} → {plan.target.describe()}", [Field("topic"), *(Field(h, "right") for h in numbers)]
@@ -193,8 +193,6 @@ def plan_table(plan: Any) -> Any:
 
 
 def _print_plan(plan: Any, as_json: bool) -> None:
-    from streams.cli import stdout_console
-
     if as_json:
         typer.echo(json.dumps(plan.as_json()))
         return
@@ -233,7 +231,6 @@ def archive_command(
     """
     from replay.archive import plan_archive, write_archive
     from replay.ranges import parse_instant, parse_offsets, topic_name
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     bootstrap = resolve_bootstrap(settings)
@@ -336,7 +333,6 @@ def publish_command(
     from replay.archive import read_manifest
     from replay.publish import publish_archive
     from replay.ranges import topic_name
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     bootstrap = resolve_bootstrap(settings)
@@ -387,7 +383,6 @@ def rebuild_command(
     `replay switch`, and later `replay drop`.
     """
     from replay.rebuild import create_rebuild, find, rebuilt_database, run_rebuild
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     bootstrap = resolve_bootstrap(settings)
@@ -429,7 +424,6 @@ def compare_command(
     Embedded mode: stop the worker first (chDB allows one process per directory).
     """
     from replay.rebuild import compare, find
-    from streams.cli import stdout_console
 
     settings, console = _env()
     audit = _audit(settings)
@@ -470,8 +464,6 @@ def compare_command(
 
 def compare_table(rebuild_id: str, other: str, rows: list[tuple]) -> Any:
     """Invoices and issuers per (day, sector, unit, registered), live and ``other``, as a FittedTable."""
-    from streams.tables import Field, FittedTable
-
     fields = [Field("day"), Field("sector"), Field("unit", wrap=True)] + [
         Field(header, "right") for header in ("live", other, "Δ invoices", "live issuers", f"{other} issuers")
     ]
@@ -498,7 +490,6 @@ def switch_command(
     """
     from replay.databases import Database
     from replay.rebuild import find, rebuilt_database, switch
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     bootstrap = resolve_bootstrap(settings)
@@ -525,7 +516,6 @@ def drop_command(
 ) -> None:
     """Delete a rebuild's other database (after a switch: the old data), its consumer group and its topics."""
     from replay.rebuild import drop, find, rebuilt_database
-    from streams.cli import resolve_bootstrap
 
     settings, console = _env()
     bootstrap = resolve_bootstrap(settings)
@@ -544,7 +534,6 @@ def drop_command(
 def status_command() -> None:
     """The rebuilds and their state (running, caught_up, switched, dropped)."""
     from replay.rebuild import load_all, rebuilt_database
-    from streams.cli import stdout_console
 
     settings, _console = _env()
     rows = []
@@ -560,8 +549,6 @@ def status_command() -> None:
 
 def rebuilds_table(rows: list[tuple[str, ...]]) -> Any:
     """(id, status, mode, database, retired, created by, last event) per rebuild, as a FittedTable."""
-    from streams.tables import Field, FittedTable
-
     fields = [Field("id"), Field("status"), Field("mode"), Field("database", wrap=True), Field("retired", wrap=True),
               Field("created by", wrap=True), Field("last event", wrap=True)]  # fmt: skip
     return FittedTable("rebuilds", fields, rows)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APP_ID = "einvoice-monitor"
-LOCAL_TZ = "Asia/Ho_Chi_Minh"
 INVOICE_SUBJECT = "einvoice.issued-value"
 REGISTRY_SUBJECT = "business.registry-value"
 

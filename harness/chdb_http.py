@@ -60,6 +60,8 @@ from urllib.parse import parse_qsl, urlsplit
 import chdb
 import lz4.frame
 
+from deploy.kafka import free_port
+
 try:  # clickhouse-connect brings one of these
     from compression import zstd  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - Python < 3.14
@@ -520,8 +522,6 @@ class ChdbHttpServer:
     def __init__(
         self, path: Path, port: int | None = None, database: str = "default", log_path: Path | None = None
     ) -> None:
-        from deploy.kafka import free_port
-
         self.path = path
         self.port = port or free_port()
         self.database = database
@@ -536,7 +536,7 @@ class ChdbHttpServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deploy.chdb_http", "--path", str(self.path), "--port", str(self.port)],
+                [sys.executable, "-m", "harness.chdb_http", "--path", str(self.path), "--port", str(self.port)],
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -575,7 +575,7 @@ class ChdbHttpServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m deploy.chdb_http", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.chdb_http", description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", type=Path, required=True, help="chDB data directory (created if missing)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8123, help="TCP port (default 8123; 0 = any free one)")
