@@ -285,7 +285,7 @@ class InvoiceIngest:
         )  # fmt: skip
 
     async def write(self, batch: PreparedBatch) -> BatchOutcome:
-        """Write a prepared batch: the steps of the exactly-once protocol (README, Exactly once), in order.
+        """Write a prepared batch: the exactly-once protocol in order (docs/architecture.md, Exactly once).
 
         1. Ownership: past the lease, the group confirms this worker still owns the partitions.
         2. Dead letters, sent and acknowledged (acks=all).

@@ -176,7 +176,7 @@ def test_broker_restarted_during_ingestion_loses_nothing(tmp_path):
         # A short outage is ridden out by the same process: aiokafka reconnects. A long one (45 s) is not,
         # today: the alert evaluator's lag probe (kafka-python) gives up bootstrapping after 30 s and the
         # exception crashes the Faust app, which then exits 1 or hangs; the supervisor restarts it, and
-        # nothing is lost (README, Chaos).
+        # nothing is lost (docs/chaos.md).
         if FULL:
             assert len(restarts) <= 1, report
         else:

@@ -10,7 +10,7 @@ block), then the exact accounting of ``test_exactly_once`` holds.
 
 The frozen-worker tests stop a worker at an exact fault point instead (``streams/freeze.py``:
 SIGSTOP, as a VM or GC pause would): when it wakes up after the takeover, nothing it had in
-flight may land on top of what the survivor wrote (the fence, README Exactly once); and with
+flight may land on top of what the survivor wrote (the fence, docs/architecture.md); and with
 the fence off, the same run doubles rows.
 """
 
@@ -258,7 +258,7 @@ def test_a_worker_frozen_at_a_fault_point_loses_and_doubles_nothing(
     if point == freeze.BEFORE_INSERT:
         assert "block start taken by another writer" in run.woken_log, run.woken_log
     # each malformed record of the feed once in the DLQ: a wrote its dead letters before it froze,
-    # and b, resuming, skipped what the DLQ held (README, Exactly once, on the DLQ)
+    # and b, resuming, skipped what the DLQ held (docs/architecture.md, Exactly once, on the DLQ)
     source = {(r.partition, int(dict(r.headers)[H_SOURCE_OFFSET])) for r in run.dlq}
     assert len(source) == len(run.malformed)
     assert Counter(r.value for r in run.dlq) == Counter(r.value for r in run.malformed)

@@ -96,7 +96,7 @@ class PendingInsert:
     Fenced (the default), the block covers the records ``start..end``, where ``start`` follows the
     end of the partition's last block that landed, rejected and duplicate records included; its
     deduplication token names ``start`` only, so that any two writers of the partition that begin
-    a block there write the same token and only the first insert lands (README, Exactly once).
+    a block there write the same token and only the first insert lands (docs/architecture.md, Exactly once).
     Unfenced, the token names the rows' first and last offsets, as before the fence.
     """
 

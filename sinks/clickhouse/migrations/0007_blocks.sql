@@ -1,6 +1,6 @@
 -- The block chain of each source partition: one row per insert of invoices that landed (the view
 -- runs only for blocks ClickHouse did not drop as duplicates). It is the store's fence against a
--- frozen worker (README, Exactly once): every writer starts its next block right after the end of
+-- frozen worker (docs/architecture.md, Exactly once): every writer starts its next block right after the end of
 -- the last block that landed, under a deduplication token naming only that start, so two writers
 -- of one partition (a worker frozen past its session and the one that took over) write the same
 -- starts, the first insert of a start wins, and the other learns it from here and resyncs.
