@@ -1,5 +1,5 @@
 """The bottom layer: settings, logging and redaction, local time, terminal tables.
 
 Nothing here imports the rest of the project, so every other package can use it
-(``tests/test_imports.py`` holds the layers to that).
+(``tests/project/test_imports.py`` holds the layers to that).
 """

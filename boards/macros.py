@@ -9,7 +9,7 @@ Two steps, as in Grafana 11.6 with the ClickHouse plugin 4.11.2:
    ``src/variables/variants/MultiValueVariable.ts`` (``getValue`` and ``CustomAllValue``: a custom "All"
    value is inserted as is, whatever the format). A variable written without a format takes the plugin's
    default format (grafana/clickhouse-datasource v4.11.2 ``src/data/CHDatasource.ts``, ``format``).
-   ``tests/test_boards_grafana.py`` runs Grafana's own code under Node and requires the same SQL.
+   ``tests/boards/test_boards_grafana.py`` runs Grafana's own code under Node and requires the same SQL.
 2. The plugin's backend expands its macros: grafana/clickhouse-datasource v4.11.2
    ``pkg/macros/macros.go`` (one function a macro, named below), matched by grafana/sqlds v5.0.1
    ``macros.go``. That Go code cannot run here (its module is not served), so this is the emulation.

@@ -13,7 +13,7 @@ bodies (``schemas/einvoice_issued.v1/v2.avsc``) and the archive records around t
 Strings are a zigzag-varint length and UTF-8 bytes, int and long zigzag varints, an enum its index
 as an int, a union the branch index then the value. What is fixed per seller (frame, id, form,
 symbol) or per register (code prefix, register id) is pre-encoded once; per record only the year
-digits, the sequence digits and four varints are computed. tests/test_simulator_output.py reads
+digits, the sequence digits and four varints are computed. tests/simulator/test_simulator_output.py reads
 the files back with fastavro and decodes the records with :class:`streams.codec.AvroCodec`.
 """
 

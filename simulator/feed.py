@@ -34,7 +34,7 @@ MALFORMED_REASON: dict[str, str] = {
     "invalid_register_id": "invalid_register_id",
 }
 MALFORMED_KINDS: tuple[str, ...] = tuple(MALFORMED_REASON)
-# The first ten, the kinds of the original feed (tests/test_ingest_e2e.py maps exactly these).
+# The first ten, the kinds of the original feed (tests/e2e/test_ingest_e2e.py maps exactly these).
 CLASSIC_MALFORMED_KINDS: tuple[str, ...] = MALFORMED_KINDS[:10]
 # When a malformed record says it was received relative to its issue time
 FUTURE_SKEW_MS = 6 * HOUR_MS  # issued_in_future: the register's clock runs six hours ahead

@@ -3,7 +3,7 @@
 The compiled core (``einvoice_core``, built by ``make native``) does per batch, outside the
 interpreter, what :meth:`streams.ingest.InvoiceIngest._prepare` does per event: decode, validate,
 key, dedup, join and encode the rows for ClickHouse. The Python code stays the readable reference;
-``tests/test_native_core.py`` holds the two to the same output. ``EINVOICE_BATCH_CORE``: ``auto``
+``tests/streams/test_native_core.py`` holds the two to the same output. ``EINVOICE_BATCH_CORE``: ``auto``
 uses the compiled core when it is installed and says loudly when it is not; ``compiled`` refuses to
 start without it; ``reference`` always runs the Python path.
 """

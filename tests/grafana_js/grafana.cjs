@@ -1,4 +1,4 @@
-// Grafana's own frontend code, run under Node for the board tests (tests/test_boards_grafana.py).
+// Grafana's own frontend code, run under Node for the board tests (tests/boards/test_boards_grafana.py).
 //
 // Versions are those Grafana 11.6 ships (package.json): @grafana/scenes 6.5.3 interpolates the
 // variables (Scenes-powered dashboards are Grafana 11's default), @grafana/data 11.6.0 runs the

@@ -27,7 +27,7 @@ from sinks.dead_letter import H_REASON
 from tests.filled import DROP, LAST_COMPLETE, START, FilledDeployment
 from tests.support import read_topic
 
-DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
+DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
 TZ = LOCAL_TZ
 JUNE = (dt.datetime(2024, 6, 1, tzinfo=TZ), dt.datetime(2024, 6, 30, 23, 59, 59, tzinfo=TZ))
 BUDGET_S = 10.0  # per panel query on this data (chDB in process, 2 cores); Grafana's default timeout is 30 s

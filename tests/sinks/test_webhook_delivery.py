@@ -52,7 +52,7 @@ from tests.support import read_topic
 
 FAST = RetryPolicy(initial_s=0.2, multiplier=2.0, max_s=1.0, horizon_s=60.0, jitter=0.1)
 LOCAL = frozenset({"127.0.0.1"})
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------

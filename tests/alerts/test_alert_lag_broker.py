@@ -29,8 +29,8 @@ from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
 from tests import support
+from tests.alerts.test_alert_evaluator import alert_topic_events
 from tests.support import PublishedFeed
-from tests.test_alert_evaluator import alert_topic_events
 
 LIMIT = 2_000
 

@@ -19,10 +19,10 @@ import yaml
 from alerts.rules import DEFAULT_RULES
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_simulation
+from tests.alerts.test_alert_evaluator import alert_topic_events
 from tests.support import start_worker, wait_until
-from tests.test_alert_evaluator import alert_topic_events
 
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 START = dt.date(2024, 6, 3)
 DROP = dt.date(2024, 6, 17)
 RECOVERY = dt.date(2024, 6, 24)

@@ -22,7 +22,7 @@ from deploy.worker_process import WorkerProcess
 from sinks.webhook import Secret, new_secret
 from tests.support import PublishedFeed, wait_consumed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "S3cr3t-pw0rd!"
 URL_PASSWORD = "p@ss/w0rd:x"  # needs percent-encoding inside a URL
 ENCODED_URL_PASSWORD = "p%40ss%2Fw0rd%3Ax"

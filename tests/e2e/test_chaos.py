@@ -2,7 +2,7 @@
 
 Every case runs the real worker process against a real Kafka broker, chDB and loopback HTTP servers.
 CI runs the fast sizes; ``make chaos`` (``EINVOICE_CHAOS=full``) the full ones. The SIGKILL case is
-``tests/test_exactly_once.py``. After each case, :func:`tests.support.assert_exact_accounting` checks
+``tests/e2e/test_exactly_once.py``. After each case, :func:`tests.support.assert_exact_accounting` checks
 the invoices, the aggregates and the DLQ against what was published; the webhook case also checks
 that every alert event id was accepted exactly once.
 """

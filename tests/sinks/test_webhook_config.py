@@ -33,7 +33,7 @@ from sinks.webhook.delivery import classify, parse_retry_after
 from sinks.webhook.payload import Names, encode, load_schema
 from sinks.webhook.signing import headers, signature
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "alerts" / "endpoints.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "alerts" / "endpoints.example.yaml"
 
 
 def event(rule="adoption_drop", labels=None, kind="firing", values=None, severity="critical") -> dict:

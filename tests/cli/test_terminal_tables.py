@@ -29,7 +29,7 @@ from replay.members import GroupState, Member
 from replay.rewind import PartitionPlan, RewindPlan, Target
 
 REFERENCE = (
-    Path(__file__).resolve().parent.parent / "sinks/clickhouse/migrations/0002_reference_thanh_hoa.sql"
+    Path(__file__).resolve().parents[2] / "sinks/clickhouse/migrations/0002_reference_thanh_hoa.sql"
 ).read_text(encoding="utf-8")
 DISTRICTS = dict(re.findall(r"\('(\d{3})', '([^']+)', 'district'", REFERENCE))
 SECTORS = dict(re.findall(r"\('(\d{4})', '([^']+)', '[^']+'\)", REFERENCE))

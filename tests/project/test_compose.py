@@ -21,7 +21,7 @@ import yaml
 
 from base.config import ENVIRONMENT, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 README = ROOT / "README.md"
@@ -625,4 +625,5 @@ def test_dockerignore_keeps_build_inputs_and_drops_secrets() -> None:
         needed.append(readme)
     assert len(needed) > len(setuptools["packages"]), "package data not found: the check would be vacuous"
     assert [path for path in needed if dockerignored(path)] == []
-    assert [path for path in (".env", ".git", ".venv", "tests/test_compose.py") if not dockerignored(path)] == []
+    kept_out = (".env", ".git", ".venv", "tests/project/test_compose.py")
+    assert [path for path in kept_out if not dockerignored(path)] == []

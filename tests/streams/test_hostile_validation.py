@@ -40,9 +40,9 @@ from streams.validation import (
     check_registration,
     nfc,
 )
-from tests.test_hostile_codec import REGISTRATION
-from tests.test_validation import RECEIVED_MS
-from tests.test_validation import invoice as v1_invoice
+from tests.streams.test_hostile_codec import REGISTRATION
+from tests.streams.test_validation import RECEIVED_MS
+from tests.streams.test_validation import invoice as v1_invoice
 
 PROPERTY = settings(
     max_examples=1000,

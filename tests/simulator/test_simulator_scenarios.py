@@ -16,7 +16,7 @@ from simulator.archive import ArchiveOptions, write_archive
 from simulator.engine import DUPLICATE, VALID, Columns, Simulation, SimulationConfig
 from simulator.scenarios import ScenarioError, load_scenario
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 START = dt.date(2024, 6, 3)
 DAYS = 14
 CHANGE_DAY = dt.date(2024, 6, 10)

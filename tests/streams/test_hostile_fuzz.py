@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = 20_000
 ARTIFACT = re.compile(r"^(crash|leak|timeout|oom|slow-unit)-")  # libFuzzer's artifact names
 

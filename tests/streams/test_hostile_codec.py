@@ -24,7 +24,7 @@ from fuzz.fuzz_decode_validate import (
 )
 from simulator.encoding import avro_string, varint
 from streams.codec import DecodeError
-from tests.test_codec import INVOICE
+from tests.streams.test_codec import INVOICE
 
 FAST = settings(max_examples=1500, deadline=dt.timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
 REGISTRATION = {

@@ -2,7 +2,7 @@
 
 The graph is built with ``ast`` from every project ``.py`` file, counting module-level imports,
 imports inside functions and ``TYPE_CHECKING`` blocks alike: an import hidden in a function is
-still a dependency, it only fails later. ``python tests/test_imports.py`` prints the summary.
+still a dependency, it only fails later. ``python tests/project/test_imports.py`` prints the summary.
 
 The layers, bottom first (a module may import its own layer and any layer below it):
 
@@ -31,7 +31,7 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SKIP = {".venv", ".git", "node_modules", "target", "build", ".data", "__pycache__"}
 
 LAYERS: tuple[tuple[str, ...], ...] = (
