@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -85,6 +85,31 @@ def crash_without_commit(what: str) -> None:
     log.critical("unrecoverable error; exiting without committing", extra={"during": what}, exc_info=True)
     logging.shutdown()
     os._exit(70)
+
+
+class CommitChain:
+    """A batch's offset commit, off the write path: the next batch's insert need not wait for it.
+
+    Commits still follow their batch's insert (they are added after it returned) and run one at a
+    time in the order added, so a partition's committed offset only moves forward.
+    """
+
+    def __init__(self, commit: Callable[[dict[int, int]], Awaitable[bool]]) -> None:
+        self._commit = commit
+        self._last: asyncio.Task[None] | None = None
+
+    def add(self, offsets: dict[int, int]) -> None:
+        previous = self._last
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await self._commit(offsets)
+            except Exception:
+                crash_without_commit("offset commit")
+
+        self._last = asyncio.create_task(run())
 
 
 class OrderedWriter:
@@ -376,6 +401,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     writer = OrderedWriter()  # the batch being written meanwhile
     webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts
     pipeline = Pipeline(settings, bootstrap, registry_table, webhook_config)
+    commits = CommitChain(pipeline.commit)  # a written batch's offsets, committed after it, in order
     pipeline.app = app
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
@@ -490,7 +516,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             outcome = await pipeline.ingest.write(batch)
             pipeline.fault_point(freeze.BEFORE_COMMIT)
             if outcome.committable:
-                await pipeline.commit(outcome.committable)
+                commits.add(outcome.committable)
         except Exception:
             crash_without_commit("invoice batch")
         for partition in outcome.taken:  # resynced: read again from the store and the group's position
