@@ -115,11 +115,10 @@ class PartitionState:
     dead_lettered_offset: int
     watermark_local_ms: int
     dedup: InvoiceDeduplicator | None  # None when the compiled core holds the dedup state
-    chain_start: int = -1  # where this worker's next block begins (after the last one prepared); -1: written + 1
+    chain_start: int = field(init=False)  # where this worker's next block begins: after the last one prepared
 
     def __post_init__(self) -> None:
-        if self.chain_start < 0:
-            self.chain_start = self.written_offset + 1
+        self.chain_start = self.written_offset + 1
 
 
 @dataclass
@@ -308,7 +307,7 @@ class InvoiceIngest:
                 self.core.committed(partition, dead_lettered_offset=offset)
         for block in batch.inserts:
             partition = block.partition
-            if partition not in current or partition in outcome.taken:
+            if partition not in current:
                 continue
             if block.fenced and await self.sink.written_past(partition, block.start):  # 3.
                 self._resync(outcome, block, "the chain moved past the block's start; partition resynced", [])

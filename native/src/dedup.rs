@@ -90,6 +90,9 @@ impl Day {
     }
 
     fn compact(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
         let mut fresh: Vec<i64> = self.recent.drain().collect();
         self.recent.shrink_to_fit();
         fresh.sort_unstable();
@@ -135,9 +138,6 @@ impl Dedup {
             return true;
         }
         let bucket = self.days.entry(day).or_default();
-        if !bucket.frozen.is_empty() && bucket.holds(key) {
-            return false; // a day before the cutoff holds it already (counted once, as a set would)
-        }
         bucket.recent.insert(key);
         if bucket.recent.len() >= FREEZE_AT {
             bucket.compact();

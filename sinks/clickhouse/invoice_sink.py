@@ -159,12 +159,10 @@ class InvoiceSink:
 
     async def flush(self) -> FlushResult | None:
         """Insert everything buffered, one block a partition from its first row to its last (tests, benchmarks)."""
-        results = [
-            await self.write(pending)
-            for partition in sorted(self._batches)
-            if (pending := self.take(partition, self._batches[partition].first_offset,
-                                     self._batches[partition].last_offset)) is not None
-        ]  # fmt: skip
+        results = []
+        for partition, batch in sorted(self._batches.items()):
+            if (pending := self.take(partition, batch.first_offset, batch.last_offset)) is not None:
+                results.append(await self.write(pending))
         if not results:
             return None
         last = {p: o for r in results for p, o in r.last_offsets.items()}
