@@ -16,12 +16,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from streams.ingest import SourceRecord
 
 log = logging.getLogger(__name__)
 
+# A partition's first records can arrive while the broker is briefly away (a restart): the reads
+# that set it up wait for it, as the worker's own consumer does, instead of ending the process.
+through_outage = retry(
+    retry=retry_if_exception(lambda exc: isinstance(exc, KafkaError) and exc.retriable),
+    wait=wait_exponential_jitter(initial=0.2, max=5),
+    stop=stop_after_delay(60),
+    reraise=True,
+)
 
+
+@through_outage
 def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """Where the group continues each partition: its committed offset, else the log start (blocking)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-positions")
@@ -41,6 +53,7 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
     return {p: committed[p] for p in partitions}
 
 
+@through_outage
 def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The current end (high watermark) of each partition (blocking)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
