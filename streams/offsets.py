@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # that set it up wait for it, as the worker's own consumer does, instead of ending the process.
 through_outage = retry(
     retry=retry_if_exception(lambda exc: isinstance(exc, KafkaError) and exc.retriable),
-    wait=wait_exponential_jitter(initial=0.2, max=5),
+    wait=wait_exponential_jitter(multiplier=0.2, max=5),
     stop=stop_after_delay(60),
     reraise=True,
 )
