@@ -166,10 +166,10 @@ class DeadLetterSink:
             batch = producer.create_batch()
             for letter in letters:
                 key, value, headers = fit_record(letter.key, letter.value, letter.kafka_headers(), limit)
-                if batch.append(key=key, value=value, timestamp=letter.timestamp_ms, headers=headers) is None:
+                # a full batch goes out and the letter starts the next (an empty batch takes any one record)
+                while batch.append(key=key, value=value, timestamp=letter.timestamp_ms, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-                    batch = producer.create_batch()  # a record alone always fits: fit_record cut it to the limit
-                    batch.append(key=key, value=value, timestamp=letter.timestamp_ms, headers=headers)
+                    batch = producer.create_batch()
             futures.append(await producer.send_batch(batch, self.topic, partition=partition))
         await asyncio.gather(*futures)
         return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}

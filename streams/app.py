@@ -49,7 +49,10 @@ REGISTRY_TABLE = "registry"
 # on a fresh deployment that stopped every topic's fetch, invoices too, for ~10 s. Faust's commit
 # timer (broker_commit_interval) commits the registry instead, beside the fetch loop.
 COMMIT_EVERY_TIMER_ONLY = 2**62
-FETCH_BUFFER_BATCHES = 4  # records fetched ahead of the writer, in batches of EINVOICE_BATCH_SIZE
+# Records fetched ahead of the writer, in batches. A batch is one partition's records (the fence's
+# unit): with two, blocks were ~20,000 records and the consumer stalled whenever the writer lagged;
+# four gave +24 % for ~25 MiB, six too near 1 GiB at scale 1.0 (docs/performance.md).
+FETCH_BUFFER_BATCHES = 4
 
 
 class RegistryTable(faust.Table):
@@ -395,10 +398,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         key_type=str,
     )  # fmt: skip
     app.tables.add(registry_table)
-    # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock.
-    # The buffer holds FETCH_BUFFER_BATCHES batches: a batch is one partition's records, so with four
-    # partitions a buffer of two batches gave blocks of ~20,000 and the consumer stalled whenever the
-    # writer lagged; four gave +24 % throughput for ~25 MiB (docs/performance.md).
+    # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock
     fetched = FetchedBatches(max_records=settings.batch_size * FETCH_BUFFER_BATCHES)
     app.attach_batches(invoice_topic, fetched)
     in_flight = asyncio.Lock()  # held while a batch is prepared

@@ -236,8 +236,10 @@ def test_429_with_retry_after_is_honoured(settings, store):
     publish(settings, [alert()])
     with WebhookReceiver(secret, respond=failing(1, Reply(429, {"Retry-After": "2"}))) as rx:
         d = dispatcher(settings, store, endpoint("throttled", rx.url, secret))
-        # The recorded outcome, not the receiver's 200: the attempt row is written after the reply arrives.
-        settled = lambda: [r[3] for r in attempts(store)][-1:] == ["delivered"]  # noqa: E731
+
+        def settled() -> bool:  # the recorded outcome, not the receiver's 200: the row follows the reply
+            return [r[3] for r in attempts(store)][-1:] == ["delivered"]
+
         run_with(d, lambda: until(settled, 30, "the retry after Retry-After"))
     first, second = rx.all()
     assert (first.status, second.status) == (429, 200)
