@@ -1,11 +1,11 @@
-"""Events/s of the reference ``InvoiceIngest._prepare`` and of ``InvoiceCore.prepare`` + ``rowbinary()``.
+"""Events/s of the reference ``InvoiceIngest._prepare`` and of ``InvoiceCore.prepare`` + ``native()``.
 
     .venv/bin/python native/bench_prepare.py [--invoices 200000] [--sellers 20000] [--batch 5000]
 
 The same simulator records (2% duplicates, 1% malformed, 3% late, both schema versions) in batches
 of ``--batch`` per partition (4 partitions), one thread, nothing else: no Kafka, no ClickHouse.
 The reference runs with an in-memory sink (its rows are not encoded; clickhouse-connect would
-encode them at insert time); the compiled path includes RowBinary encoding of every batch and,
+encode them at insert time); the compiled path includes Native encoding of every batch and,
 in the third line, building its argument lists from the SourceRecords. Prints numbers only.
 """
 
@@ -118,7 +118,7 @@ def main() -> None:
     for p, offsets, keys, values, timestamps in columns:
         prepared = core.prepare(p, offsets, keys, values, timestamps, table.get)
         if prepared.rows:
-            blocks += len(prepared.rowbinary(f"{TOPIC}/{p}/{prepared.first_offset}-{prepared.last_offset}"))
+            blocks += len(prepared.native(f"{TOPIC}/{p}/{prepared.first_offset}-{prepared.last_offset}"))
         rows += prepared.rows
         if prepared.rows:
             core.committed(p, written_offset=prepared.last_offset)
@@ -137,13 +137,13 @@ def main() -> None:
             p, [r.offset for r in b], [r.key for r in b], [r.value for r in b], [r.timestamp_ms for r in b], table.get
         )
         if prepared.rows:
-            prepared.rowbinary(f"{TOPIC}/{p}/{prepared.first_offset}-{prepared.last_offset}")
+            prepared.native(f"{TOPIC}/{p}/{prepared.first_offset}-{prepared.last_offset}")
     core_lists_s = time.perf_counter() - started
 
     print(f"records                    {total:>12,}   ({len(batches)} batches of <= {args.batch:,} per partition)")
-    print(f"rows                       {rows:>12,}   RowBinary {blocks / 2**20:,.1f} MiB")
+    print(f"rows                       {rows:>12,}   Native {blocks / 2**20:,.1f} MiB")
     print(f"reference _prepare         {total / reference_s:>12,.0f} events/s   {reference_s:8.3f} s")
-    print(f"core prepare + rowbinary   {total / core_s:>12,.0f} events/s   {core_s:8.3f} s"
+    print(f"core prepare + native      {total / core_s:>12,.0f} events/s   {core_s:8.3f} s"
           f"   ({reference_s / core_s:.1f}x)")  # fmt: skip
     print(f"  + building the lists     {total / core_lists_s:>12,.0f} events/s   {core_lists_s:8.3f} s")
 

@@ -3,13 +3,14 @@
 //! `InvoiceCore.prepare` does for one partition's records what `streams.ingest.InvoiceIngest._prepare`
 //! does (decode, validate, key check, skip of what is written, dedup, registry join, rows) and gives
 //! the same verdicts for any input bytes; the rows come out as Python tuples (tests) or as one
-//! ClickHouse RowBinary block. No `unsafe`; nothing in here panics on input (bytes from outside
+//! ClickHouse Native block. No `unsafe`; nothing in here panics on input (bytes from outside
 //! are read through bounds-checked cursors, and lengths are checked before anything is taken).
 
 #![forbid(unsafe_code)]
 
 mod avro;
 mod dedup;
+mod native;
 mod pattern;
 mod registry;
 mod rowbinary;
@@ -29,7 +30,7 @@ use crate::avro::{Invoice, Schemas};
 use crate::dedup::Dedup;
 use crate::pattern::CodePattern;
 use crate::registry::Version;
-use crate::rowbinary::{put_str, Reader, Row};
+use crate::rowbinary::Row;
 use crate::validate::{key_matches, seller_kind, Rules, DAY_MS, INVALID_KEY, LOCAL_OFFSET_MS};
 
 /// `streams.ingest.NO_WATERMARK`
@@ -332,7 +333,7 @@ impl InvoiceCore {
     const NO_WATERMARK: i64 = crate::NO_WATERMARK;
 }
 
-/// What `prepare` decided for a batch: rows (tuples or RowBinary), rejections, counts.
+/// What `prepare` decided for a batch: rows (tuples or a Native block), rejections, counts.
 #[pyclass(module = "einvoice_core", frozen)]
 pub struct Prepared {
     #[pyo3(get)]
@@ -384,37 +385,15 @@ impl Prepared {
     }
 
     /// Row `i` read back from its RowBinary bytes; None only if the buffer is not what `encode` wrote.
-    fn decoded(&self, i: usize) -> Option<DecodedRow<'_>> {
-        let mut r = Reader::new(self.row_bytes(i));
-        Some(DecodedRow {
-            seller_id: r.str()?,
-            invoice_code: r.str()?,
-            invoice_key: r.i64()?,
-            invoice_form: r.u8()?,
-            invoice_symbol: r.str()?,
-            issued_at_ms: r.i64()?,
-            issue_date: r.u16()?,
-            amount_vnd: r.i64()?,
-            vat_rate: r.u8()?,
-            vat_amount_vnd: r.i64()?,
-            payment_method: r.str()?,
-            non_cash: r.u8()?,
-            register_id: r.str()?,
-            buyer_tax_code: r.nullable_str()?,
-            seller_kind: r.str()?,
-            registered: r.u8()?,
-            vsic_code: r.str()?,
-            admin_unit_code: r.str()?,
-            schema_id: r.u16()?,
-            kafka_topic: {
-                let topic = r.str()?;
-                r.u16()?; // kafka_partition: the tuple takes the int prepare() was given
-                r.i64()?; // kafka_offset: likewise
-                topic
-            },
-            received_at_ms: r.i64()?,
-            kafka_offset: *self.row_offsets.get(i)?,
-        })
+    fn decoded(&self, i: usize) -> Option<Row<'_>> {
+        Row::decode(self.row_bytes(i))
+    }
+
+    fn rows(&self) -> PyResult<Vec<Row<'_>>> {
+        (0..self.rows)
+            .map(|i| self.decoded(i))
+            .collect::<Option<_>>()
+            .ok_or_else(|| PyValueError::new_err("corrupt row buffer"))
     }
 
     fn tuple<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyTuple>> {
@@ -449,36 +428,11 @@ impl Prepared {
             int(row.schema_id.into())?,
             s(row.kafka_topic),
             int(self.partition)?,
-            int(row.kafka_offset)?,
+            int(*self.row_offsets.get(i).unwrap_or(&-1))?,
             int(row.received_at_ms)?,
         ];
         PyTuple::new(py, items)
     }
-}
-
-struct DecodedRow<'a> {
-    seller_id: &'a str,
-    invoice_code: &'a str,
-    invoice_key: i64,
-    invoice_form: u8,
-    invoice_symbol: &'a str,
-    issued_at_ms: i64,
-    issue_date: u16,
-    amount_vnd: i64,
-    vat_rate: u8,
-    vat_amount_vnd: i64,
-    payment_method: &'a str,
-    non_cash: u8,
-    register_id: &'a str,
-    buyer_tax_code: Option<&'a str>,
-    seller_kind: &'a str,
-    registered: u8,
-    vsic_code: &'a str,
-    admin_unit_code: &'a str,
-    schema_id: u16,
-    kafka_topic: &'a str,
-    received_at_ms: i64,
-    kafka_offset: i64,
 }
 
 #[pymethods]
@@ -503,23 +457,12 @@ impl Prepared {
         PyList::new(py, out)
     }
 
-    /// The rows in RowBinary for STORED_COLUMNS (INVOICE_COLUMNS + insert_token), `token` on each.
-    fn rowbinary<'py>(&self, py: Python<'py>, token: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let mut encoded_token = Vec::with_capacity(token.len() + 10);
-        put_str(&mut encoded_token, token);
-        let total = self.data.len() + self.rows * encoded_token.len();
-        PyBytes::new_with(py, total, |buf: &mut [u8]| {
-            let mut at = 0;
-            for i in 0..self.rows {
-                for part in [self.row_bytes(i), encoded_token.as_slice()] {
-                    if let Some(dst) = buf.get_mut(at..at + part.len()) {
-                        dst.copy_from_slice(part);
-                    }
-                    at += part.len();
-                }
-            }
-            Ok(())
-        })
+    /// The rows as one ClickHouse Native block for STORED_COLUMNS (INVOICE_COLUMNS + insert_token),
+    /// `token` on each. Built without the GIL: the consumer's thread runs meanwhile.
+    fn native<'py>(&self, py: Python<'py>, token: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let rows = self.rows()?;
+        let block = py.detach(|| native::block(&rows, token));
+        Ok(PyBytes::new(py, &block))
     }
 
     fn __repr__(&self) -> String {

@@ -1,5 +1,5 @@
-//! Rows of the `invoices` table in ClickHouse RowBinary, column order `INVOICE_COLUMNS`
-//! (`insert_token` is appended per row when the block is written out).
+//! One row of the `invoices` table in ClickHouse RowBinary, column order `INVOICE_COLUMNS`: how
+//! `prepare` keeps its rows until they are written out as one Native block (`native.rs`).
 //!
 //! String: LEB128 length + bytes; UInt8/UInt16/UInt64/Int64 little-endian; DateTime64(3) as Int64
 //! milliseconds since the epoch (UTC); Date as UInt16 days; Nullable(String): 0 + string, or 1;
@@ -32,8 +32,8 @@ pub struct Row<'a> {
     pub received_at_ms: i64,
 }
 
-pub fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut n = s.len() as u64;
+/// LEB128, as ClickHouse writes lengths and counts.
+pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -43,10 +43,14 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
         }
         out.push(byte | 0x80);
     }
+}
+
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-impl Row<'_> {
+impl<'a> Row<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, self.seller_id);
         put_str(out, self.invoice_code);
@@ -78,16 +82,46 @@ impl Row<'_> {
         out.extend_from_slice(&self.kafka_offset.to_le_bytes());
         out.extend_from_slice(&self.received_at_ms.to_le_bytes());
     }
+
+    /// What [`Row::encode`] wrote; None only if the bytes are not a row.
+    pub fn decode(bytes: &'a [u8]) -> Option<Row<'a>> {
+        let mut r = Reader::new(bytes);
+        Some(Row {
+            seller_id: r.str()?,
+            invoice_code: r.str()?,
+            invoice_key: r.i64()?,
+            invoice_form: r.u8()?,
+            invoice_symbol: r.str()?,
+            issued_at_ms: r.i64()?,
+            issue_date: r.u16()?,
+            amount_vnd: r.i64()?,
+            vat_rate: r.u8()?,
+            vat_amount_vnd: r.i64()?,
+            payment_method: r.str()?,
+            non_cash: r.u8()?,
+            register_id: r.str()?,
+            buyer_tax_code: r.nullable_str()?,
+            seller_kind: r.str()?,
+            registered: r.u8()?,
+            vsic_code: r.str()?,
+            admin_unit_code: r.str()?,
+            schema_id: r.u16()?,
+            kafka_topic: r.str()?,
+            kafka_partition: r.u16()?,
+            kafka_offset: r.u64()?,
+            received_at_ms: r.i64()?,
+        })
+    }
 }
 
-/// Reads back what [`Row::encode`] wrote (for `tuples()`); None only if the bytes are not a row.
-pub struct Reader<'a> {
+/// A bounds-checked cursor over RowBinary bytes.
+struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
+    fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -97,19 +131,23 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    pub fn u8(&mut self) -> Option<u8> {
+    fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    pub fn u16(&mut self) -> Option<u16> {
+    fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
 
-    pub fn i64(&mut self) -> Option<i64> {
+    fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    pub fn str(&mut self) -> Option<&'a str> {
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
@@ -123,7 +161,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok()
     }
 
-    pub fn nullable_str(&mut self) -> Option<Option<&'a str>> {
+    fn nullable_str(&mut self) -> Option<Option<&'a str>> {
         match self.u8()? {
             0 => Some(Some(self.str()?)),
             _ => Some(None),

@@ -73,7 +73,7 @@ class ClickHouseStore:
     async def raw_insert_until_accepted(
         self, table: str, column_names: list[str], block: bytes, fmt: str, settings: dict[str, Any]
     ) -> None:
-        """:meth:`insert_until_accepted` for a block already encoded (RowBinary from the compiled core)."""
+        """:meth:`insert_until_accepted` for a block already encoded (a Native block from the compiled core)."""
         await self._until_accepted(
             self.client.raw_insert, table, column_names, insert_block=block, fmt=fmt, settings=settings
         )

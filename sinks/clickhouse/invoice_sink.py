@@ -62,7 +62,7 @@ class EncodedRows(Protocol):
     first_offset: int
     last_offset: int
 
-    def rowbinary(self, token: str) -> bytes: ...
+    def native(self, token: str) -> bytes: ...
 
 
 @dataclass
@@ -141,7 +141,7 @@ class InvoiceSink:
         batch.last_offset = offset
 
     def add_block(self, partition: int, block: EncodedRows) -> None:
-        """A partition's rows as the compiled core encoded them (one RowBinary insert, no per-row Python)."""
+        """A partition's rows as the compiled core encoded them (one Native insert, no per-row Python)."""
         batch = self._batches.get(partition)
         if batch is None:
             batch = self._batches[partition] = _PartitionBatch(first_offset=block.first_offset)
@@ -173,9 +173,9 @@ class InvoiceSink:
         started = time.perf_counter()
         batch, token, row_token = pending.batch, pending.token, pending.row_token
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
-        if batch.blocks:  # the compiled core's rows: its bytes, under the same token and settings
-            data = b"".join(block.rowbinary(row_token) for block in batch.blocks)
-            await self.store.raw_insert_until_accepted(self.table, list(STORED_COLUMNS), data, "RowBinary", settings)
+        if batch.blocks:  # the compiled core's rows: its Native blocks, one stream, under the same token and settings
+            data = b"".join(block.native(row_token) for block in batch.blocks)
+            await self.store.raw_insert_until_accepted(self.table, list(STORED_COLUMNS), data, "Native", settings)
         else:
             columns = [list(c) for c in zip(*batch.rows, strict=True)]
             columns.append([row_token] * len(batch.rows))

@@ -62,7 +62,7 @@ class MemoryStore:
         Synchronous, so a test can land another writer's block from inside the ingest's fault point.
         """
         if pending.batch.blocks:
-            raise NotImplementedError("compiled-core blocks are RowBinary: tests/streams/test_native_core.py")
+            raise NotImplementedError("compiled-core blocks are Native bytes: tests/streams/test_native_core.py")
         if pending.token in self._tokens:
             self.dropped.append(pending.row_token)
             return False

@@ -10,7 +10,7 @@ restart in the middle; the hostile corpus of the suite (truncations, mutations, 
 absurd lengths and times, the fuzzer's seeds); hypothesis records (random and mutated bytes,
 hand-built bodies with overlong varints and out-of-range enum/union indexes, values at their
 limits, wrong keys, non-NFC text, duplicates across batches, a watermark moving past the horizon).
-The RowBinary block is inserted into chDB and read back equal to what InvoiceSink writes.
+The Native block is inserted into chDB and read back equal to what InvoiceSink writes.
 
 The module fails (never skips) when the extension is missing: build it with ``make native``
 (``.venv/bin/pip install ./native``).
@@ -1054,17 +1054,17 @@ def test_module_surface():
     assert len(INVOICE_COLUMNS) == 23 and STORED_COLUMNS[-1] == "insert_token"
 
 
-# -- RowBinary into chDB -------------------------------------------------------------------------
+# -- Native into chDB ----------------------------------------------------------------------------
 
 
-def test_rowbinary_reads_back_like_the_sinks_insert(tmp_path):
+def test_native_block_reads_back_like_the_sinks_insert(tmp_path):
     from sinks.clickhouse import ClickHouseStore, apply_migrations
     from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, InvoiceSink
 
     sim = Simulation(SimulationConfig(scale=registry_scale(150), start=dt.date(2024, 6, 1), days=2, seed=4,
                                       target_invoices=3_000, unregistered=10))  # fmt: skip
     feed = list(sim.feed_records())
-    # a few rows with what RowBinary must carry exactly: a NULL and a non-NULL buyer, NFC-changed text, -1 timestamps
+    # a few rows with what the block must carry exactly: a NULL and a non-NULL buyer, NFC-changed text, -1 timestamps
     extra = CODEC.encode({**INVOICE, "seller_id": "2800000009", "register_id": HOA_NFD, "buyer_tax_code": "0100109106"})
     pair = Pair(table=registry_table(sim))
     by_partition = partitioned(feed, 2)
@@ -1083,11 +1083,11 @@ def test_rowbinary_reads_back_like_the_sinks_insert(tmp_path):
                     sink.add(p, offset, row)
                 if prepared.rows:
                     token = f"{TOPIC}/{p}/{prepared.first_offset}..{prepared.last_offset}"
-                    blocks.append((token, prepared.rowbinary(token)))
+                    blocks.append((token, prepared.native(token)))
                     asyncio.run(sink.flush())
         for token, block in blocks:
             store.call(
-                store.client.raw_insert, "invoices_native", list(STORED_COLUMNS), insert_block=block, fmt="RowBinary",
+                store.client.raw_insert, "invoices_native", list(STORED_COLUMNS), insert_block=block, fmt="Native",
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token(token)},
             )  # fmt: skip
         columns = ", ".join(STORED_COLUMNS)
