@@ -174,9 +174,9 @@ def clickhouse_alone(source: Path, target: Path, topic: str, batch_size: int, li
         def flush() -> None:
             nonlocal flush_s, insert_s, batches
             started = time.perf_counter()
-            result = loop.run_until_complete(sink.flush())
+            written = loop.run_until_complete(sink.flush())
             flush_s += time.perf_counter() - started
-            insert_s += result.seconds if result else 0.0
+            insert_s += sum(w.seconds for w in written)
             batches += 1
 
         with ChdbHttpServer(source) as dsn:

@@ -2,8 +2,8 @@
 
 A test arms one by writing its name (and how many passes to let by first) to
 ``<data dir>/freeze-at``; the worker, on reaching that point with ``EINVOICE_FAULT_POINTS=1`` in
-its environment, removes the file and stops itself (SIGSTOP), as a VM pause or a long GC pause
-would, until the test sends SIGCONT. Without the variable the points cost nothing.
+its environment, removes the file and stops itself (SIGSTOP, the whole process), as a VM pause or a
+long GC pause would, until the test sends SIGCONT. Without the variable the points cost nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -53,5 +54,8 @@ def reached(point: str, data_dir: Path) -> None:
     log.warning("fault point reached; freezing", extra={"point": point})
     for handler in logging.getLogger().handlers:
         handler.flush()
-    os.kill(os.getpid(), signal.SIGSTOP)
+    # aimed at this thread: it takes the stop itself, before its next statement, and the whole process
+    # stops with it; a point may be reached on the ClickHouse thread, and with os.kill that thread ran on
+    # until another thread took the stop
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
     log.warning("fault point: woken", extra={"point": point})

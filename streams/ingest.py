@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
@@ -236,11 +237,11 @@ class InvoiceIngest:
             seconds = round(time.perf_counter() - started, 3)
             log.info("restore done", extra={"partitions": missing, "rows_reinserted": repaired, "seconds": seconds})
 
-    def _resync(self, outcome: BatchOutcome, block: PendingInsert, why: str, landed: list[str]) -> None:
+    def _resync(self, outcome: BatchOutcome, block: PendingInsert, why: str, landed: Sequence[str]) -> None:
         """Another writer holds the partition's chain: forget it here, restore it from the store on its next records."""
         log.warning(why, extra={"partition": block.partition, "block": block.row_token, "landed": landed})
         self.metrics.fenced_blocks.inc()
-        outcome.taken[block.partition] = landed
+        outcome.taken[block.partition] = list(landed)
         self.revoke([block.partition])
 
     def revoke(self, partitions: Sequence[int]) -> None:
@@ -305,24 +306,23 @@ class InvoiceIngest:
             self.states[partition].dead_lettered_offset = offset
             if self.core is not None:
                 self.core.committed(partition, dead_lettered_offset=offset)
+        before_insert = None if self.fault_point is None else partial(self.fault_point, BEFORE_INSERT)
         for block in batch.inserts:
             partition = block.partition
             if partition not in current:
                 continue
-            if block.fenced and await self.sink.written_past(partition, block.start):  # 3.
+            written = await self.sink.write(block, before_insert)  # 3., 4. and 5., one job on the ClickHouse thread
+            if written.moved_past:
                 self._resync(outcome, block, "the chain moved past the block's start; partition resynced", [])
                 continue
-            if self.fault_point is not None:
-                self.fault_point(BEFORE_INSERT)
-            flushed = await self.sink.write(block)  # 4.
-            self.metrics.insert_seconds.observe(flushed.seconds)
-            if block.fenced and block.row_token not in (landed := await self.sink.landed(partition, block.start)):
-                self._resync(outcome, block, "block start taken by another writer; partition resynced", landed)  # 5.
+            self.metrics.insert_seconds.observe(written.seconds)
+            if not written.ours(block):
+                self._resync(outcome, block, "block start taken by another writer; partition resynced", written.landed)
                 continue
-            self.states[partition].written_offset = flushed.last_offsets[partition]
+            self.states[partition].written_offset = written.last_offset
             if self.core is not None:
-                self.core.committed(partition, written_offset=flushed.last_offsets[partition])
-            outcome.inserted += flushed.rows
+                self.core.committed(partition, written_offset=written.last_offset)
+            outcome.inserted += written.rows
         # 6.
         outcome.committable = {p: batch.next_offsets[p] for p in current if p not in outcome.taken}
         for partition in current:

@@ -68,17 +68,14 @@ class ClickHouseStore:
         Retrying the same block is safe where the table deduplicates it (the invoice sink's tokens)
         or where a row twice is harmless (``registry_history`` is a ReplacingMergeTree on its Kafka offset).
         """
-        await self._until_accepted(self.client.insert, table, data, **kwargs)
+        await self.until_done(self.insert, table, data, **kwargs)
 
-    async def raw_insert_until_accepted(
-        self, table: str, column_names: list[str], block: bytes, fmt: str, settings: dict[str, Any]
-    ) -> None:
-        """:meth:`insert_until_accepted` for a block already encoded (a Native block from the compiled core)."""
-        await self._until_accepted(
-            self.client.raw_insert, table, column_names, insert_block=block, fmt=fmt, settings=settings
-        )
+    async def until_done(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the ClickHouse thread, again after a backoff each time it raises, until it returns.
 
-    async def _until_accepted(self, insert: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        ``fn`` must be safe to run again after a failure at any point (an insert under its
+        deduplication token; the invoice sink's block write, which resumes at the step that failed).
+        """
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
@@ -86,7 +83,18 @@ class ClickHouseStore:
             reraise=True,
         ):
             with attempt:
-                await self.run(insert, *args, **kwargs)
+                return await self.run(fn, *args, **kwargs)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def insert(self, table: str, data: Any, **kwargs: Any) -> None:
+        """Blocking, on the ClickHouse thread: ``client.insert`` through the chaos switch."""
+        self.faults.check()
+        self.client.insert(table, data, **kwargs)
+
+    def raw_insert(self, table: str, column_names: list[str], block: bytes, fmt: str, settings: dict[str, Any]) -> None:
+        """Blocking, on the ClickHouse thread: a block already encoded (the compiled core's Native block)."""
+        self.faults.check()
+        self.client.raw_insert(table, column_names, insert_block=block, fmt=fmt, settings=settings)
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.call(lambda: self.client.query(sql, parameters=parameters).result_rows)

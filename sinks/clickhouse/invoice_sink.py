@@ -6,7 +6,7 @@ block's start (``topic/partition/start``), and each row carries ``topic/partitio
 so a retried insert is dropped by ClickHouse in the table and in every materialized view behind
 it, and so is the insert of a second writer of the partition that begins a block at the same
 start (a worker frozen past its session, after the takeover): the view ``invoice_blocks`` tells
-each writer whose block landed (:meth:`InvoiceSink.landed`), and the loser resyncs.
+each writer whose block landed (:meth:`InvoiceSink.landed_at`), and the loser resyncs.
 
 After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the end of the chain per
 partition, and the pipeline skips what is already there. A crash can also cut an insert short
@@ -20,7 +20,7 @@ are sequential and each one is awaited.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,10 +49,18 @@ class PartitionProgress:
 
 
 @dataclass(frozen=True)
-class FlushResult:
+class BlockWrite:
+    """What became of one block's write (steps 3 to 5 of the fence, docs/architecture.md)."""
+
     rows: int
-    last_offsets: dict[int, int]
-    seconds: float
+    last_offset: int  # the offset the chain reaches when the block is ours: its end (fenced) or its last row
+    seconds: float  # the insert's, retries included
+    moved_past: bool = False  # the chain check found a block at or past the start: nothing was inserted
+    landed: tuple[str, ...] = ()  # fenced: the row tokens of the blocks that landed at the block's start
+
+    def ours(self, pending: PendingInsert) -> bool:
+        """Did this block land (unfenced: was it inserted)?"""
+        return not self.moved_past and (not pending.fenced or pending.row_token in self.landed)
 
 
 class EncodedRows(Protocol):
@@ -157,57 +165,57 @@ class InvoiceSink:
             raise ValueError("a block holds rows of both the compiled core and the reference")
         return PendingInsert(self.topic, partition, start, end, batch, self.fenced)
 
-    async def flush(self) -> FlushResult | None:
-        """Insert everything buffered, one block a partition from its first row to its last (tests, benchmarks)."""
-        results = []
+    async def flush(self) -> list[BlockWrite]:
+        """Write everything buffered, one block a partition from its first row to its last (tests, benchmarks)."""
+        written = []
         for partition, batch in sorted(self._batches.items()):
             if (pending := self.take(partition, batch.first_offset, batch.last_offset)) is not None:
-                results.append(await self.write(pending))
-        if not results:
-            return None
-        last = {p: o for r in results for p, o in r.last_offsets.items()}
-        return FlushResult(sum(r.rows for r in results), last, sum(r.seconds for r in results))
+                written.append(await self.write(pending))
+        return written
 
-    async def write(self, pending: PendingInsert) -> FlushResult:
-        """One insert of the block under its token; retried until ClickHouse accepts it (backpressure, never loss)."""
-        started = time.perf_counter()
-        batch, token, row_token = pending.batch, pending.token, pending.row_token
-        settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
-        if batch.blocks:  # the compiled core's rows: its Native blocks, one stream, under the same token and settings
-            data = b"".join(block.native(row_token) for block in batch.blocks)
-            await self.store.raw_insert_until_accepted(self.table, list(STORED_COLUMNS), data, "Native", settings)
-        else:
-            columns = [list(c) for c in zip(*batch.rows, strict=True)]
-            columns.append([row_token] * len(batch.rows))
-            await self._insert(columns, token)
-        last = pending.end if pending.fenced else batch.last_offset
-        return FlushResult(pending.rows, {pending.partition: last}, time.perf_counter() - started)
+    async def write(self, pending: PendingInsert, before_insert: Callable[[], None] | None = None) -> BlockWrite:
+        """Steps 3 to 5 of the fence for one block, as one job on the ClickHouse thread.
 
-    async def written_past(self, partition: int, start: int) -> bool:
-        """Has a block starting at or after record ``start`` landed? (Before an insert: the chain moved on.)"""
-        result = await self.store.run(
-            self.store.client.query,
+        3. The chain check: has a block at or past the start landed? Then nothing is inserted.
+        4. The insert under the block's token (``before_insert`` runs just before it: a fault point).
+        5. The read-back of the blocks that landed at the start.
+
+        One job, not three calls from the event loop: it runs to the end while the loop prepares
+        the next batch. A failure at any step is retried with backoff, from the step that failed
+        (backpressure, never loss); an insert retried after it landed is dropped by its token.
+        """
+        job = _BlockJob(self, pending, before_insert)
+        return await self.store.until_done(job.run)
+
+    def chain_moved_past(self, partition: int, start: int) -> bool:
+        """Blocking: has a block starting at or after record ``start`` landed?"""
+        rows = self.store.client.query(
             "SELECT count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
             "AND kafka_partition = {partition:UInt16} AND block_start >= {start:UInt64}",
             parameters={"topic": self.topic, "partition": partition, "start": start},
-        )
-        return bool(result.result_rows[0][0])
+        ).result_rows
+        return bool(rows[0][0])
 
-    async def landed(self, partition: int, start: int) -> list[str]:
-        """The row tokens of the partition's blocks that landed starting at record ``start`` (the fence's check)."""
-        result = await self.store.run(
-            self.store.client.query,
+    def landed_at(self, partition: int, start: int) -> tuple[str, ...]:
+        """Blocking: the row tokens of the partition's blocks that landed starting at record ``start``."""
+        rows = self.store.client.query(
             "SELECT insert_token FROM invoice_blocks WHERE kafka_topic = {topic:String} "
             "AND kafka_partition = {partition:UInt16} AND block_start = {start:UInt64}",
             parameters={"topic": self.topic, "partition": partition, "start": start},
-        )
-        return [r[0] for r in result.result_rows]
+        ).result_rows
+        return tuple(r[0] for r in rows)
 
-    async def _insert(self, columns: list[list[Any]], token: str) -> None:
-        await self.store.insert_until_accepted(
-            self.table, columns, column_names=STORED_COLUMNS, column_oriented=True,
-            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
-        )  # fmt: skip
+    def insert(self, pending: PendingInsert) -> None:
+        """Blocking: one insert of the block under its token (dropped by ClickHouse if the token landed)."""
+        batch, row_token = pending.batch, pending.row_token
+        settings = {**INSERT_SETTINGS, "insert_deduplication_token": pending.token}
+        if batch.blocks:  # the compiled core's rows: its Native blocks, one stream, under the same token and settings
+            data = b"".join(block.native(row_token) for block in batch.blocks)
+            self.store.raw_insert(self.table, list(STORED_COLUMNS), data, "Native", settings)
+        else:
+            columns = [list(c) for c in zip(*batch.rows, strict=True)]
+            columns.append([row_token] * len(batch.rows))
+            self.store.insert(self.table, columns, column_names=STORED_COLUMNS, column_oriented=True, settings=settings)
 
     def discard(self, partition: int) -> None:
         """Drop what is buffered for a partition this worker no longer owns."""
@@ -249,7 +257,11 @@ class InvoiceSink:
                 parameters={"token": token},
             )
             if result.result_rows:
-                await self._insert([list(c) for c in result.result_columns], dedup_token(token))
+                settings = {**INSERT_SETTINGS, "insert_deduplication_token": dedup_token(token)}
+                await self.store.insert_until_accepted(
+                    self.table, [list(c) for c in result.result_columns], column_names=STORED_COLUMNS,
+                    column_oriented=True, settings=settings,
+                )  # fmt: skip
                 restored += len(result.result_rows)
         return restored
 
@@ -267,3 +279,32 @@ class InvoiceSink:
         if not len(found):
             return (), ()
         return found["key"], found["day"].astype("int64")
+
+
+class _BlockJob:
+    """One block's :meth:`InvoiceSink.write`, resumable: a retry starts at the step that failed."""
+
+    def __init__(self, sink: InvoiceSink, pending: PendingInsert, before_insert: Callable[[], None] | None) -> None:
+        self.sink, self.pending, self.before_insert = sink, pending, before_insert
+        self.checked = not pending.fenced
+        self.inserted = False
+        self.insert_started: float | None = None
+        self.seconds = 0.0
+
+    def run(self) -> BlockWrite:
+        sink, pending = self.sink, self.pending
+        last = pending.end if pending.fenced else pending.batch.last_offset
+        if not self.checked:  # 3.
+            if sink.chain_moved_past(pending.partition, pending.start):
+                return BlockWrite(pending.rows, last, 0.0, moved_past=True)
+            self.checked = True
+        if not self.inserted:  # 4.
+            if self.insert_started is None:  # the first attempt
+                if self.before_insert is not None:
+                    self.before_insert()
+                self.insert_started = time.perf_counter()
+            sink.insert(pending)
+            self.inserted = True
+            self.seconds = time.perf_counter() - self.insert_started
+        landed = sink.landed_at(pending.partition, pending.start) if pending.fenced else ()  # 5.
+        return BlockWrite(pending.rows, last, self.seconds, landed=landed)

@@ -1,8 +1,9 @@
 """In-memory stand-ins for the ingest's sinks, as httpx's MockTransport stands in for a transport.
 
 The ingest (:class:`streams.ingest.InvoiceIngest`) keeps its rules; only the outside goes: the
-fakes subclass the real sinks, so the buffering, the blocks and their tokens are the real code
-(``add``, ``add_block``, ``take``, ``discard``), and replace what talks to ClickHouse and Kafka.
+fakes subclass the real sinks, so the buffering, the blocks, their tokens and the steps of a
+block's write are the real code (``add``, ``add_block``, ``take``, ``discard``, ``write``), and
+replace what talks to ClickHouse and Kafka (``insert``, ``chain_moved_past``, ``landed_at``).
 :class:`MemoryStore` keeps what ClickHouse would: the rows of ``invoices``, the ``invoice_blocks``
 view, and ``insert_deduplication_token`` (an insert whose token already landed is dropped, whoever
 sends it). Two sinks over one store are two workers on one ClickHouse: what the fence is about.
@@ -19,7 +20,6 @@ import numpy as np
 from base.localtime import LOCAL_OFFSET_MS
 from sinks.clickhouse.invoice_sink import (
     INVOICE_COLUMNS,
-    FlushResult,
     InvoiceSink,
     PartitionProgress,
     PendingInsert,
@@ -54,6 +54,10 @@ class MemoryStore:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """ClickHouseStore.run without its thread: the ingest hands its blocking reads to it."""
+        return fn(*args, **kwargs)
+
+    async def until_done(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """ClickHouseStore.until_done without its thread and its retries: the block writes go through it."""
         return fn(*args, **kwargs)
 
     def insert(self, pending: PendingInsert) -> bool:
@@ -99,17 +103,15 @@ class MemoryInvoiceSink(InvoiceSink):
     def blocks(self) -> list[LandedBlock]:
         return [b for b in self.memory.blocks if b.topic == self.topic]
 
-    async def write(self, pending: PendingInsert) -> FlushResult:
+    def insert(self, pending: PendingInsert) -> None:
         """The insert; dropped silently when its token landed before, as ClickHouse does."""
         self.memory.insert(pending)
-        last = pending.end if pending.fenced else pending.batch.last_offset
-        return FlushResult(pending.rows, {pending.partition: last}, 0.0)
 
-    async def written_past(self, partition: int, start: int) -> bool:
+    def chain_moved_past(self, partition: int, start: int) -> bool:
         return any(b.start >= start for b in self.memory.partition_blocks(self.topic, partition))
 
-    async def landed(self, partition: int, start: int) -> list[str]:
-        return [b.row_token for b in self.memory.partition_blocks(self.topic, partition) if b.start == start]
+    def landed_at(self, partition: int, start: int) -> tuple[str, ...]:
+        return tuple(b.row_token for b in self.memory.partition_blocks(self.topic, partition) if b.start == start)
 
     def progress(self) -> dict[int, PartitionProgress]:
         """As the real one: from the table's rows, the chain's end from the blocks; partitions with rows only."""

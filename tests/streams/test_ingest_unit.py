@@ -243,8 +243,8 @@ def test_the_store_drops_a_second_insert_under_a_token_that_landed():
     assert block is not None
     assert store.insert(block) is True and store.insert(block) is False
     assert len(store.rows) == 1 and store.dropped == [f"{TOPIC}/0/0..0"]
-    assert run(sink.landed(0, 0)) == [f"{TOPIC}/0/0..0"] and run(sink.landed(0, 1)) == []
-    assert run(sink.written_past(0, 0)) and not run(sink.written_past(0, 1))
+    assert sink.landed_at(0, 0) == (f"{TOPIC}/0/0..0",) and sink.landed_at(0, 1) == ()
+    assert sink.chain_moved_past(0, 0) and not sink.chain_moved_past(0, 1)
 
 
 def test_a_restarted_worker_resumes_after_what_the_store_and_the_dlq_hold():
