@@ -33,7 +33,7 @@ from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams import batch_core, freeze
-from streams.batch_fetch import BatchFetchApp, FetchedBatches
+from streams.batch_fetch import BatchFetchApp, FetchedBatches, unpack_in_core
 from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import InvoiceIngest, PartitionRecords, PartitionsMoved, PreparedBatch, SourceRecord
 from streams.metrics import IngestMetrics
@@ -209,6 +209,8 @@ class Pipeline:
             schemas=self.invoice_codec.schemas, rules=rules, dedup_horizon_ms=dedup_horizon_ms,
         )  # fmt: skip
         log.info("batch core", extra={"kind": self.batch_core.kind, "reason": self.batch_core.reason})
+        if self.batch_core.kafka_records is not None:
+            unpack_in_core(self.topics.invoices, self.batch_core.kafka_records)
         self.ingest = InvoiceIngest(
             topic=self.topics.invoices,
             codec=self.invoice_codec,
@@ -306,8 +308,8 @@ class Pipeline:
         """
         completed = []
         for part in parts:
-            offsets, expected = part.offsets, self.next_offsets[part.partition]
-            if offsets[0] == expected and offsets[-1] - expected + 1 == len(offsets):
+            expected = self.next_offsets[part.partition]
+            if part.first_offset == expected and part.last_offset - expected + 1 == len(part):
                 completed.append(part)
             elif (fixed := await self._complete(part, expected)) is not None:
                 completed.append(fixed)
@@ -487,11 +489,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 by_partition: dict[int, list[Any]] = {}
                 for chunk in chunks:
                     if chunk.partition in owned:
-                        by_partition.setdefault(chunk.partition, []).extend(chunk.records)
+                        by_partition.setdefault(chunk.partition, []).append(chunk.records)
                 if not by_partition:
                     continue
                 try:
-                    batch = await prepare_invoices([PartitionRecords(p, r) for p, r in by_partition.items()])
+                    batch = await prepare_invoices([PartitionRecords.of_chunks(p, c) for p, c in by_partition.items()])
                     await writer.wait()  # batches are written one at a time, in the order they were prepared
                 except Exception:
                     crash_without_commit("invoice batch")

@@ -2,7 +2,8 @@
 
 The compiled core (``einvoice_core``, built by ``make native``) does per batch, outside the
 interpreter, what :meth:`streams.ingest.InvoiceIngest._prepare` does per event: decode, validate,
-key, dedup, join and encode the rows for ClickHouse. The Python code stays the readable reference;
+key, dedup, join and encode the rows for ClickHouse; before that, it unpacks the fetched Kafka
+record batches (:func:`streams.batch_fetch.unpack_in_core`). The Python code stays the readable reference;
 ``tests/streams/test_native_core.py`` holds the two to the same output. ``EINVOICE_BATCH_CORE``: ``auto``
 uses the compiled core when it is installed and says loudly when it is not; ``compiled`` refuses to
 start without it; ``reference`` always runs the Python path.
@@ -19,7 +20,7 @@ from streams.codec import SchemaCatalog
 from streams.validation import InvoiceRules
 
 if TYPE_CHECKING:
-    from einvoice_core import InvoiceCore
+    from einvoice_core import InvoiceCore, KafkaRecords
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class BatchCore:
     kind: str  # "compiled" or "reference"
     reason: str
     core: InvoiceCore | None = None
+    kafka_records: type[KafkaRecords] | None = None  # unpacks fetched record batches (streams.batch_fetch)
 
 
 def load(
@@ -56,4 +58,4 @@ def load(
         rules.invoice_code_pattern, rules.future_tolerance_ms, rules.max_lateness_ms, rules.max_amount_vnd,
         rules.vat_tolerance_vnd, dedup_horizon_ms,
     )  # fmt: skip
-    return BatchCore("compiled", f"einvoice_core {module.__version__}", core)
+    return BatchCore("compiled", f"einvoice_core {module.__version__}", core, module.KafkaRecords)

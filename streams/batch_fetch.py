@@ -7,8 +7,12 @@ an invoice costs, and capped the worker near 7,000 events/s. The invoice topic d
 any of it: the pipeline works per batch and commits its own offsets after ClickHouse has the
 rows (``Pipeline.commit``).
 
-So the consumer below takes the invoice topic's records out of each fetch, as aiokafka returned
-them, and puts them in :class:`FetchedBatches`, a bounded buffer the ingest task drains. The
+So the consumer below takes the invoice topic's records out of each fetch and puts them in
+:class:`FetchedBatches`, a bounded buffer the ingest task drains. With the compiled core
+installed, the records do not even become Python objects: :func:`unpack_in_core` has aiokafka's
+fetcher hand each fetch of the topic over as its record batches' bytes, which the core unpacks
+(``einvoice_core.KafkaRecords``) where aiokafka built a ConsumerRecord per record, in Python, on
+the consumer's thread (two fifths of that thread's time, and of the interpreter's lock). The
 topic stays in Faust's subscription (Faust still assigns its partitions, co-partitioned with the
 registry, and seeks them to the committed offsets); every other topic (the registry, table
 changelogs) goes the usual way to its agent. A full buffer makes the fetch wait: backpressure
@@ -18,14 +22,20 @@ reaches Kafka, and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import faust
+from aiokafka.consumer import fetcher as aiokafka_fetcher
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,60 @@ class FetchedChunk:
     """Records of one partition from one fetch, in offset order."""
 
     partition: int
-    records: Sequence[Any]  # aiokafka ConsumerRecord
+    records: Sequence[Any]  # einvoice_core.KafkaRecords, or a list of aiokafka's ConsumerRecords
+
+
+# -- the fetches of one topic unpacked by the compiled core ---------------------------------------------------------
+# aiokafka 0.14's fetcher (aiokafka/consumer/fetcher.py, Fetcher._proc_fetch_request) wraps each partition's record
+# set in MemoryRecords and PartitionRecords, whose iteration builds the ConsumerRecords; FetchResult.getall collects
+# them and moves the partition's position to PartitionRecords.next_fetch_offset. The two names are replaced in that
+# module: the record set keeps its bytes, and the batch topic's PartitionRecords yields one KafkaRecords a fetch.
+_ORIGINAL_PARTITION_RECORDS = aiokafka_fetcher.PartitionRecords
+_UNPACKED_TOPICS: dict[str, Any] = {}  # topic -> einvoice_core.KafkaRecords
+
+
+class _KeptRecordSet(MemoryRecords):
+    """aiokafka's record set of a fetch, keeping its bytes (a reference, not a copy)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.data = data
+
+
+class _UnpackedPartition(_ORIGINAL_PARTITION_RECORDS):  # type: ignore[misc,valid-type]
+    """aiokafka's PartitionRecords of the batch topic: the fetch comes out as one KafkaRecords.
+
+    Whatever the core does not read exactly as aiokafka would (another message format, a bad
+    CRC, an unknown codec, transactions read committed) is left to aiokafka's own iteration,
+    with its own errors; said once in the log.
+    """
+
+    def _unpack_records(self) -> Iterator[Any]:
+        data = getattr(self._records, "data", None)
+        kafka_records = _UNPACKED_TOPICS.get(self._tp.topic)
+        if data is not None and kafka_records is not None and self._isolation_level != aiokafka_fetcher.READ_COMMITTED:
+            try:
+                unpacked = kafka_records.unpack(data, self.next_fetch_offset)
+            except ValueError as exc:
+                log.warning("fetch left to aiokafka", extra={"partition": self._tp.partition, "why": str(exc)})
+            else:
+                self.next_fetch_offset = unpacked.next_offset
+                if len(unpacked):
+                    yield unpacked
+                return
+        yield from super()._unpack_records()
+
+
+def _partition_records(tp: Any, *args: Any, **kwargs: Any) -> Any:
+    cls = _UnpackedPartition if tp.topic in _UNPACKED_TOPICS else _ORIGINAL_PARTITION_RECORDS
+    return cls(tp, *args, **kwargs)
+
+
+def unpack_in_core(topic: str, kafka_records: Any) -> None:
+    """Have aiokafka's fetcher hand ``topic``'s fetches out as ``kafka_records`` (einvoice_core.KafkaRecords)."""
+    _UNPACKED_TOPICS[topic] = kafka_records
+    aiokafka_fetcher.MemoryRecords = _KeptRecordSet
+    aiokafka_fetcher.PartitionRecords = _partition_records
 
 
 class FetchedBatches:
@@ -108,13 +171,19 @@ class BatchFetchConsumer(faust_aiokafka.Consumer):
         if not records or batches is None:
             return records, active
         for tp in [tp for tp in records if tp.topic == topic]:
-            fetched = records.pop(tp)
-            if fetched:
+            for chunk in _chunks(records.pop(tp)):
                 # Handed over even when a rebalance began meanwhile: dropping would leave them unread until the
                 # next seek. The ingest task skips partitions no longer assigned, and drops what it processed.
-                self._read_offset[tp] = fetched[-1].offset
-                await batches.put(FetchedChunk(tp.partition, fetched))
+                self._read_offset[tp] = chunk[-1].offset if isinstance(chunk, list) else chunk.last_offset
+                await batches.put(FetchedChunk(tp.partition, chunk))
         return records, active
+
+
+def _chunks(fetched: list[Any]) -> list[Any]:
+    """A partition's share of a fetch as chunks: aiokafka's records as one, or its KafkaRecords (one a fetch)."""
+    if fetched and isinstance(fetched[0], ConsumerRecord):
+        return [fetched]
+    return fetched
 
 
 class BatchFetchTransport(faust_aiokafka.Transport):

@@ -32,7 +32,7 @@ from streams.metrics import IngestMetrics
 from streams.validation import NON_CASH_METHODS, InvoiceValidator, Rejection, check_key, nfc, seller_kind
 
 if TYPE_CHECKING:
-    from einvoice_core import InvoiceCore, Prepared
+    from einvoice_core import InvoiceCore, KafkaRecords, Prepared
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +70,25 @@ class SourceRecord(NamedTuple):
 
 
 class PartitionRecords:
-    """One partition's records of a batch, in offset order, as the columns the batch core takes.
+    """One partition's records of a batch, in offset order, as the batch core takes them.
 
-    Built straight from aiokafka's ConsumerRecords: a column is one list comprehension, where a
-    SourceRecord per record cost as much as the compiled core's whole preparation of it. The
-    records themselves stay (``source``) for the few that are dead-lettered, which need headers.
+    Either as fetched (``fetched``: einvoice_core.KafkaRecords, a fetch's records unpacked by the
+    compiled core, which it reads with no Python object per record), or as records (``source``:
+    aiokafka ConsumerRecords or SourceRecords), for which the columns are built, one list
+    comprehension each. A record becomes a SourceRecord only when it is dead-lettered (its headers
+    go with it) or on the reference path.
     """
 
-    __slots__ = ("keys", "offsets", "partition", "source", "timestamps_ms", "values")
+    __slots__ = ("_offsets", "fetched", "keys", "partition", "source", "timestamps_ms", "values")
 
-    def __init__(self, partition: int, source: Sequence[Any]) -> None:
+    def __init__(self, partition: int, source: Sequence[Any], fetched: Sequence[KafkaRecords] = ()) -> None:
         self.partition = partition
-        self.source = source  # aiokafka ConsumerRecords or SourceRecords
-        self.offsets: list[int] = [r.offset for r in source]
+        self.source = source  # aiokafka ConsumerRecords or SourceRecords; empty when fetched
+        self.fetched = fetched
+        self._offsets: list[int] | None = None
+        if fetched:
+            return
+        self._offsets = [r.offset for r in source]
         self.keys: list[bytes | None] = [r.key for r in source]
         self.values: list[bytes | None] = [r.value for r in source]
         if source and isinstance(source[0], SourceRecord):
@@ -91,15 +97,45 @@ class PartitionRecords:
             stamps = [r.timestamp for r in source]
             self.timestamps_ms = [-1 if t is None else t for t in stamps] if None in stamps else stamps
 
+    @classmethod
+    def of_chunks(cls, partition: int, chunks: Sequence[Sequence[Any]]) -> PartitionRecords:
+        """From the chunks the consumer handed over: KafkaRecords, or lists of aiokafka's records."""
+        if any(isinstance(chunk, list) for chunk in chunks):
+            return cls(partition, [r for chunk in chunks for r in chunk])
+        return cls(partition, (), fetched=chunks)  # type: ignore[arg-type]
+
     def __len__(self) -> int:
-        return len(self.offsets)
+        if self.fetched:
+            return sum(len(chunk) for chunk in self.fetched)
+        return len(self.source)
+
+    @property
+    def offsets(self) -> list[int]:
+        if self._offsets is None:
+            self._offsets = [offset for chunk in self.fetched for offset in chunk.offsets()]
+        return self._offsets
+
+    @property
+    def first_offset(self) -> int:
+        return self.fetched[0].first_offset if self.fetched else self.offsets[0]
+
+    @property
+    def last_offset(self) -> int:
+        return self.fetched[-1].last_offset if self.fetched else self.offsets[-1]
 
     def record(self, index: int) -> SourceRecord:
+        if self.fetched:
+            for chunk in self.fetched:
+                if index < len(chunk):
+                    offset, key, value, timestamp_ms, headers = chunk.record(index)
+                    return SourceRecord(self.partition, offset, key, value, timestamp_ms, tuple(headers))
+                index -= len(chunk)
+            raise IndexError(index)
         record = self.source[index]
         return record if isinstance(record, SourceRecord) else SourceRecord.from_kafka(record)
 
     def records(self) -> list[SourceRecord]:
-        return [self.record(i) for i in range(len(self.source))]
+        return [self.record(i) for i in range(len(self))]
 
     @classmethod
     def group(cls, records: Iterable[SourceRecord]) -> list[PartitionRecords]:
@@ -273,13 +309,13 @@ class InvoiceIngest:
         for part in parts:
             prepare(part, outcome)
             state = self.states[part.partition]
-            block = self.sink.take(part.partition, state.chain_start, part.offsets[-1])
+            block = self.sink.take(part.partition, state.chain_start, part.last_offset)
             if block is not None:  # a batch without rows leaves the chain where it is: the next block starts there
                 inserts.append(block)
-                state.chain_start = part.offsets[-1] + 1
+                state.chain_start = part.last_offset + 1
         return PreparedBatch(
             events=sum(len(part) for part in parts),
-            next_offsets={part.partition: part.offsets[-1] + 1 for part in parts if len(part)},
+            next_offsets={part.partition: part.last_offset + 1 for part in parts if len(part)},
             outcome=outcome, inserts=inserts, dead_letters=self.dead_letters.take(), started=started,
             epochs={part.partition: self._epochs[part.partition] for part in parts},
         )  # fmt: skip
@@ -430,9 +466,12 @@ class InvoiceIngest:
         assert self.core is not None
         partition = part.partition
         state = self.states[partition]
-        prepared: Prepared = self.core.prepare(
-            partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.lookup_seller
-        )
+        if part.fetched:
+            prepared: Prepared = self.core.prepare_records(partition, list(part.fetched), self.lookup_seller)
+        else:
+            prepared = self.core.prepare(
+                partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.lookup_seller
+            )
         for index, reason in prepared.rejected:
             record = part.record(index)
             if record.offset <= state.dead_lettered_offset:

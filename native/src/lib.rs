@@ -10,8 +10,10 @@
 
 mod avro;
 mod dedup;
+mod kafka;
 mod native;
 mod pattern;
+mod records;
 mod registry;
 mod rowbinary;
 mod unicode;
@@ -29,6 +31,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use crate::avro::{Invoice, Schemas};
 use crate::dedup::Dedup;
 use crate::pattern::CodePattern;
+use crate::records::KafkaRecords;
 use crate::registry::Version;
 use crate::rowbinary::Row;
 use crate::validate::{key_matches, seller_kind, Rules, DAY_MS, INVALID_KEY, LOCAL_OFFSET_MS};
@@ -191,7 +194,7 @@ impl InvoiceCore {
         Ok(())
     }
 
-    /// `InvoiceIngest._prepare` for one partition's records, in offset order.
+    /// `InvoiceIngest._prepare` for one partition's records, in offset order, as columns.
     #[pyo3(signature = (partition, offsets, keys, values, timestamps, lookup))]
     #[allow(clippy::too_many_arguments)]
     fn prepare<'py>(
@@ -210,6 +213,71 @@ impl InvoiceCore {
                 "offsets, keys, values and timestamps differ in length",
             ));
         }
+        let keys: Vec<Option<&[u8]>> = keys
+            .iter()
+            .map(|k| k.as_ref().map(|b| b.as_bytes()))
+            .collect();
+        let values: Vec<Option<&[u8]>> = values
+            .iter()
+            .map(|v| v.as_ref().map(|b| b.as_bytes()))
+            .collect();
+        self.prepare_columns(
+            py,
+            partition,
+            &offsets,
+            &keys,
+            &values,
+            &timestamps,
+            &lookup,
+        )
+    }
+
+    /// `prepare` for one partition's records as fetched (KafkaRecords, in offset order): no per-record Python.
+    fn prepare_records<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i64,
+        chunks: Vec<PyRef<'py, KafkaRecords>>,
+        lookup: Bound<'py, PyAny>,
+    ) -> PyResult<Prepared> {
+        let n: usize = chunks.iter().map(|c| c.len()).sum();
+        let (mut offsets, mut keys, mut values, mut timestamps) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for chunk in &chunks {
+            chunk.columns(&mut offsets, &mut keys, &mut values, &mut timestamps);
+        }
+        self.prepare_columns(
+            py,
+            partition,
+            &offsets,
+            &keys,
+            &values,
+            &timestamps,
+            &lookup,
+        )
+    }
+
+    #[classattr]
+    const NO_WATERMARK: i64 = crate::NO_WATERMARK;
+}
+
+impl InvoiceCore {
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_columns(
+        &mut self,
+        py: Python<'_>,
+        partition: i64,
+        offsets: &[i64],
+        keys: &[Option<&[u8]>],
+        values: &[Option<&[u8]>],
+        timestamps: &[i64],
+        lookup: &Bound<'_, PyAny>,
+    ) -> PyResult<Prepared> {
+        let n = offsets.len();
         let kafka_partition = u16::try_from(partition)
             .map_err(|_| PyValueError::new_err(format!("partition {partition} is not a UInt16")))?;
         let InvoiceCore {
@@ -225,7 +293,7 @@ impl InvoiceCore {
         // First pass: decode, validate, key (no state changes; everything that calls Python is here).
         let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(n);
         for index in 0..n {
-            let value = values[index].as_ref().map(|b| b.as_bytes());
+            let value = values[index];
             let (schema_id, invoice) = match schemas.decode(value) {
                 Ok(decoded) => decoded,
                 Err(reason) => {
@@ -233,7 +301,7 @@ impl InvoiceCore {
                     continue;
                 }
             };
-            let key = keys[index].as_ref().map(|k| k.as_bytes());
+            let key = keys[index];
             let rejection = match rules.check(py, &invoice, timestamps[index])? {
                 Some(reason) => Some(reason),
                 None if !key_matches(invoice.seller_id, key) => Some(INVALID_KEY),
@@ -260,7 +328,7 @@ impl InvoiceCore {
         for candidate in &candidates {
             let seller = candidate.invoice.seller_id;
             if !registrations.contains_key(seller) {
-                registrations.insert(seller, registry::versions(&lookup, seller)?);
+                registrations.insert(seller, registry::versions(lookup, seller)?);
             }
         }
 
@@ -328,9 +396,6 @@ impl InvoiceCore {
         out.last_offset = out.row_offsets.last().copied().unwrap_or(-1);
         Ok(out)
     }
-
-    #[classattr]
-    const NO_WATERMARK: i64 = crate::NO_WATERMARK;
 }
 
 /// What `prepare` decided for a batch: rows (tuples or a Native block), rejections, counts.
@@ -534,6 +599,7 @@ fn einvoice_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<InvoiceCore>()?;
     m.add_class::<Prepared>()?;
+    m.add_class::<KafkaRecords>()?;
     m.add_function(wrap_pyfunction!(invoice_key_py, m)?)?;
     m.add_function(wrap_pyfunction!(nfc_py, m)?)?;
     m.add_function(wrap_pyfunction!(nfc_crate_py, m)?)?;
