@@ -100,9 +100,18 @@ class PartitionRecords:
     @classmethod
     def of_chunks(cls, partition: int, chunks: Sequence[Sequence[Any]]) -> PartitionRecords:
         """From the chunks the consumer handed over: KafkaRecords, or lists of aiokafka's records."""
-        if any(isinstance(chunk, list) for chunk in chunks):
+        if not any(isinstance(chunk, list) for chunk in chunks):
+            return cls(partition, (), fetched=chunks)  # type: ignore[arg-type]
+        if all(isinstance(chunk, list) for chunk in chunks):
             return cls(partition, [r for chunk in chunks for r in chunk])
-        return cls(partition, (), fetched=chunks)  # type: ignore[arg-type]
+        # both (fetched before and after the core took the topic over, or a fetch left to aiokafka): as records
+        records: list[SourceRecord] = []
+        for chunk in chunks:
+            if isinstance(chunk, list):
+                records.extend(r if isinstance(r, SourceRecord) else SourceRecord.from_kafka(r) for r in chunk)
+            else:
+                records.extend(cls(partition, (), fetched=[chunk]).records())
+        return cls(partition, records)
 
     def __len__(self) -> int:
         if self.fetched:

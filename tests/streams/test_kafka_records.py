@@ -161,3 +161,20 @@ def test_slices_are_views_on_the_same_records() -> None:
     assert records.record(3) == (13, b"", b"4", 103, [("n", None)])
     with pytest.raises(IndexError):
         tail.record(3)
+
+
+def test_a_batch_of_fetched_records_and_aiokafkas_reads_as_one() -> None:
+    """Fetched before the core took the topic over, or left to aiokafka, beside unpacked fetches."""
+    fetched = KafkaRecords.from_columns([5, 6], [b"k5", b"k6"], [b"v5", None], [50, 60], [[("h", b"x")], []], 7)
+    theirs = [SourceRecord(3, 4, b"k4", b"v4", 40, ())]
+    for chunks in ([theirs, fetched], [fetched[:1], theirs, fetched[1:]]):
+        part = PartitionRecords.of_chunks(3, chunks)
+        assert not part.fetched and len(part) == 3
+        assert sorted(part.records()) == [
+            SourceRecord(3, 4, b"k4", b"v4", 40, ()),
+            SourceRecord(3, 5, b"k5", b"v5", 50, (("h", b"x"),)),
+            SourceRecord(3, 6, b"k6", None, 60, ()),
+        ]
+    part = PartitionRecords.of_chunks(3, [fetched[:1], fetched[1:]])
+    assert part.fetched and len(part) == 2 and (part.first_offset, part.last_offset) == (5, 6)
+    assert part.offsets == [5, 6] and part.record(1) == SourceRecord(3, 6, b"k6", None, 60, ())
