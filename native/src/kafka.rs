@@ -126,8 +126,9 @@ fn snappy(body: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// The records of `fetch` at or past `fetch_offset`, as aiokafka's PartitionRecords would yield them
-/// (read_uncommitted: every data batch; control batches skipped).
+/// The records of `fetch` from `fetch_offset` on, as aiokafka's PartitionRecords yields them
+/// (read_uncommitted: every data batch; control batches skipped). Its position moves as it does:
+/// past each record yielded, then to the end of each batch; a record before the position is skipped.
 pub fn unpack(fetch: &[u8], fetch_offset: i64) -> Result<Unpacked, String> {
     let mut out = Unpacked {
         next_offset: fetch_offset,
@@ -195,10 +196,11 @@ pub fn unpack(fetch: &[u8], fetch_offset: i64) -> Result<Unpacked, String> {
             if cur.pos != end {
                 return Err("record length does not match its fields".to_owned());
             }
-            if offset < fetch_offset {
+            if offset < out.next_offset {
                 out.header_items.truncate(first_header);
-                continue; // before the fetch position: a whole batch was returned
+                continue; // before the position: a whole batch was returned
             }
+            out.next_offset = offset + 1;
             out.offsets.push(offset);
             out.timestamps.push(if log_append_time {
                 max_timestamp
@@ -213,7 +215,7 @@ pub fn unpack(fetch: &[u8], fetch_offset: i64) -> Result<Unpacked, String> {
             return Err("bytes left after the batch's records".to_owned());
         }
         out.data.extend_from_slice(&records);
-        out.next_offset = next_offset.max(out.next_offset);
+        out.next_offset = next_offset; // as aiokafka: past the batch, even past records compaction removed
     }
     Ok(out)
 }

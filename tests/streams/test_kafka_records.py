@@ -20,6 +20,10 @@ einvoice_core = pytest.importorskip("einvoice_core")
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
+from aiokafka.record.memory_records import MemoryRecords  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from streams import batch_fetch  # noqa: E402
 from streams.ingest import PartitionRecords, SourceRecord  # noqa: E402
@@ -178,3 +182,58 @@ def test_a_batch_of_fetched_records_and_aiokafkas_reads_as_one() -> None:
     part = PartitionRecords.of_chunks(3, [fetched[:1], fetched[1:]])
     assert part.fetched and len(part) == 2 and (part.first_offset, part.last_offset) == (5, 6)
     assert part.offsets == [5, 6] and part.record(1) == SourceRecord(3, 6, b"k6", None, 60, ())
+
+
+# -- hostile bytes: built batches, then cut, flipped and spliced ---------------------------------------------------
+
+record_strategy = st.tuples(
+    st.one_of(st.none(), st.binary(max_size=40)),
+    st.one_of(st.none(), st.binary(max_size=200)),
+    st.lists(st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=8))), max_size=3),
+    st.integers(min_value=-1, max_value=2**41),
+)
+
+
+def build_batch(base_offset: int, codec: int, records: list[tuple]) -> bytes:
+    """A v2 batch as aiokafka's producer builds it (codec: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)."""
+    builder = DefaultRecordBatchBuilder(2, codec, 0, -1, -1, -1, 1 << 22)
+    for i, (key, value, headers, timestamp) in enumerate(records):
+        builder.append(i, timestamp=timestamp, key=key, value=value, headers=headers)
+    data = bytearray(builder.build())
+    data[0:8] = base_offset.to_bytes(8, "big", signed=True)  # outside the CRC, as a broker assigns it
+    return bytes(data)
+
+
+def aiokafka_reads(data: bytes, fetch_offset: int) -> tuple[list[tuple], int]:
+    """What aiokafka's fetcher yields for a fetch's record set (read_uncommitted), and its next position."""
+    part = batch_fetch._ORIGINAL_PARTITION_RECORDS(
+        TopicPartition("t", 0), MemoryRecords(data), None, fetch_offset, None, None, True, 0
+    )
+    return as_tuples(list(part)), part.next_fetch_offset
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 4]), st.lists(record_strategy, max_size=6)), max_size=3),
+    fetch_offset=st.integers(min_value=0, max_value=40),
+    cut=st.one_of(st.none(), st.integers(min_value=0, max_value=4_000)),
+    flips=st.lists(st.tuples(st.integers(min_value=0, max_value=4_000), st.integers(1, 255)), max_size=3),
+)
+def test_any_fetch_is_read_as_aiokafka_reads_it_or_refused(batches, fetch_offset, cut, flips) -> None:
+    data, base = bytearray(), 0
+    for codec, records in batches:
+        if records:
+            data += build_batch(base, codec, records)
+            base += len(records)
+    if cut is not None:
+        del data[cut:]
+    for at, mask in flips:
+        if at < len(data):
+            data[at] ^= mask
+    try:
+        ours = KafkaRecords.unpack(bytes(data), fetch_offset)
+    except ValueError:
+        return  # left to aiokafka, which reads it or raises its own error
+    theirs, position = aiokafka_reads(bytes(data), fetch_offset)
+    assert as_tuples([ours]) == theirs
+    assert ours.next_offset == position
