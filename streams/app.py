@@ -209,8 +209,6 @@ class Pipeline:
             schemas=self.invoice_codec.schemas, rules=rules, dedup_horizon_ms=dedup_horizon_ms,
         )  # fmt: skip
         log.info("batch core", extra={"kind": self.batch_core.kind, "reason": self.batch_core.reason})
-        if self.batch_core.kafka_records is not None:
-            unpack_in_core(self.topics.invoices, self.batch_core.kafka_records)
         self.ingest = InvoiceIngest(
             topic=self.topics.invoices,
             codec=self.invoice_codec,
@@ -403,6 +401,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     # invoices bypass Faust's per-message delivery (streams.batch_fetch); a batch in flight holds the lock
     fetched = FetchedBatches(max_records=settings.batch_size * FETCH_BUFFER_BATCHES)
     app.attach_batches(invoice_topic, fetched)
+    if (unpacker := batch_core.kafka_records(settings.batch_core)) is not None:
+        unpack_in_core(settings.topics.invoices, unpacker)  # the fetches' records never become Python objects
     in_flight = asyncio.Lock()  # held while a batch is prepared
     writer = OrderedWriter()  # the batch being written meanwhile
     webhook_config = config_from_settings(settings)  # a bad endpoints file stops the worker here, before it starts

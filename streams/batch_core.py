@@ -35,7 +35,6 @@ class BatchCore:
     kind: str  # "compiled" or "reference"
     reason: str
     core: InvoiceCore | None = None
-    kafka_records: type[KafkaRecords] | None = None  # unpacks fetched record batches (streams.batch_fetch)
 
 
 def load(
@@ -58,4 +57,18 @@ def load(
         rules.invoice_code_pattern, rules.future_tolerance_ms, rules.max_lateness_ms, rules.max_amount_vnd,
         rules.vat_tolerance_vnd, dedup_horizon_ms,
     )  # fmt: skip
-    return BatchCore("compiled", f"einvoice_core {module.__version__}", core, module.KafkaRecords)
+    return BatchCore("compiled", f"einvoice_core {module.__version__}", core)
+
+
+def kafka_records(choice: str) -> type[KafkaRecords] | None:
+    """The compiled core's unpacker of fetched record batches, when ``choice`` lets the core run and it is built.
+
+    Taken before the consumer starts, so that its first fetch goes through it (:meth:`load` says
+    what is missing, once the pipeline starts).
+    """
+    if choice == "reference":
+        return None
+    try:
+        return importlib.import_module("einvoice_core").KafkaRecords  # type: ignore[no-any-return]
+    except ImportError:
+        return None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -53,6 +53,9 @@ class FetchedChunk:
 # module: the record set keeps its bytes, and the batch topic's PartitionRecords yields one KafkaRecords a fetch.
 _ORIGINAL_PARTITION_RECORDS = aiokafka_fetcher.PartitionRecords
 _UNPACKED_TOPICS: dict[str, Any] = {}  # topic -> einvoice_core.KafkaRecords
+# fetches of those topics by who read them, "core" or "aiokafka" (einvoice_fetches_total): process-wide, as the
+# fetcher is; streams.metrics reads it when scraped
+FETCHES: Counter[str] = Counter()
 
 
 class _KeptRecordSet(MemoryRecords):
@@ -80,10 +83,12 @@ class _UnpackedPartition(_ORIGINAL_PARTITION_RECORDS):  # type: ignore[misc,vali
             except ValueError as exc:
                 log.warning("fetch left to aiokafka", extra={"partition": self._tp.partition, "why": str(exc)})
             else:
+                FETCHES["core"] += 1
                 self.next_fetch_offset = unpacked.next_offset
                 if len(unpacked):
                     yield unpacked
                 return
+        FETCHES["aiokafka"] += 1
         yield from super()._unpack_records()
 
 

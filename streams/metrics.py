@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from sinks.clickhouse.client import ClickHouseStore
+from streams.batch_fetch import FETCHES
 
 
 class ClickHouseRetries(Collector):
@@ -19,6 +20,18 @@ class ClickHouseRetries(Collector):
             "einvoice_clickhouse_retries", "Inserts that failed and are retried (backpressure)",
             value=ClickHouseStore.insert_retries,
         )  # fmt: skip
+
+
+class FetchReaders(Collector):
+    """The invoice topic's fetches by who read their records: the compiled core, or aiokafka (what it left)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "einvoice_fetches", "Fetches of the invoice topic, by who unpacked their records", labels=["reader"]
+        )
+        for reader in ("core", "aiokafka"):
+            family.add_metric([reader], FETCHES[reader])
+        yield family
 
 
 class IngestMetrics:
@@ -62,6 +75,7 @@ class IngestMetrics:
         self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
         self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
         r.register(ClickHouseRetries())
+        r.register(FetchReaders())
 
     def snapshot(self) -> list[tuple[str, str, float]]:
         """(metric, label, value) for every sample, for the ClickHouse copy."""

@@ -48,6 +48,9 @@ def test_feed_is_ingested_exactly(settings, core):
         )
 
     assert metric("einvoice_events_total", topic=settings.topics.invoices) == len(feed.records)
+    # the compiled core unpacked every fetch of the invoice topic; the reference left them all to aiokafka's fetcher
+    fetches = (metric("einvoice_fetches_total", reader="core"), metric("einvoice_fetches_total", reader="aiokafka"))
+    assert (fetches[0] > 0 and fetches[1] == 0) if core == "compiled" else fetches == (0, 0), fetches
     assert metric("einvoice_duplicates_total") == len(duplicates)
     assert metric("einvoice_rejected_total", topic=settings.topics.invoices) == len(feed.malformed)
     assert metric("einvoice_rows_inserted_total", table="invoices") == len(valid)
