@@ -56,6 +56,7 @@ _UNPACKED_TOPICS: dict[str, Any] = {}  # topic -> einvoice_core.KafkaRecords
 # fetches of those topics by who read them, "core" or "aiokafka" (einvoice_fetches_total): process-wide, as the
 # fetcher is; streams.metrics reads it when scraped
 FETCHES: Counter[str] = Counter()
+_LEFT_BECAUSE: set[str] = set()  # the reasons already logged
 
 
 class _KeptRecordSet(MemoryRecords):
@@ -71,7 +72,7 @@ class _UnpackedPartition(_ORIGINAL_PARTITION_RECORDS):  # type: ignore[misc,vali
 
     Whatever the core does not read exactly as aiokafka would (another message format, a bad
     CRC, an unknown codec, transactions read committed) is left to aiokafka's own iteration,
-    with its own errors; said once in the log.
+    with its own errors; each reason is logged once, and every such fetch counted.
     """
 
     def _unpack_records(self) -> Iterator[Any]:
@@ -81,7 +82,10 @@ class _UnpackedPartition(_ORIGINAL_PARTITION_RECORDS):  # type: ignore[misc,vali
             try:
                 unpacked = kafka_records.unpack(data, self.next_fetch_offset)
             except ValueError as exc:
-                log.warning("fetch left to aiokafka", extra={"partition": self._tp.partition, "why": str(exc)})
+                # once a reason (a producer's odd format would repeat every fetch), a hundred reasons at most
+                if str(exc) not in _LEFT_BECAUSE and len(_LEFT_BECAUSE) < 100:
+                    _LEFT_BECAUSE.add(str(exc))
+                    log.warning("fetch left to aiokafka", extra={"partition": self._tp.partition, "why": str(exc)})
             else:
                 FETCHES["core"] += 1
                 self.next_fetch_offset = unpacked.next_offset
