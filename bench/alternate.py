@@ -34,11 +34,12 @@ def main() -> None:
     parser.add_argument("--sellers", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "VAR=VALUE"))
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (broker, chDB, worker logs)")
     args = parser.parse_args()
     variants: dict[str, dict[str, str]] = {"default": {}}
     for name, *assignments in args.variant:
         variants[name] = dict(a.split("=", 1) for a in assignments)
-    with scratch_deployment("einvoice-alternate-", 4) as settings:
+    with scratch_deployment("einvoice-alternate-", 4, remove=not args.keep) as settings:
         bootstrap = settings.kafka_brokers or ""
         create_topics(bootstrap, settings)
         sim = Simulation(SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3,

@@ -149,12 +149,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--store", choices=("embedded", "http"), help="default: embedded for one worker, else http")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (broker, chDB, worker logs)")
     args = parser.parse_args()
     store = args.store or ("embedded" if args.workers == 1 else "http")
     if store == "embedded" and args.workers > 1:
         parser.error("chDB belongs to one process: several workers need --store http")
 
-    with scratch_deployment("einvoice-bench-", args.partitions, batch_size=args.batch_size) as settings:
+    with scratch_deployment(
+        "einvoice-bench-", args.partitions, remove=not args.keep, batch_size=args.batch_size
+    ) as settings:
         bootstrap = settings.kafka_brokers or ""
         create_topics(bootstrap, settings)
         sim = Simulation(

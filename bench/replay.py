@@ -127,7 +127,7 @@ def main() -> None:
 
     config = SimulationConfig(scale=registry_scale(args.sellers), start=dt.date(2024, 6, 1), days=3, seed=1,
                               target_invoices=args.invoices)  # fmt: skip
-    with scratch_deployment("einvoice-bench-replay-", args.partitions, remove=True) as settings:
+    with scratch_deployment("einvoice-bench-replay-", args.partitions) as settings:
         table = measure_replay(settings, config)
     about = machine()
     print(f"{args.invoices:,} invoices requested, {args.sellers:,} sellers, {args.partitions} partitions; "

@@ -18,8 +18,12 @@ from deploy.kafka import LocalBroker, free_port
 
 
 @contextlib.contextmanager
-def scratch_deployment(prefix: str, partitions: int, remove: bool = False, **changes) -> Iterator[Settings]:
-    """Settings of a fresh deployment (``data_dir`` under a new temporary directory); the broker stops after."""
+def scratch_deployment(prefix: str, partitions: int, remove: bool = True, **changes) -> Iterator[Settings]:
+    """Settings of a fresh deployment (``data_dir`` under a new temporary directory); the broker stops after.
+
+    The directory goes too, unless ``remove`` is False (a benchmark's ``--keep``): a run at scale 1.0
+    leaves 2–9 GB of broker logs and chDB data.
+    """
     work = Path(tempfile.mkdtemp(prefix=prefix))
     broker = None
     bootstrap = os.environ.get("KAFKA_BROKERS")
@@ -38,6 +42,8 @@ def scratch_deployment(prefix: str, partitions: int, remove: bool = False, **cha
             broker.stop()
         if remove:
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept: {work} (broker logs, chDB data and worker logs)", flush=True)
 
 
 def machine() -> dict[str, str]:

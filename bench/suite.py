@@ -87,6 +87,7 @@ class Plan:
     replay_days: int = 1
     fence_pairs: int = 2
     skip: tuple[str, ...] = ()
+    keep: bool = False  # the scratch directory, after the run
 
     def config(self) -> SimulationConfig:
         return SimulationConfig(scale=self.scale, start=START, days=self.days, seed=self.seed)
@@ -536,7 +537,9 @@ def step(plan: Plan, measurements: dict[str, object], name: str, key: str, fn: C
 
 def run(plan: Plan, measurements: dict[str, object]) -> None:
     """Every measurement not skipped, in an order that lets each reuse what the previous left."""
-    with scratch_deployment("einvoice-bench-suite-", plan.partitions, batch_size=plan.batch_size) as base:
+    with scratch_deployment(
+        "einvoice-bench-suite-", plan.partitions, remove=not plan.keep, batch_size=plan.batch_size
+    ) as base:
         bootstrap = base.kafka_brokers or ""
         create_topics(bootstrap, base)
         if not {"one", "bare", "two"} <= set(plan.skip):  # the main feed, for those that read it
@@ -576,13 +579,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
     for name, default in asdict(Plan()).items():
-        if name != "skip":
+        if name not in ("skip", "keep"):
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), help=f"default {default}")
     parser.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="measurements left out")
     parser.add_argument("--out", type=str, default="suite", help="results name: bench/results/<out>.json")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (broker, chDB, worker logs)")
     args = parser.parse_args()
-    chosen = {**(QUICK if args.quick else {}), "skip": tuple(args.skip)}
-    chosen.update({k: v for k, v in vars(args).items() if k in asdict(Plan()) and k != "skip" and v is not None})
+    chosen = {**(QUICK if args.quick else {}), "skip": tuple(args.skip), "keep": args.keep}
+    given = {k: v for k, v in vars(args).items() if k in asdict(Plan()) and k not in ("skip", "keep") and v is not None}
+    chosen.update(given)
     plan = Plan(**chosen)
 
     measurements: dict[str, object] = {}
