@@ -140,7 +140,7 @@ class AlertEvaluator:
                  e.suppressed_by)
                 for e in events
             ]  # fmt: skip
-            self.store.call(self.store.client.insert, "alert_events", event_rows, column_names=EVENT_COLUMNS)
+            self.store.call(self.store.insert, "alert_events", event_rows, column_names=EVENT_COLUMNS)
         version = time.time_ns() // 1000
         rows = [
             (i.fingerprint, i.rule, i.labels, i.severity, i.state, i.held_days, i.clear_days, i.started_day,
@@ -150,7 +150,7 @@ class AlertEvaluator:
         ]  # fmt: skip
         if progress:
             rows.append((PROGRESS, "", {}, "", "", 0, 0, None, None, None, None, "{}", day, version))
-        self.store.call(self.store.client.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
+        self.store.call(self.store.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
 
     def _save_figures(
         self, day: dt.date, rows: list[SegmentDay], dormant: list[Observation], data_start: dt.date, holiday: bool
@@ -167,14 +167,14 @@ class AlertEvaluator:
             for r in rows if r.day == day
         ]  # fmt: skip
         if figures:
-            self.store.call(self.store.client.insert, "segment_adoption", figures, column_names=FIGURE_COLUMNS)
+            self.store.call(self.store.insert, "segment_adoption", figures, column_names=FIGURE_COLUMNS)
         named = [
             (day, o.labels["unit"], s["seller_id"], s["sector"], dt.date.fromisoformat(s["last_invoice_day"]),
              s["silent_days"], s["usual_daily_invoices"], at)
             for o in dormant for s in o.values["sellers"]
         ]  # fmt: skip
         if named:
-            self.store.call(self.store.client.insert, "dormant_issuers", named, column_names=DORMANT_COLUMNS)
+            self.store.call(self.store.insert, "dormant_issuers", named, column_names=DORMANT_COLUMNS)
 
     def sync_silences(self, silences: list[Silence]) -> None:
         """Mirror the live silences into ClickHouse for the alerts board (only what changed)."""
@@ -195,7 +195,7 @@ class AlertEvaluator:
         epoch = dt.datetime.fromtimestamp(0, dt.UTC)
         rows += [(silence_id, {}, epoch, epoch, "", "", 1, version) for silence_id in known]
         if rows:
-            self.store.call(self.store.client.insert, "alert_silences", rows, column_names=SILENCE_COLUMNS)
+            self.store.call(self.store.insert, "alert_silences", rows, column_names=SILENCE_COLUMNS)
 
     def _publish(self, events: list[AlertEvent]) -> None:
         sendable = [e for e in events if not e.suppressed_by]

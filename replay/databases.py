@@ -172,7 +172,7 @@ def sync_audit(store: ClickHouseStore, entries: list[dict[str, Any]]) -> int:
     have = {i for (i,) in store.query_rows("SELECT id FROM replay_audit")}
     missing = [e for e in entries if e["id"] not in have]
     if missing:
-        store.call(store.client.insert, "replay_audit", audit_rows(missing), column_names=list(AUDIT_COLUMNS))
+        store.call(store.insert, "replay_audit", audit_rows(missing), column_names=list(AUDIT_COLUMNS))
     return len(missing)
 
 

@@ -255,7 +255,7 @@ class Pipeline:
         rows = [(now_ms, self.worker_name, name, label, value) for name, label, value in self.metrics.snapshot()]
         try:
             await store.run(
-                store.client.insert, "pipeline_metrics", rows, column_names=["ts", "worker", "metric", "label", "value"]
+                store.insert, "pipeline_metrics", rows, column_names=["ts", "worker", "metric", "label", "value"]
             )
         except Exception as exc:  # the board shows a gap; ingest goes on
             log.warning("could not copy metrics to ClickHouse", extra={"error": type(exc).__name__})

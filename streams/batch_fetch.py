@@ -76,11 +76,10 @@ class _UnpackedPartition(_ORIGINAL_PARTITION_RECORDS):  # type: ignore[misc,vali
     """
 
     def _unpack_records(self) -> Iterator[Any]:
-        data = getattr(self._records, "data", None)
-        kafka_records = _UNPACKED_TOPICS.get(self._tp.topic)
-        if data is not None and kafka_records is not None and self._isolation_level != aiokafka_fetcher.READ_COMMITTED:
+        data = getattr(self._records, "data", None)  # None: the fetch came before unpack_in_core
+        if data is not None and self._isolation_level != aiokafka_fetcher.READ_COMMITTED:
             try:
-                unpacked = kafka_records.unpack(data, self.next_fetch_offset)
+                unpacked = _UNPACKED_TOPICS[self._tp.topic].unpack(data, self.next_fetch_offset)
             except ValueError as exc:
                 # once a reason (a producer's odd format would repeat every fetch), a hundred reasons at most
                 if str(exc) not in _LEFT_BECAUSE and len(_LEFT_BECAUSE) < 100:

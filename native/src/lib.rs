@@ -40,6 +40,25 @@ use crate::validate::{key_matches, seller_kind, Rules, DAY_MS, INVALID_KEY, LOCA
 const NO_WATERMARK: i64 = -(1i64 << 62);
 const NON_CASH_METHODS: [&str; 3] = ["CARD", "TRANSFER", "EWALLET"];
 
+/// One partition's records as `prepare` reads them, in offset order; keys and values borrowed.
+pub struct Columns<'a> {
+    pub offsets: Vec<i64>,
+    pub keys: Vec<Option<&'a [u8]>>,
+    pub values: Vec<Option<&'a [u8]>>,
+    pub timestamps: Vec<i64>,
+}
+
+impl Columns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            offsets: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+        }
+    }
+}
+
 struct PartitionState {
     written_offset: i64,
     dead_lettered_offset: i64,
@@ -213,23 +232,19 @@ impl InvoiceCore {
                 "offsets, keys, values and timestamps differ in length",
             ));
         }
-        let keys: Vec<Option<&[u8]>> = keys
-            .iter()
-            .map(|k| k.as_ref().map(|b| b.as_bytes()))
-            .collect();
-        let values: Vec<Option<&[u8]>> = values
-            .iter()
-            .map(|v| v.as_ref().map(|b| b.as_bytes()))
-            .collect();
-        self.prepare_columns(
-            py,
-            partition,
-            &offsets,
-            &keys,
-            &values,
-            &timestamps,
-            &lookup,
-        )
+        let columns = Columns {
+            keys: keys
+                .iter()
+                .map(|k| k.as_ref().map(|b| b.as_bytes()))
+                .collect(),
+            values: values
+                .iter()
+                .map(|v| v.as_ref().map(|b| b.as_bytes()))
+                .collect(),
+            offsets,
+            timestamps,
+        };
+        self.prepare_columns(py, partition, &columns, &lookup)
     }
 
     /// `prepare` for one partition's records as fetched (KafkaRecords, in offset order): no per-record Python.
@@ -240,25 +255,11 @@ impl InvoiceCore {
         chunks: Vec<PyRef<'py, KafkaRecords>>,
         lookup: Bound<'py, PyAny>,
     ) -> PyResult<Prepared> {
-        let n: usize = chunks.iter().map(|c| c.len()).sum();
-        let (mut offsets, mut keys, mut values, mut timestamps) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let mut columns = Columns::with_capacity(chunks.iter().map(|c| c.len()).sum());
         for chunk in &chunks {
-            chunk.columns(&mut offsets, &mut keys, &mut values, &mut timestamps);
+            chunk.append_to(&mut columns);
         }
-        self.prepare_columns(
-            py,
-            partition,
-            &offsets,
-            &keys,
-            &values,
-            &timestamps,
-            &lookup,
-        )
+        self.prepare_columns(py, partition, &columns, &lookup)
     }
 
     #[classattr]
@@ -266,17 +267,19 @@ impl InvoiceCore {
 }
 
 impl InvoiceCore {
-    #[allow(clippy::too_many_arguments)]
     fn prepare_columns(
         &mut self,
         py: Python<'_>,
         partition: i64,
-        offsets: &[i64],
-        keys: &[Option<&[u8]>],
-        values: &[Option<&[u8]>],
-        timestamps: &[i64],
+        columns: &Columns<'_>,
         lookup: &Bound<'_, PyAny>,
     ) -> PyResult<Prepared> {
+        let Columns {
+            offsets,
+            keys,
+            values,
+            timestamps,
+        } = columns;
         let n = offsets.len();
         let kafka_partition = u16::try_from(partition)
             .map_err(|_| PyValueError::new_err(format!("partition {partition} is not a UInt16")))?;

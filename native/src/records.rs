@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PySlice};
 
 use crate::kafka::{self, Unpacked};
+use crate::Columns;
 
 type Header<'py> = (String, Option<Bound<'py, PyBytes>>);
 type Record<'py> = (
@@ -38,18 +39,20 @@ impl KafkaRecords {
     }
 
     /// Appends this view's columns (borrowed from its fetch) to the core's inputs.
-    pub fn columns<'a>(
-        &'a self,
-        offsets: &mut Vec<i64>,
-        keys: &mut Vec<Option<&'a [u8]>>,
-        values: &mut Vec<Option<&'a [u8]>>,
-        timestamps: &mut Vec<i64>,
-    ) {
+    pub fn append_to<'a>(&'a self, columns: &mut Columns<'a>) {
         let r = self.range.clone();
-        offsets.extend_from_slice(&self.all.offsets[r.clone()]);
-        timestamps.extend_from_slice(&self.all.timestamps[r.clone()]);
-        keys.extend(self.all.keys[r.clone()].iter().map(|k| self.bytes(k)));
-        values.extend(self.all.values[r].iter().map(|v| self.bytes(v)));
+        columns
+            .offsets
+            .extend_from_slice(&self.all.offsets[r.clone()]);
+        columns
+            .timestamps
+            .extend_from_slice(&self.all.timestamps[r.clone()]);
+        columns
+            .keys
+            .extend(self.all.keys[r.clone()].iter().map(|k| self.bytes(k)));
+        columns
+            .values
+            .extend(self.all.values[r].iter().map(|v| self.bytes(v)));
     }
 }
 

@@ -38,6 +38,11 @@ STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 
 
+def insert_settings(token: str) -> dict[str, object]:
+    """The settings of an insert whose deduplication token is ``token`` (in the table and every view)."""
+    return {**INSERT_SETTINGS, "insert_deduplication_token": token}
+
+
 @dataclass(frozen=True)
 class PartitionProgress:
     """What ClickHouse already holds of one source partition."""
@@ -208,7 +213,7 @@ class InvoiceSink:
     def insert(self, pending: PendingInsert) -> None:
         """Blocking: one insert of the block under its token (dropped by ClickHouse if the token landed)."""
         batch, row_token = pending.batch, pending.row_token
-        settings = {**INSERT_SETTINGS, "insert_deduplication_token": pending.token}
+        settings = insert_settings(pending.token)
         if batch.blocks:  # the compiled core's rows: its Native blocks, one stream, under the same token and settings
             data = b"".join(block.native(row_token) for block in batch.blocks)
             self.store.raw_insert(self.table, list(STORED_COLUMNS), data, "Native", settings)
@@ -257,10 +262,9 @@ class InvoiceSink:
                 parameters={"token": token},
             )
             if result.result_rows:
-                settings = {**INSERT_SETTINGS, "insert_deduplication_token": dedup_token(token)}
                 await self.store.insert_until_accepted(
                     self.table, [list(c) for c in result.result_columns], column_names=STORED_COLUMNS,
-                    column_oriented=True, settings=settings,
+                    column_oriented=True, settings=insert_settings(dedup_token(token)),
                 )  # fmt: skip
                 restored += len(result.result_rows)
         return restored

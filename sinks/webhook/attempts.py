@@ -82,7 +82,7 @@ class AttemptLog:
             return
         store = self.store
         try:
-            await store.run(store.client.insert, "webhook_attempts", [attempt.row()], column_names=ATTEMPT_COLUMNS)
+            await store.run(store.insert, "webhook_attempts", [attempt.row()], column_names=ATTEMPT_COLUMNS)
         except Exception as exc:
             log.warning(
                 "could not log a webhook attempt in ClickHouse",
@@ -119,7 +119,7 @@ class AttemptLog:
         now = time.time()
         row = (endpoint, url_digest, int(disabled), reason, dt.datetime.fromtimestamp(now, dt.UTC), time.time_ns())
         store = self.store
-        await store.run(store.client.insert, "webhook_endpoint_state", [row], column_names=STATE_COLUMNS)
+        await store.run(store.insert, "webhook_endpoint_state", [row], column_names=STATE_COLUMNS)
 
 
 def set_endpoint_enabled(
@@ -128,4 +128,4 @@ def set_endpoint_enabled(
     """Enable an endpoint a 410 disabled (blocking; for a CLI command). The worker reads it at its next start."""
     now = time.time()
     row = (endpoint, url_digest, 0, reason, dt.datetime.fromtimestamp(now, dt.UTC), time.time_ns())
-    store.call(store.client.insert, "webhook_endpoint_state", [row], column_names=STATE_COLUMNS)
+    store.call(store.insert, "webhook_endpoint_state", [row], column_names=STATE_COLUMNS)

@@ -58,21 +58,21 @@ def test_the_clickhouse_fault_switch_fails_inserts_only_until_its_deadline(tmp_p
     store = ClickHouseStore(f"chdb://{tmp_path / 'clickhouse'}")
     try:
         store.call(store.client.command, "CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n")
-        store.call(store.client.insert, "t", [[1]], column_names=["n"])
+        store.call(store.insert, "t", [[1]], column_names=["n"])
         inject_outage(tmp_path, 2.0)
         store.faults = FaultSwitch(fault_path(tmp_path))  # a fresh switch reads the file at once
         with pytest.raises(ClickHouseUnavailable):
-            store.call(store.client.insert, "t", [[2]], column_names=["n"])
+            store.call(store.insert, "t", [[2]], column_names=["n"])
         assert store.query_rows("SELECT count() FROM t") == [(1,)]  # reads go on; only writes fail
         time.sleep(2.1)
-        store.call(store.client.insert, "t", [[3]], column_names=["n"])  # the deadline passed
+        store.call(store.insert, "t", [[3]], column_names=["n"])  # the deadline passed
         inject_outage(tmp_path, 60.0)
         store.faults = FaultSwitch(fault_path(tmp_path))
         with pytest.raises(ClickHouseUnavailable):
-            store.call(store.client.insert, "t", [[4]], column_names=["n"])
+            store.call(store.insert, "t", [[4]], column_names=["n"])
         clear_outage(tmp_path)
         time.sleep(1.05)  # the file is read at most once a second
-        store.call(store.client.insert, "t", [[5]], column_names=["n"])
+        store.call(store.insert, "t", [[5]], column_names=["n"])
         assert store.query_rows("SELECT groupArray(n) FROM (SELECT n FROM t ORDER BY n)") == [([1, 3, 5],)]
     finally:
         store.close()
