@@ -16,6 +16,8 @@ What it speaks, as ClickHouse does:
 - ``INSERT INTO t (cols) FORMAT X`` followed by data: the data goes to a temporary file and is
   inserted with ``INSERT INTO t (cols) FROM INFILE ... FORMAT X``, the statement chDB's own
   clickhouse-connect backend uses, so deduplication tokens behave as in embedded mode;
+  ``INSERT INTO t (cols) SELECT ... FROM input('structure') ... FORMAT X`` followed by data reads
+  the data through ``file(path, 'X', 'structure')`` in the same statement;
 - request bodies compressed with lz4, zstd, gzip or deflate (``Content-Encoding``), chunked
   or not; responses compressed when ``enable_http_compression=1`` and ``Accept-Encoding`` ask;
 - errors as HTTP 4xx/5xx with ``Code: N. DB::Exception: ...`` and the
@@ -82,6 +84,7 @@ SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INSERT_WITH_DATA = re.compile(
     rb"\A\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<fmt>[A-Za-z0-9_]+)[ \t]*(?:\r?\n|\Z)", re.I | re.S
 )
+INPUT_FUNCTION = re.compile(r"\binput\s*\(", re.I)
 TARGET_SETTINGS = re.compile(r"\A(?P<head>.*?)\s+SETTINGS\s+(?P<settings>.*)\Z", re.I | re.S)
 TRAILING_FORMAT = re.compile(r"\sFORMAT\s+(?P<fmt>[A-Za-z0-9_]+)\s*;?\s*\Z", re.I)
 ERROR_CODE = re.compile(r"Code:\s*(\d+)")
@@ -163,6 +166,9 @@ def parse_statement(raw: bytes, default_format: str | None) -> Statement:
         split = TARGET_SETTINGS.match(target)
         if split is not None:
             target, settings = split.group("head"), f" SETTINGS {split.group('settings')}"
+        if INPUT_FUNCTION.search(target):  # INSERT ... SELECT ... FROM input('structure'): the data is read by file()
+            target = INPUT_FUNCTION.sub(lambda _: f"file({{path}}, '{fmt}', ", target, count=1)
+            return Statement(f"INSERT INTO {target}{settings}", "TabSeparated", None, data=raw[insert.end() :])
         sql = f"INSERT INTO {target} FROM INFILE {{path}}{settings} FORMAT {fmt}"
         return Statement(sql, "TabSeparated", None, data=raw[insert.end() :])
     try:
@@ -264,7 +270,7 @@ class Engine:
             handle.use(request.database)
             handle.apply(request.settings)
             if statement.data is not None:
-                return self._insert(handle, statement)
+                return self._insert(handle, statement, request.params)
             result = handle.conn.query(statement.sql, statement.fmt, params=request.params or None)
         except ClickHouseError:
             raise
@@ -283,12 +289,13 @@ class Engine:
         return Result(body, result_format, self._summary(result, "read"))
 
     @staticmethod
-    def _insert(handle: _Handle, statement: Statement) -> Result:
+    def _insert(handle: _Handle, statement: Statement, params: dict[str, str]) -> Result:
         assert statement.data is not None
         with tempfile.NamedTemporaryFile(prefix="chdb-http-", suffix=".data") as tmp:
             tmp.write(statement.data)
             tmp.flush()
-            result = handle.conn.query(statement.sql.replace("{path}", quote_string(tmp.name)), "TabSeparated")
+            sql = statement.sql.replace("{path}", quote_string(tmp.name))
+            result = handle.conn.query(sql, "TabSeparated", params=params or None)
         # an INFILE insert reads exactly the rows it writes
         return Result(b"", None, Engine._summary(result, "written"))
 

@@ -250,7 +250,12 @@ class InvoiceIngest:
                 return
             started = time.perf_counter()
             progress = await self.sink.store.run(self.sink.progress)
-            repaired = await self.sink.repair(progress[p].last_token for p in missing if p in progress)
+            repairs = await self.sink.repair({p: progress[p].last_token for p in missing if p in progress})
+            for repair in repairs:
+                if repair.added:
+                    log.warning("newest block completed in its views", extra={"block": repair.token, **repair.added})
+                if repair.doubled:
+                    self.metrics.doubled_blocks.inc()
             dlq_progress = await self.dead_letters.progress(missing)
             for partition in missing:
                 written = progress.get(partition)
@@ -280,7 +285,10 @@ class InvoiceIngest:
                     },
                 )  # fmt: skip
             seconds = round(time.perf_counter() - started, 3)
-            log.info("restore done", extra={"partitions": missing, "rows_reinserted": repaired, "seconds": seconds})
+            views_repaired = sum(len(r.added) for r in repairs)
+            log.info(
+                "restore done", extra={"partitions": missing, "views_repaired": views_repaired, "seconds": seconds}
+            )
 
     def _resync(self, outcome: BatchOutcome, block: PendingInsert, why: str, landed: Sequence[str]) -> None:
         """Another writer holds the partition's chain: forget it here, restore it from the store on its next records."""
@@ -361,6 +369,9 @@ class InvoiceIngest:
                 self._resync(outcome, block, "the chain moved past the block's start; partition resynced", [])
                 continue
             self.metrics.insert_seconds.observe(written.seconds)
+            if len(written.landed) > 1:  # two blocks at one start: the fence failed somewhere (docs/architecture.md)
+                log.error("two blocks landed at one start", extra={"partition": partition, "landed": written.landed})
+                self.metrics.doubled_blocks.inc()
             if not written.ours(block):
                 self._resync(outcome, block, "block start taken by another writer; partition resynced", written.landed)
                 continue

@@ -68,6 +68,12 @@ class IngestMetrics:
             "einvoice_fenced_blocks", "Blocks not written or dropped: another writer held the partition's chain",
             registry=r,
         )  # fmt: skip
+        self.doubled_blocks = Counter(
+            "einvoice_doubled_blocks",
+            "Blocks found landed twice: two at one start (the read-back) or a view holding more than invoices "
+            "(a restore); `einvoice-monitor verify` lists them",
+            registry=r,
+        )  # fmt: skip
         self.gaps_filled = Counter(
             "einvoice_offset_gaps_filled", "Records Faust did not deliver, fetched from Kafka directly", registry=r
         )

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 import clickhouse_connect
+from clickhouse_connect.datatypes.registry import get_from_name
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
+from clickhouse_connect.driver.transform import NativeTransform
 from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
 from base.redaction import redact_url_credentials
@@ -47,6 +52,12 @@ class ClickHouseStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self.client: Client = self._executor.submit(connect, dsn).result()
         self.faults = FaultSwitch.from_environment()
+        self._types: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+
+    @property
+    def embedded(self) -> bool:
+        """chDB in this process (``chdb://``), not a server reached over HTTP."""
+        return self.dsn.startswith("chdb:")
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call on the ClickHouse thread."""
@@ -91,6 +102,73 @@ class ClickHouseStore:
         self.faults.check()
         self.client.raw_insert(table, column_names, insert_block=block, fmt=fmt, settings=settings)
 
+    def insert_block_unless(
+        self,
+        table: str,
+        column_names: Sequence[str],
+        block: bytes,
+        taken_sql: str,
+        parameters: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> None:
+        """Blocking, on the ClickHouse thread: insert one Native block unless ``taken_sql`` counts a row.
+
+        One statement, ``INSERT ... SELECT ... WHERE (taken_sql) = 0``: ClickHouse evaluates the
+        condition when it runs the insert, not when the caller decided to send it, so a caller that
+        froze in between (SIGSTOP, a VM pause) and wakes later inserts nothing where the condition
+        has become true meanwhile (the invoice sink's fence, docs/architecture.md). Embedded, the
+        block is read from a file as chDB's own ``raw_insert`` does; over HTTP it is the body,
+        read by ``input()``. One block in, the same deduplication id every time.
+        """
+        self.faults.check()
+        columns = ", ".join(quote_identifier(c) for c in column_names)
+        select = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {{source}} WHERE ({taken_sql}) = 0"
+        if self.embedded:
+            with tempfile.NamedTemporaryFile(prefix="einvoice-block-", suffix=".native") as tmp:
+                tmp.write(block)
+                tmp.flush()
+                sql = select.replace("{source}", f"file({_quote(tmp.name)}, 'Native')", 1)
+                self.client.command(sql, parameters=parameters, settings=settings)
+            return
+        types = self.column_types(table, column_names)
+        structure = ", ".join(f"{quote_identifier(n)} {t}" for n, t in zip(column_names, types, strict=True))
+        sql = select.replace("{source}", f"input({_quote(structure)})", 1) + " FORMAT Native"
+        self.client.command(sql, parameters=parameters, data=block, settings=settings)
+
+    def column_types(self, table: str, column_names: Sequence[str]) -> tuple[str, ...]:
+        """Blocking: the ClickHouse types of a table's columns, read once a process."""
+        key = (table, tuple(column_names))
+        if key not in self._types:
+            described = dict(
+                self.client.query(
+                    "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                    "AND table = {table:String}",
+                    parameters={"table": table},
+                ).result_rows
+            )
+            self._types[key] = tuple(described[c] for c in column_names)
+        return self._types[key]
+
+    def native_block(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[Any]]) -> bytes:
+        """Blocking: Python columns as one ClickHouse Native block for ``table`` (clickhouse-connect's encoder).
+
+        One block whatever its size: clickhouse-connect's own inserts cut a block into pieces of about
+        2 MiB, and a repeat cut otherwise would carry other deduplication ids.
+        """
+        types = [get_from_name(t) for t in self.column_types(table, column_names)]
+        rows = len(columns[0]) if columns else 0
+        context = InsertContext(
+            table, list(column_names), types, columns, column_oriented=True, block_size=max(rows, 1)
+        )
+        encoded = b"".join(NativeTransform.build_insert(context))
+        if context.current_block != 1:
+            raise AssertionError(f"clickhouse-connect cut {rows} rows into {context.current_block} blocks")
+        # the first block opens with the statement clickhouse-connect would send it under: the data follows it
+        statement, _, block = encoded.partition(b" FORMAT Native\n")
+        if not statement.startswith(b"INSERT INTO "):
+            raise AssertionError("clickhouse-connect's Native block no longer opens with its INSERT statement")
+        return block
+
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.call(lambda: self.client.query(sql, parameters=parameters).result_rows)
 
@@ -104,6 +182,11 @@ class ClickHouseStore:
     def redacted_dsn(self) -> str:
         """The DSN without credentials, for logs."""
         return redact_url_credentials(self.dsn)
+
+
+def _quote(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 _log_retry = before_sleep_log(log, logging.WARNING)

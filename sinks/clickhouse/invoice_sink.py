@@ -1,31 +1,37 @@
 """The invoice writer: rows buffered per source partition, one idempotent insert per partition block.
 
 Each insert is one block of one partition: the records from the end of the partition's last
-block that landed up to the batch's last record. Its ``insert_deduplication_token`` names the
-block's start (``topic/partition/start``), and each row carries ``topic/partition/start..end``,
-so a retried insert is dropped by ClickHouse in the table and in every materialized view behind
-it, and so is the insert of a second writer of the partition that begins a block at the same
-start (a worker frozen past its session, after the takeover): the view ``invoice_blocks`` tells
-each writer whose block landed (:meth:`InvoiceSink.landed_at`), and the loser resyncs.
+block that landed up to the batch's last record, sent as one ClickHouse Native block (so every
+insert of it, first, retried or another writer's, carries the same deduplication id). Its
+``insert_deduplication_token`` names the block's start (``topic/partition/start``), and each row
+carries ``topic/partition/start..end``. Fenced (the default), the insert is conditional: ClickHouse
+inserts nothing when a block at or past the start has landed (:data:`CHAIN_TAKEN_SQL`, evaluated
+in the insert itself), so a writer that froze before its insert and wakes after a takeover adds
+nothing, however many inserts came in between; two writers inserting at one start at the same
+instant are told apart by the token. The view ``invoice_blocks`` tells each writer whose block
+landed (:meth:`InvoiceSink.landed_at`), and the loser resyncs.
 
 After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the end of the chain per
 partition, and the pipeline skips what is already there. A crash can also cut an insert short
-between the table and its views (chDB dies with the worker); so :meth:`InvoiceSink.repair`
-re-inserts the newest block of each partition, read back from the table (rows carry their
-block's token), under its original token: ClickHouse drops it wherever it already landed and adds
-it wherever it is missing. Only the newest block of a partition can be partial, because inserts
-are sequential and each one is awaited.
+between the table and its views (chDB dies with the worker); :meth:`InvoiceSink.repair` then
+makes each partition's newest block whole in every view from what ``invoices`` holds
+(:mod:`sinks.clickhouse.reconcile`), adding only what is missing, without re-inserting the block.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from base.localtime import LOCAL_OFFSET_MS
+from sinks.clickhouse import reconcile
 from sinks.clickhouse.client import ClickHouseStore
+from sinks.clickhouse.reconcile import Repair
+
+log = logging.getLogger(__name__)
 
 INVOICE_COLUMNS: tuple[str, ...] = (
     "seller_id", "invoice_code", "invoice_key", "invoice_form", "invoice_symbol", "issued_at", "issue_date",
@@ -35,6 +41,11 @@ INVOICE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
 
+# has a block at or past a start landed? (the chain check, and the condition of a fenced insert)
+CHAIN_TAKEN_SQL = (
+    "SELECT count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
+    "AND kafka_partition = {partition:UInt16} AND block_start >= {start:UInt64}"
+)
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 
 
@@ -194,12 +205,11 @@ class InvoiceSink:
 
     def chain_moved_past(self, partition: int, start: int) -> bool:
         """Blocking: has a block starting at or after record ``start`` landed?"""
-        rows = self.store.client.query(
-            "SELECT count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
-            "AND kafka_partition = {partition:UInt16} AND block_start >= {start:UInt64}",
-            parameters={"topic": self.topic, "partition": partition, "start": start},
-        ).result_rows
+        rows = self.store.client.query(CHAIN_TAKEN_SQL, parameters=self._chain_at(partition, start)).result_rows
         return bool(rows[0][0])
+
+    def _chain_at(self, partition: int, start: int) -> dict[str, object]:
+        return {"topic": self.topic, "partition": partition, "start": start}
 
     def landed_at(self, partition: int, start: int) -> tuple[str, ...]:
         """Blocking: the row tokens of the partition's blocks that landed starting at record ``start``."""
@@ -211,16 +221,29 @@ class InvoiceSink:
         return tuple(r[0] for r in rows)
 
     def insert(self, pending: PendingInsert) -> None:
-        """Blocking: one insert of the block under its token (dropped by ClickHouse if the token landed)."""
-        batch, row_token = pending.batch, pending.row_token
+        """Blocking: one insert of the block under its token, as one Native block.
+
+        Fenced, conditional on the chain (:data:`CHAIN_TAKEN_SQL`); unfenced, a plain insert
+        dropped by ClickHouse only while its token is in the deduplication window.
+        """
         settings = insert_settings(pending.token)
-        if batch.blocks:  # the compiled core's rows: its Native blocks, one stream, under the same token and settings
-            data = b"".join(block.native(row_token) for block in batch.blocks)
-            self.store.raw_insert(self.table, list(STORED_COLUMNS), data, "Native", settings)
+        block = self.native(pending)
+        if pending.fenced:
+            taken = self._chain_at(pending.partition, pending.start)
+            self.store.insert_block_unless(self.table, STORED_COLUMNS, block, CHAIN_TAKEN_SQL, taken, settings)
         else:
-            columns = [list(c) for c in zip(*batch.rows, strict=True)]
-            columns.append([row_token] * len(batch.rows))
-            self.store.insert(self.table, columns, column_names=STORED_COLUMNS, column_oriented=True, settings=settings)
+            self.store.raw_insert(self.table, list(STORED_COLUMNS), block, "Native", settings)
+
+    def native(self, pending: PendingInsert) -> bytes:
+        """Blocking: the block's rows as one ClickHouse Native block, ``row_token`` on each row."""
+        batch, row_token = pending.batch, pending.row_token
+        if batch.blocks:  # the compiled core's rows (one Prepared a partition's block: one batch, one block)
+            if len(batch.blocks) == 1:
+                return batch.blocks[0].native(row_token)
+            raise ValueError("a block holds the rows of more than one prepared batch: it would be several blocks")
+        columns = [list(c) for c in zip(*batch.rows, strict=True)]
+        columns.append([row_token] * len(batch.rows))
+        return self.store.native_block(self.table, STORED_COLUMNS, columns)
 
     def discard(self, partition: int) -> None:
         """Drop what is buffered for a partition this worker no longer owns."""
@@ -251,23 +274,43 @@ class InvoiceSink:
             for p, o, ms, t, n in rows
         }
 
-    async def repair(self, tokens: Iterable[str]) -> int:
-        """Re-insert the blocks with these tokens under their own tokens; returns the rows read back."""
-        restored = 0
-        for token in sorted(set(tokens)):
-            result = await self.store.run(
-                self.store.client.query,
-                f"SELECT {', '.join(STORED_COLUMNS)} FROM {self.table} WHERE insert_token = {{token:String}} "
-                "ORDER BY kafka_partition, kafka_offset",
-                parameters={"token": token},
-            )
-            if result.result_rows:
-                await self.store.insert_until_accepted(
-                    self.table, [list(c) for c in result.result_columns], column_names=STORED_COLUMNS,
-                    column_oriented=True, settings=insert_settings(dedup_token(token)),
-                )  # fmt: skip
-                restored += len(result.result_rows)
-        return restored
+    async def repair(self, newest: Mapping[int, str]) -> list[Repair]:
+        """Make each partition's newest block (partition -> its rows' token) whole in every view.
+
+        Window-free: it reads what ``invoices`` and each view hold and writes only what is missing
+        (:mod:`sinks.clickhouse.reconcile`); safe to run again at any point.
+        """
+        return await self.store.until_done(self._repair, dict(newest))
+
+    def _repair(self, newest: dict[int, str]) -> list[Repair]:
+        views = reconcile.views(self.store)
+        repairs = []
+        for partition, token in sorted(newest.items()):
+            self._drop_orphan_link(partition, token)
+            repairs.append(reconcile.repair_block(self.store, partition, token, views))
+        return repairs
+
+    def _drop_orphan_link(self, partition: int, token: str) -> None:
+        """A chain row whose block has no row in ``invoices`` (a view written before its table) is removed.
+
+        ClickHouse writes the table before its views, so this is not expected; were it to happen,
+        the chain check would skip records that never landed.
+        """
+        rows = self.store.client.query(
+            "SELECT argMax(insert_token, block_start), count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
+            "AND kafka_partition = {partition:UInt16}",
+            parameters={"topic": self.topic, "partition": partition},
+        ).result_rows
+        link = rows[0][0] if rows and rows[0][1] else None
+        if link is None or link == token:
+            return
+        held = self.store.client.query(
+            f"SELECT count() FROM {self.table} WHERE insert_token = {{token:String}}", parameters={"token": link}
+        ).result_rows[0][0]
+        if not held:
+            log.error("the chain names a block that invoices lacks: link removed", extra={"block": link})
+            self.store.client.command("DELETE FROM invoice_blocks WHERE insert_token = {token:String}",
+                                      parameters={"token": link})  # fmt: skip
 
     def dedup_keys(self, partition: int, since_day: int) -> tuple[Any, Any]:
         """(invoice_key, local day number) columns of the partition's invoices from ``since_day`` on (blocking).

@@ -25,7 +25,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from analytics.adoption import adoption, unregistered
 from harness.chdb_http import ChdbHttpServer
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
-from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, STORED_COLUMNS
+from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, STORED_COLUMNS, PendingInsert, insert_settings
 from sinks.clickhouse.migrate import MIGRATIONS_DIR
 from streams.registry import REGISTRY_HISTORY_COLUMNS
 
@@ -115,7 +115,8 @@ def test_migrations_apply_once_and_every_client_sees_them(endpoint: ChdbHttpServ
         other.close()
 
 
-def test_a_retried_insert_is_dropped_in_the_table_and_in_every_view(store: ClickHouseStore) -> None:
+def test_a_repeated_insert_is_dropped_in_the_table_and_in_every_view(store: ClickHouseStore) -> None:
+    """Through the endpoint: a fenced insert repeated finds its chain taken; an unfenced one is dropped by its token."""
     sellers = [("0100000001", "4711", "380"), ("0100000002", "5610", "381")]
     sink = InvoiceSink(store, TOPIC)
     flush(sink, {0: invoice_rows(sellers, 150, 0, 0), 1: invoice_rows(sellers, 100, 1, 0)})
@@ -125,9 +126,16 @@ def test_a_retried_insert_is_dropped_in_the_table_and_in_every_view(store: Click
     assert tokens == [f"{TOPIC}/0/0..299", f"{TOPIC}/1/0..199"]  # one block a partition, named by its range
     assert (progress[0].max_offset, progress[1].max_offset) == (299, 199)
 
-    # the sink's own retry path: the newest block read back and inserted again under its token
-    assert asyncio.run(sink.repair(tokens)) == 500
-    assert counts(store)["invoices"] == 500
+    for partition, rows in ((0, invoice_rows(sellers, 150, 0, 0)), (1, invoice_rows(sellers, 100, 1, 0))):
+        for row in rows:
+            sink.add(partition, row[21], row)
+        pending = sink.take(partition, 0, rows[-1][21])
+        assert pending is not None
+        store.call(sink.insert, pending)  # fenced: the chain holds a block at this start, the insert adds nothing
+        unfenced = PendingInsert(TOPIC, partition, 0, rows[-1][21], pending.batch, fenced=False)
+        store.call(sink.store.raw_insert, "invoices", list(STORED_COLUMNS), store.call(sink.native, pending), "Native",
+                   insert_settings(pending.token))  # fmt: skip
+        assert unfenced.token != pending.token
     assert counts(store) == dict.fromkeys(counts(store), 500)
 
     # the same rows under another token are a new insert: the check above can fail
@@ -141,7 +149,7 @@ def test_a_retried_insert_is_dropped_in_the_table_and_in_every_view(store: Click
 
 
 def test_repair_completes_an_insert_that_reached_the_table_but_not_the_views(store: ClickHouseStore) -> None:
-    """What a crash between the table and its views leaves; the re-insert under the token fills only the gap."""
+    """What a crash between the table and its views leaves; the repair writes only what the view lacks."""
     sellers = [("0100000003", "4711", "380")]
     sink = InvoiceSink(store, TOPIC)
     flush(sink, {2: invoice_rows(sellers, 90, 2, 0)})
@@ -153,8 +161,11 @@ def test_repair_completes_an_insert_that_reached_the_table_but_not_the_views(sto
     assert counts(store) == {"invoices": 150, "seller_daily": 150, "segment_daily": 90, "receipts_hourly": 150}
     token = store.call(sink.progress)[2].last_token
     assert token == f"{TOPIC}/2/90..149"
-    assert asyncio.run(sink.repair([token])) == 60
+    [repair] = asyncio.run(sink.repair({2: token}))
+    assert (repair.added, repair.doubled) == ({"segment_daily_mv": 3}, {})  # the block's three days
     assert counts(store) == dict.fromkeys(counts(store), 150)
+    [again] = asyncio.run(sink.repair({2: token}))
+    assert (again.added, again.doubled) == ({}, {})
 
 
 def test_the_projects_queries_answer_through_it(store: ClickHouseStore) -> None:
