@@ -11,7 +11,7 @@ sends it). Two sinks over one store are two workers on one ClickHouse: what the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +24,8 @@ from sinks.clickhouse.invoice_sink import (
     PartitionProgress,
     PendingInsert,
     block_range,
-    dedup_token,
 )
+from sinks.clickhouse.reconcile import Repair
 from sinks.dead_letter import DeadLetter, DeadLetterSink
 
 T = TypeVar("T")
@@ -49,7 +49,9 @@ class MemoryStore:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     blocks: list[LandedBlock] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)  # row tokens of inserts dropped for a token that landed
+    dropped: list[str] = field(
+        default_factory=list
+    )  # row tokens of inserts that added nothing: chain taken, token seen
     _tokens: set[str] = field(default_factory=set)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -67,7 +69,10 @@ class MemoryStore:
         """
         if pending.batch.blocks:
             raise NotImplementedError("compiled-core blocks are Native bytes: tests/streams/test_native_core.py")
-        if pending.token in self._tokens:
+        taken = pending.fenced and any(
+            b.start >= pending.start for b in self.partition_blocks(pending.topic, pending.partition)
+        )  # the fenced insert's condition, evaluated by ClickHouse in the insert (CHAIN_TAKEN_SQL)
+        if taken or pending.token in self._tokens:
             self.dropped.append(pending.row_token)
             return False
         self._tokens.add(pending.token)
@@ -128,15 +133,9 @@ class MemoryInvoiceSink(InvoiceSink):
             )
         return result
 
-    async def repair(self, tokens: Iterable[str]) -> int:
-        """Re-insert under the original token: every block here landed whole, so it is dropped; rows read back."""
-        restored = 0
-        for token in sorted(set(tokens)):
-            rows = [r for r in self.memory.rows if r["insert_token"] == token]
-            if rows and dedup_token(token) in self.memory._tokens:
-                self.memory.dropped.append(token)
-            restored += len(rows)
-        return restored
+    async def repair(self, newest: Mapping[int, str]) -> list[Repair]:
+        """Nothing to repair: this store has no views, and every block here landed whole."""
+        return [Repair(token) for _, token in sorted(newest.items())]
 
     def dedup_keys(self, partition: int, since_day: int) -> tuple[Any, Any]:
         """(invoice_key, day) columns from ``since_day`` on, numpy as the real one returns them."""
