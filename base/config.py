@@ -144,5 +144,9 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "grafana_url": ("EINVOICE_GRAFANA_URL", "Grafana board linked from each webhook payload."),
     "role": ("EINVOICE_ROLE", "live; rebuild = ClickHouse only: no DLQ, alerts or webhooks (`replay rebuild`)."),
     "batch_core": ("EINVOICE_BATCH_CORE", "auto (compiled if built), compiled (required) or reference (Python)."),
-    "fence": ("EINVOICE_FENCE", "on; off drops the fence against a frozen worker (only to show what it prevents)."),
+    "fence": (
+        "EINVOICE_FENCE",
+        "on: the store's fence and the group's lease against a frozen worker; store or lease keeps one alone, "
+        "off neither (only to show what each prevents: tests/e2e/test_takeover.py).",
+    ),
 }

@@ -49,6 +49,8 @@ REGISTRY_TABLE = "registry"
 # on a fresh deployment that stopped every topic's fetch, invoices too, for ~10 s. Faust's commit
 # timer (broker_commit_interval) commits the registry instead, beside the fetch loop.
 COMMIT_EVERY_TIMER_ONLY = 2**62
+# EINVOICE_FENCE: both halves of the fence, one alone (to show what the other prevents), or none
+FENCES = ("on", "store", "lease", "off")
 # Records fetched ahead of the writer, in batches. A batch is one partition's records (the fence's
 # unit): with two, blocks were ~20,000 records and the consumer stalled whenever the writer lagged;
 # four gave +24 % for ~25 MiB, six too near 1 GiB at scale 1.0 (docs/performance.md).
@@ -174,9 +176,11 @@ class Pipeline:
         if settings.role not in ("live", "rebuild"):
             raise ValueError(f"EINVOICE_ROLE must be live or rebuild, got {settings.role!r}")
         self.live = settings.role == "live"  # a rebuild worker writes ClickHouse only (replay/rebuild.py)
-        if settings.fence not in ("on", "off"):
-            raise ValueError(f"EINVOICE_FENCE must be on or off, got {settings.fence!r}")
-        self.fenced = settings.fence == "on"
+        if settings.fence not in FENCES:
+            raise ValueError(f"EINVOICE_FENCE must be one of {', '.join(FENCES)}, got {settings.fence!r}")
+        # the store's fence (chain check, conditional insert, read-back, tokens by start) and the group's lease
+        self.fenced = settings.fence in ("on", "store")
+        self.leased = settings.fence in ("on", "lease")
         dead_letters = DeadLetterSink if self.live else DiscardingDeadLetterSink
         self.invoice_dlq = dead_letters(bootstrap, self.topics.invoices_dlq)
         self.registry_dlq = dead_letters(bootstrap, self.topics.registry_dlq)
@@ -218,7 +222,7 @@ class Pipeline:
             lookup_seller=self.lookup_seller,
             dedup_horizon_ms=dedup_horizon_ms,
             metrics=self.metrics,
-            confirm_ownership=self.confirm_ownership if self.fenced else None,
+            confirm_ownership=self.confirm_ownership if self.leased else None,
             core=self.batch_core.core,
             fault_point=self.fault_point,
         )

@@ -17,6 +17,7 @@ from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from sinks.clickhouse import ClickHouseStore
+from sinks.clickhouse.verify import verify_store
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import offsets
 from streams.topics import create_topics
@@ -114,6 +115,19 @@ def consume_all(settings: Settings, name: str = "worker", timeout: float = 300.0
 def open_store(settings: Settings) -> ClickHouseStore:
     """chDB belongs to one process: open it only while no worker runs."""
     return ClickHouseStore(settings.clickhouse_dsn)
+
+
+def set_dedup_window(store: ClickHouseStore, blocks: int) -> None:
+    """Every deduplicating table keeps only its last ``blocks`` insert ids (the window tests: 10 against 10,000)."""
+    tables = store.query_rows(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() "
+        "AND create_table_query LIKE '%non_replicated_deduplication_window%'"
+    )
+    assert len(tables) >= 5, tables  # invoices, its three aggregates and the chain at least
+    for (table,) in tables:
+        store.call(
+            store.client.command, f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {blocks}"
+        )
 
 
 def expected_totals(records: list, registered_sellers: dict[str, tuple[str, str]]) -> dict[tuple, list[int]]:
@@ -230,6 +244,10 @@ def assert_exact_accounting(settings: Settings, feed: PublishedFeed, context: ob
         assert seller_daily_totals(store) == expected, context
         issuers = store.query_rows("SELECT uniqExactMerge(issuers) FROM segment_daily")[0][0]
         assert issuers == len({r.seller_id for r in valid}), context
+        receipts = store.query_rows("SELECT sum(invoices) FROM receipts_hourly")[0][0]
+        assert receipts == len(valid), context
+        report = store.call(verify_store, store)  # no doubled start, no view off, the chain whole
+        assert report.ok, (report, context)
     finally:
         store.close()
 

@@ -23,11 +23,13 @@ from tests.support import (
     committed_offsets,
     consume_all,
     end_offsets,
+    open_store,
     start_worker,
     wait_until,
 )
 
 FULL = chaos_full()
+DEFAULT_BATCH = Settings().batch_size  # 40,000: what a deployment runs unless told
 INVOICES, KILLS, SELLERS = (1_000_000, 20, 10_000) if FULL else (60_000, 5, 3000)
 
 
@@ -51,7 +53,10 @@ def kill_once_past(settings: Settings, worker: WorkerProcess, target: int, jitte
 
 @pytest.mark.slow
 @pytest.mark.chaos
-def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settings):
+@pytest.mark.parametrize("batch_size", [1000, DEFAULT_BATCH])
+def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settings, batch_size):
+    """At the tests' small batches and at the default batch size (blocks past a client's ~2 MiB insert piece)."""
+    settings = settings.replace(batch_size=batch_size)
     feed = PublishedFeed(settings, sellers=SELLERS, invoices=INVOICES, seed=2024, unregistered=40)
     assert len(feed.valid) >= INVOICES * 0.98
     assert sum(r.kind == "duplicate" for r in feed.records) >= INVOICES * 0.018
@@ -75,3 +80,27 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settin
     consume_all(settings, name="worker-final", timeout=1800 if FULL else 600)
     seconds = round(time.monotonic() - started)
     assert_exact_accounting(settings, feed, f"kills at committed offsets {progress_at_kill} of {total}, {seconds}s")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_twice_at_the_default_batch_size_restores_its_big_blocks_exactly(settings):
+    """The issue's run: a feed published ahead, a worker at the default batch size SIGKILLed twice.
+
+    Its blocks are far past clickhouse-connect's ~2 MiB insert piece (16,384 rows), the size at which
+    re-inserting a newest block at each restore doubled it. Each restart restores every partition
+    from the store; nothing may land twice.
+    """
+    settings = settings.replace(batch_size=DEFAULT_BATCH)
+    feed = PublishedFeed(settings, sellers=3000, invoices=240_000, seed=31, unregistered=40)
+    total = sum(end_offsets(settings, settings.topics.invoices).values())
+    for kill, target in enumerate((total // 4, total // 2)):
+        worker = start_worker(settings, name=f"worker-{kill}")
+        kill_once_past(settings, worker, target, 0.05 * kill, timeout=300)
+    store = open_store(settings)
+    try:
+        biggest = store.query_rows("SELECT max(rows) FROM invoice_blocks")[0][0]
+    finally:
+        store.close()
+    assert biggest > 16_384, f"the newest blocks held {biggest} rows at most: not the size that doubled"
+    consume_all(settings, name="worker-final", timeout=600)
+    assert_exact_accounting(settings, feed, f"blocks of up to {biggest} rows")

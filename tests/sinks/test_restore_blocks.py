@@ -25,6 +25,7 @@ from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import NO_WATERMARK
 from streams.registry import as_version
 from streams.validation import InvoiceRules
+from tests.support import set_dedup_window
 
 einvoice_core = pytest.importorskip("einvoice_core", reason="the compiled core is built by `make native`")
 
@@ -130,18 +131,6 @@ def restore(sink: InvoiceSink, partitions: list[int]) -> dict[int, dict[str, int
     return {int(r.token.split("/")[1]): r.added for r in repairs}
 
 
-def set_window(store: ClickHouseStore, blocks: int) -> None:
-    """Every deduplicating table keeps only the last ``blocks`` insert ids."""
-    tables = store.query_rows(
-        "SELECT name FROM system.tables WHERE database = currentDatabase() "
-        "AND create_table_query LIKE '%non_replicated_deduplication_window%'"
-    )
-    for (table,) in tables:
-        store.call(
-            store.client.command, f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {blocks}"
-        )
-
-
 @pytest.mark.parametrize("rows", [17_482, 40_000])
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_a_restored_block_holds_each_row_once(store: ClickHouseStore, encoding: str, rows: int) -> None:
@@ -207,7 +196,7 @@ def test_every_insert_of_a_block_carries_the_same_deduplication_id(store: ClickH
 
 def test_a_restore_after_more_inserts_than_the_window_doubles_nothing(store: ClickHouseStore) -> None:
     """Window of 10 insert ids, 24 inserts since the newest block of partition 0, whose views a crash cut short."""
-    set_window(store, 10)
+    set_dedup_window(store, 10)
     sink = InvoiceSink(store, TOPIC)
     write(sink, compiled_block(sink, 0, 0, 20_000))
     store.call(store.client.command, "DETACH TABLE seller_daily_mv")
@@ -235,7 +224,7 @@ def test_a_woken_writer_adds_nothing_after_more_inserts_than_the_window(store: C
     Fenced, ClickHouse checks the chain in the insert itself: nothing lands. Unfenced, the same
     insert under the same token relies on the window, which no longer holds it: the block doubles.
     """
-    set_window(store, 10)
+    set_dedup_window(store, 10)
     frozen_sink, taker = InvoiceSink(store, TOPIC, fenced=fenced), InvoiceSink(store, TOPIC, fenced=fenced)
     write(taker, compiled_block(taker, 0, 0, 5_000))
     frozen = compiled_block(frozen_sink, 0, 5_000, 5_000)  # its chain check passed: the next block starts at 5,000
