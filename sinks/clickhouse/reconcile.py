@@ -32,7 +32,7 @@ SOURCE = "invoices"
 _TO_TARGET = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?")
 _SUM = re.compile(r"^SimpleAggregateFunction\(sum, (\w+)\)$")
 _IDEMPOTENT = re.compile(
-    r"^(?:SimpleAggregateFunction\((?:min|max|any), |AggregateFunction\((?:uniqExact|uniq|min|max), )"
+    r"^(?:SimpleAggregateFunction\((?:min|max), |AggregateFunction\((?:uniqExact|uniq|min|max), )"
 )
 
 

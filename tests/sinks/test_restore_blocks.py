@@ -242,3 +242,31 @@ def test_a_woken_writer_adds_nothing_after_more_inserts_than_the_window(store: C
     else:
         assert counts(store) == dict.fromkeys(VIEWS, total + 5_000)  # the bound the fence removes: doubled
     assert distinct_offsets(store) == total
+
+
+def test_a_chain_link_without_its_rows_is_removed_so_the_records_are_read_again(store: ClickHouseStore) -> None:
+    """A chain row naming a block invoices lacks (a view ahead of its table) would skip records that never landed."""
+    sink = InvoiceSink(store, TOPIC)
+    write(sink, compiled_block(sink, 0, 0, 1_000))
+    store.call(
+        store.client.command,
+        f"INSERT INTO invoice_blocks (kafka_topic, kafka_partition, block_start, block_end, insert_token, rows) "
+        f"VALUES ('{TOPIC}', 0, 1000, 1999, '{TOPIC}/0/1000..1999', 1000)",
+    )
+    assert store.call(sink.progress)[0].max_offset == 1_999
+    restore(sink, [0])
+    assert store.call(sink.progress)[0].max_offset == 999  # the chain ends where invoices does
+    write(sink, compiled_block(sink, 0, 1_000, 1_000))  # and the records are written
+    assert counts(store) == dict.fromkeys(VIEWS, 2_000)
+
+
+def test_a_view_the_restore_cannot_repair_is_refused_loudly(store: ClickHouseStore) -> None:
+    """A view added later without kafka_partition in its key: no restore can tell its keys apart, so none starts."""
+    store.call(store.client.command, "CREATE TABLE per_day (issue_date Date, invoices "
+               "SimpleAggregateFunction(sum, UInt64)) ENGINE = AggregatingMergeTree ORDER BY issue_date")  # fmt: skip
+    store.call(store.client.command, "CREATE MATERIALIZED VIEW per_day_mv TO per_day AS "
+               "SELECT issue_date, count() AS invoices FROM invoices GROUP BY issue_date")  # fmt: skip
+    sink = InvoiceSink(store, TOPIC)
+    write(sink, compiled_block(sink, 0, 0, 100))
+    with pytest.raises(RuntimeError, match="per_day_mv: per_day is not keyed by kafka_partition"):
+        store.call(sink._repair, {0: f"{TOPIC}/0/0..99"})
