@@ -32,11 +32,12 @@ from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
-from sinks.clickhouse import ClickHouseStore
+from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.verify import verify_store
 from sinks.dead_letter import H_SOURCE_OFFSET
 from streams import freeze
 from tests import support
+from tests.harness.test_chdb_http import flush, invoice_rows
 from tests.support import PublishedFeed
 
 RESTORED = re.compile(
@@ -190,6 +191,22 @@ class Frozen:
     blocks: int  # blocks that landed while a was frozen
 
 
+FILLER_PARTITION = 900  # the window test's own blocks: partitions no deployment here has, removed after
+
+
+def fill_the_window(dsn: str, blocks: int) -> None:
+    """``blocks`` inserts of a few rows each, of partitions of their own, into the shared store."""
+    admin = ClickHouseStore(dsn)
+    try:
+        sink = InvoiceSink(admin, "window.filler")
+        for n in range(blocks):
+            flush(
+                sink, {FILLER_PARTITION + n: invoice_rows([("0100000009", "4711", "380")], 3, FILLER_PARTITION + n, 0)}
+            )
+    finally:
+        admin.close()
+
+
 def freeze_and_take_over(
     settings: Settings,
     tmp_path: Path,
@@ -236,6 +253,8 @@ def freeze_and_take_over(
             # and writes every record to the end (the group commits each partition's end)
             support.wait_consumed(shared, workers[1], timeout=240)
             assert set(owned(workers[1])) == set(range(shared.partitions)), owned(workers[1])
+            if window is not None:  # more inserts than the window, whatever the survivor's blocks were
+                fill_the_window(dsn, 2 * window)
             mark = victim.log_path.stat().st_size
             assert victim.proc is not None
             os.kill(victim.proc.pid, signal.SIGCONT)
@@ -249,6 +268,8 @@ def freeze_and_take_over(
                     "SELECT count() FROM invoice_blocks WHERE inserted_at > fromUnixTimestamp64Milli({at:Int64})",
                     {"at": int(frozen_at * 1000)},
                 )[0][0]
+                for table in ("invoices", "seller_daily", "segment_daily", "receipts_hourly", "invoice_blocks"):
+                    admin.call(admin.client.command, f"DELETE FROM {table} WHERE kafka_partition >= {FILLER_PARTITION}")
             finally:
                 admin.close()
         finally:
