@@ -17,7 +17,9 @@ What it speaks, as ClickHouse does:
   inserted with ``INSERT INTO t (cols) FROM INFILE ... FORMAT X``, the statement chDB's own
   clickhouse-connect backend uses, so deduplication tokens behave as in embedded mode;
   ``INSERT INTO t (cols) SELECT ... FROM input('structure') ... FORMAT X`` followed by data reads
-  the data through ``file(path, 'X', 'structure')`` in the same statement;
+  the data through ``file(path, 'X', 'structure')`` in the same statement (ClickHouse's ``input``
+  table function: the data of an INSERT SELECT, its format at the end of the query; docs
+  sql-reference/table-functions/input);
 - request bodies compressed with lz4, zstd, gzip or deflate (``Content-Encoding``), chunked
   or not; responses compressed when ``enable_http_compression=1`` and ``Accept-Encoding`` ask;
 - errors as HTTP 4xx/5xx with ``Code: N. DB::Exception: ...`` and the

@@ -57,10 +57,12 @@ def kill_once_past(settings: Settings, worker: WorkerProcess, target: int, jitte
 def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settings, batch_size):
     """At the tests' small batches and at the default batch size (blocks past a client's ~2 MiB insert piece)."""
     settings = settings.replace(batch_size=batch_size)
-    feed = PublishedFeed(settings, sellers=SELLERS, invoices=INVOICES, seed=2024, unregistered=40)
-    assert len(feed.valid) >= INVOICES * 0.98
-    assert sum(r.kind == "duplicate" for r in feed.records) >= INVOICES * 0.018
-    assert len(feed.malformed) >= INVOICES * 0.01
+    # a batch reads up to 40,000 records: the fast size's feed is made four times longer, so that work is left
+    invoices = INVOICES if FULL or batch_size < DEFAULT_BATCH else 4 * INVOICES
+    feed = PublishedFeed(settings, sellers=SELLERS, invoices=invoices, seed=2024, unregistered=40)
+    assert len(feed.valid) >= invoices * 0.98
+    assert sum(r.kind == "duplicate" for r in feed.records) >= invoices * 0.018
+    assert len(feed.malformed) >= invoices * 0.01
 
     rng = random.Random(99)
     total = sum(end_offsets(settings, settings.topics.invoices).values())
@@ -70,7 +72,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(settin
     started = time.monotonic()
     for kill, target in enumerate(targets):
         worker = start_worker(settings, name=f"worker-{kill}")
-        kill_once_past(settings, worker, target, rng.uniform(0.0, 0.2), timeout=300)
+        try:
+            kill_once_past(settings, worker, target, rng.uniform(0.0, 0.2), timeout=300)
+        finally:
+            worker.kill()  # already killed, or left behind by a failed wait: never a worker outliving its test
         progress_at_kill.append(committed_total(settings))
     # the kills must have landed while there was work left, and spread over the feed
     assert all(p < total for p in progress_at_kill), (progress_at_kill, total)
@@ -95,7 +100,10 @@ def test_a_worker_killed_twice_at_the_default_batch_size_restores_its_big_blocks
     total = sum(end_offsets(settings, settings.topics.invoices).values())
     for kill, target in enumerate((total // 4, total // 2)):
         worker = start_worker(settings, name=f"worker-{kill}")
-        kill_once_past(settings, worker, target, 0.05 * kill, timeout=300)
+        try:
+            kill_once_past(settings, worker, target, 0.05 * kill, timeout=300)
+        finally:
+            worker.kill()
     store = open_store(settings)
     try:
         biggest = store.query_rows("SELECT max(rows) FROM invoice_blocks")[0][0]
