@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.faults import ClickHouseUnavailable
 from sinks.clickhouse.invoice_sink import PendingInsert
 
@@ -48,14 +46,6 @@ class FlakySink(InvoiceSink):
         if self.calls["read-back"] == 1:
             raise ClickHouseUnavailable("the read-back failed")
         return super().landed_at(partition, start)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}")
-    store.call(apply_migrations, store.client)
-    yield store
-    store.close()
 
 
 def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHouseStore) -> None:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from base.config import INVOICE_SUBJECT
-from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
+from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.invoice_sink import STORED_COLUMNS, PendingInsert, insert_settings
 from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import NO_WATERMARK
@@ -96,14 +94,6 @@ def reference_block(sink: InvoiceSink, partition: int, first: int, count: int) -
 
 
 ENCODINGS = {"compiled": compiled_block, "reference": reference_block}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}")
-    store.call(apply_migrations, store.client)
-    yield store
-    store.close()
 
 
 def counts(store: ClickHouseStore) -> dict[str, int]:
