@@ -92,7 +92,10 @@ SELECT toStartOfHour(toTimeZone(received_at, 'Asia/Ho_Chi_Minh')) AS received_ho
        count() AS invoices
 FROM invoices GROUP BY received_hour, admin_unit_code, kafka_partition;
 
--- The restore reads a block's received hours back: a minmax index keeps that read to the granules
--- of those hours (rows are sorted by issue day, which their receipt follows closely).
+-- The restore reads a block back by its token, and the rows of its received hours: skip indexes
+-- keep both reads to the granules of the block's days (rows are sorted by issue day, which a
+-- block's rows share with ~50 other blocks a day and their receipt follows closely).
 ALTER TABLE invoices ADD INDEX IF NOT EXISTS received_at_minmax received_at TYPE minmax GRANULARITY 1;
 ALTER TABLE invoices MATERIALIZE INDEX received_at_minmax;
+ALTER TABLE invoices ADD INDEX IF NOT EXISTS insert_token_bloom insert_token TYPE bloom_filter GRANULARITY 1;
+ALTER TABLE invoices MATERIALIZE INDEX insert_token_bloom;
