@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pytest
@@ -313,6 +313,27 @@ def test_a_block_dropped_for_a_start_taken_during_its_insert_resyncs_the_partiti
     assert outcome.committable == {} and outcome.inserted == 0 and 0 not in paused.ingest.states
     assert store.dropped == [f"{TOPIC}/0/0..6"]
     assert [r["kafka_offset"] for r in store.rows] == [0, 1, 2, 3, 4]
+
+
+def test_two_blocks_read_back_at_one_start_are_a_fault_logged_and_counted(caplog: pytest.LogCaptureFixture):
+    """Step 5 finds two blocks at its start (the fence failed elsewhere): an error and einvoice_doubled_blocks."""
+    store, dlq = MemoryStore(), []
+    feed = valid_run(0, 7, first_seq=1)
+    others = [
+        run(Worker(MemoryStore(), []).ingest.prepare(PartitionRecords.group(feed[:n]))).inserts[0] for n in (4, 5)
+    ]
+
+    def land_two(point: str) -> None:
+        if point == BEFORE_INSERT:
+            for block in others:  # two writers whose tokens differ (blocks of 0..3 and 0..4), both let through
+                store.insert(replace(block, fenced=False, end=block.batch.last_offset))
+
+    paused = Worker(store, dlq, fault_point=land_two)
+    outcome = paused.process(feed)
+    assert outcome.committable == {} and outcome.inserted == 0  # its own block was refused: resynced
+    assert [(b.start, b.end) for b in store.blocks] == [(0, 3), (0, 4)]
+    assert paused.metric("einvoice_doubled_blocks_total") == 1
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == ["two blocks landed at one start"]
 
 
 def test_the_simulated_feed_lands_exactly_as_labelled():
