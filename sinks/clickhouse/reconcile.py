@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 SOURCE = "invoices"
 _TO_TARGET = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?")
 _SUM = re.compile(r"^SimpleAggregateFunction\(sum, (\w+)\)$")
-_IDEMPOTENT = re.compile(
-    r"^(?:SimpleAggregateFunction\((?:min|max), |AggregateFunction\((?:uniqExact|uniq|min|max), )"
-)
+_IDEMPOTENT = re.compile(r"^(?:SimpleAggregateFunction\((?:min|max), |AggregateFunction\((?:uniqExact|uniq|min|max), )")
 
 
 @dataclass(frozen=True)
