@@ -121,18 +121,27 @@ class ClickHouseStore:
         read by ``input()``. One block in, the same deduplication id every time.
         """
         self.faults.check()
-        columns = ", ".join(quote_identifier(c) for c in column_names)
-        select = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {{source}} WHERE ({taken_sql}) = 0"
+        block_table, block_condition = table, taken_sql
+        block_columns = ", ".join(quote_identifier(c) for c in column_names)
         if self.embedded:
             with tempfile.NamedTemporaryFile(prefix="einvoice-block-", suffix=".native") as tmp:
                 tmp.write(block)
                 tmp.flush()
-                sql = select.replace("{source}", f"file({_quote(tmp.name)}, 'Native')", 1)
+                block_file = _quote(tmp.name)
+                sql = (
+                    f"INSERT INTO {block_table} ({block_columns}) SELECT {block_columns} "
+                    f"FROM file({block_file}, 'Native') WHERE ({block_condition}) = 0"
+                )
                 self.client.command(sql, parameters=parameters, settings=settings)
             return
         types = self.column_types(table, column_names)
-        structure = ", ".join(f"{quote_identifier(n)} {t}" for n, t in zip(column_names, types, strict=True))
-        sql = select.replace("{source}", f"input({_quote(structure)})", 1) + " FORMAT Native"
+        block_structure = _quote(
+            ", ".join(f"{quote_identifier(n)} {t}" for n, t in zip(column_names, types, strict=True))
+        )
+        sql = (
+            f"INSERT INTO {block_table} ({block_columns}) SELECT {block_columns} "
+            f"FROM input({block_structure}) WHERE ({block_condition}) = 0 FORMAT Native"
+        )
         self.client.command(sql, parameters=parameters, data=block, settings=settings)
 
     def column_types(self, table: str, column_names: Sequence[str]) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "invoices"
 _TO_TARGET = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?")
+_SOURCE_IN_SELECT = re.compile(r" FROM `?\w+`?\.`?invoices`? ")  # as system.tables writes a view's source
 _SUM = re.compile(r"^SimpleAggregateFunction\(sum, (\w+)\)$")
 _IDEMPOTENT = re.compile(r"^(?:SimpleAggregateFunction\((?:min|max), |AggregateFunction\((?:uniqExact|uniq|min|max), )")
 
@@ -65,7 +66,6 @@ class Repair:
 def views(store: ClickHouseStore) -> list[View]:
     """Blocking: the materialized views of ``invoices``, with their targets' keys and columns."""
     client = store.client
-    database = client.query("SELECT currentDatabase()").result_rows[0][0]
     rows = client.query(
         "SELECT name, as_select, create_table_query FROM system.tables WHERE database = currentDatabase() "
         "AND engine = 'MaterializedView' ORDER BY name"
@@ -83,10 +83,10 @@ def views(store: ClickHouseStore) -> list[View]:
         if name not in dependents:
             continue
         target = _TO_TARGET.search(create)
-        source = f" FROM {database}.{SOURCE} "
-        if target is None or select.count(source) != 1:
+        source = _SOURCE_IN_SELECT
+        if target is None or len(source.findall(select)) != 1:
             raise RuntimeError(f"view {name}: cannot read its target or its one source {SOURCE} from {create!r}")
-        found.append(_describe(store, name, target.group(1), select.replace(source, " FROM {source} ")))
+        found.append(_describe(store, name, target.group(1), source.sub(" FROM {source} ", select)))
     return found
 
 
@@ -125,7 +125,7 @@ def _describe(store: ClickHouseStore, name: str, target: str, select: str) -> Vi
 def repair_block(store: ClickHouseStore, partition: int, token: str, views_: list[View]) -> Repair:
     """Blocking: make the block whose rows carry ``token`` whole in every view; returns what it did."""
     repair = Repair(token)
-    block_rows = f"SELECT * FROM {SOURCE} WHERE insert_token = {{token:String}}"
+    block_rows = "SELECT * FROM invoices WHERE insert_token = {token:String}"
     params = {"token": token, "partition": partition}
     for view in views_:
         if view.by_token:
@@ -133,9 +133,9 @@ def repair_block(store: ClickHouseStore, partition: int, token: str, views_: lis
                 f"SELECT count() FROM {view.target} WHERE insert_token = {{token:String}}", parameters=params
             ).result_rows[0][0]
             if not held:
-                columns = ", ".join(view.columns)
+                view_columns = ", ".join(view.columns)
                 store.client.command(
-                    f"INSERT INTO {view.target} ({columns}) SELECT {columns} FROM ({view.over(block_rows)})",
+                    f"INSERT INTO {view.target} ({view_columns}) SELECT {view_columns} FROM ({view.over(block_rows)})",
                     parameters=params,
                 )
                 repair.added[view.name] = 1
@@ -150,39 +150,42 @@ def repair_block(store: ClickHouseStore, partition: int, token: str, views_: lis
 
 def _reconcile(store: ClickHouseStore, view: View, block_rows: str, params: dict[str, object]) -> tuple[int, int]:
     """Blocking: add what ``view`` lacks of the keys the block touches; (keys repaired, keys doubled)."""
-    keys = ", ".join(view.keys)
+    view_keys = ", ".join(view.keys)
     # every row of the partition that can share a key with the block: the block's issue days and received hours
     neighbours = (
-        f"SELECT * FROM {SOURCE} WHERE kafka_partition = {{partition:UInt16}} AND ("
-        f"issue_date IN (SELECT DISTINCT issue_date FROM {SOURCE} WHERE insert_token = {{token:String}}) OR "
-        f"toStartOfHour(received_at) IN (SELECT DISTINCT toStartOfHour(received_at) FROM {SOURCE} "
+        "SELECT * FROM invoices WHERE kafka_partition = {partition:UInt16} AND ("
+        "issue_date IN (SELECT DISTINCT issue_date FROM invoices WHERE insert_token = {token:String}) OR "
+        "toStartOfHour(received_at) IN (SELECT DISTINCT toStartOfHour(received_at) FROM invoices "
         "WHERE insert_token = {token:String}))"
     )
-    held = ", ".join(f"sum({c}) AS {c}" for c in view.sums)
-    deltas = ", ".join(f"toInt64(t.{c}) - toInt64(h.{c}) AS d_{c}" for c in view.sums)
-    short = " OR ".join(f"d_{c} != 0" for c in view.sums)
-    over = " OR ".join(f"d_{c} < 0" for c in view.sums if c in view.unsigned) or "0"
-    compared = (
+    view_held = ", ".join(f"sum({c}) AS {c}" for c in view.sums)
+    view_deltas = ", ".join(f"toInt64(t.{c}) - toInt64(h.{c}) AS d_{c}" for c in view.sums)
+    view_short = " OR ".join(f"d_{c} != 0" for c in view.sums)
+    view_over = " OR ".join(f"d_{c} < 0" for c in view.sums if c in view.unsigned) or "0"
+    view_truth_keys = ", ".join(f"t.{k} AS {k}" for k in view.keys)
+    view_rest = ", ".join(f"t.{c} AS {c}" for c in view.idempotent) or "0 AS _none"
+    view_compared = (
         f"WITH block AS ({view.over(block_rows)}), "
         f"truth AS ({view.over(neighbours)}), "
-        f"held AS (SELECT {keys}, {held} FROM {view.target} WHERE kafka_partition = {{partition:UInt16}} "
-        f"AND ({keys}) IN (SELECT {keys} FROM block) GROUP BY {keys}) "
-        f"SELECT {', '.join(f't.{k} AS {k}' for k in view.keys)}, {deltas}, "
-        f"{', '.join(f't.{c} AS {c}' for c in view.idempotent) or '0 AS _none'}, ({over}) AS doubled "
-        f"FROM truth AS t LEFT JOIN held AS h USING ({keys}) "
-        f"WHERE ({keys}) IN (SELECT {keys} FROM block) AND ({short})"
+        f"held AS (SELECT {view_keys}, {view_held} FROM {view.target} WHERE kafka_partition = {{partition:UInt16}} "
+        f"AND ({view_keys}) IN (SELECT {view_keys} FROM block) GROUP BY {view_keys}) "
+        f"SELECT {view_truth_keys}, {view_deltas}, {view_rest}, ({view_over}) AS doubled "
+        f"FROM truth AS t LEFT JOIN held AS h USING ({view_keys}) "
+        f"WHERE ({view_keys}) IN (SELECT {view_keys} FROM block) AND ({view_short})"
     )
-    counted = store.client.query(f"SELECT countIf(NOT doubled), countIf(doubled) FROM ({compared})", parameters=params)
+    counted = store.client.query(
+        f"SELECT countIf(NOT doubled), countIf(doubled) FROM ({view_compared})", parameters=params
+    )
     missing, doubled = (int(n) for n in counted.result_rows[0])
     if doubled:
         log.error(
             "a view holds more than invoices: a doubled block", extra={"view": view.name, "keys": doubled, **params}
         )
     if missing:
-        columns = [*view.keys, *view.sums, *view.idempotent]
-        values = [*view.keys, *(f"d_{c}" for c in view.sums), *view.idempotent]
+        view_insert_columns = ", ".join([*view.keys, *view.sums, *view.idempotent])
+        view_insert_values = ", ".join([*view.keys, *(f"d_{c}" for c in view.sums), *view.idempotent])
         store.client.command(
-            f"INSERT INTO {view.target} ({', '.join(columns)}) SELECT {', '.join(values)} FROM ({compared}) "
+            f"INSERT INTO {view.target} ({view_insert_columns}) SELECT {view_insert_values} FROM ({view_compared}) "
             "WHERE NOT doubled",
             parameters=params,
         )
