@@ -1,5 +1,23 @@
-"""Local single-node Kafka (KRaft) broker launcher for tests, benchmarks and dev."""
+"""Local Kafka (KRaft) launcher for tests, benchmarks and dev: one node, or a cluster of N."""
 
-from deploy.kafka.broker import KAFKA_VERSION, BrokerStatus, LocalBroker, default_cache_dir, free_port
+from deploy.kafka.broker import (
+    KAFKA_VERSION,
+    BrokerStatus,
+    LocalBroker,
+    LocalCluster,
+    Replication,
+    default_cache_dir,
+    free_port,
+    replication,
+)
 
-__all__ = ["KAFKA_VERSION", "BrokerStatus", "LocalBroker", "default_cache_dir", "free_port"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerStatus",
+    "LocalBroker",
+    "LocalCluster",
+    "Replication",
+    "default_cache_dir",
+    "free_port",
+    "replication",
+]

@@ -1,10 +1,11 @@
-"""Launch a real single-node Apache Kafka broker (KRaft, combined broker+controller) on loopback.
+"""Launch real Apache Kafka nodes (KRaft, each a combined broker+controller) on loopback.
 
 Kafka is fetched from Maven Central with Maven (the only way to get it on our machines) and run with the
 system ``java``; no Docker, no downloads of tarballs. Each ``LocalBroker`` owns one ``data_dir`` that holds
 its ``server.properties``, the KRaft log dirs, ``broker.log`` and a ``state.json`` describing the running
 process, so several brokers with different data dirs can run side by side and survive the Python process
-that started them.
+that started them. A ``LocalCluster`` is N such nodes (``node-1`` … under its own ``data_dir``) that form
+one controller quorum, with the replication a cluster of that size should have (see :func:`replication`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,34 @@ _MVN_TIMEOUT_S = 1800.0
 
 @dataclass(frozen=True)
 class BrokerStatus:
-    """Snapshot of one data dir's broker; ``pid``/``bootstrap`` are None unless it is running."""
+    """Snapshot of one data dir's broker (or cluster); ``pid``/``bootstrap`` are None unless it is running.
+
+    For a cluster, ``running`` says every node runs, ``bootstrap`` lists the nodes that do, and ``nodes``
+    holds each node's own status.
+    """
 
     running: bool
     pid: int | None
     bootstrap: str | None
     data_dir: Path
+    nodes: tuple[BrokerStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class Replication:
+    """What a cluster of ``nodes`` brokers sets as its defaults: topics replicated to 3, acks=all needing 2.
+
+    One node: 1 and 1 (nothing else is possible). Two: 2 and 1, so one node down still takes writes.
+    Three or more: RF 3 and ``min.insync.replicas`` 2, so one node down loses nothing and stops nothing.
+    """
+
+    factor: int
+    min_insync: int
+
+
+def replication(nodes: int) -> Replication:
+    factor = min(3, nodes)
+    return Replication(factor, max(1, factor - 1))
 
 
 def free_port() -> int:
@@ -184,10 +208,24 @@ class LocalBroker:
         data_dir: Path,
         cache_dir: Path | None = None,
         kafka_version: str = KAFKA_VERSION,
+        *,
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        nodes: int = 1,
     ) -> None:
+        """A node on its own (the defaults), or node ``node_id`` of a cluster of ``nodes``.
+
+        A cluster's node is given the quorum's ``voters`` (``id@host:port,…``: fixed ports, as every
+        node's config names them) and the ``cluster_id`` all nodes are formatted with.
+        """
         self.data_dir = Path(data_dir).resolve()
         self.cache_dir = Path(cache_dir).resolve() if cache_dir is not None else default_cache_dir()
         self.kafka_version = kafka_version
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.replication = replication(nodes)
         self._proc: subprocess.Popen[bytes] | None = None  # kept only to reap our own child
 
     # ----------------------------------------------------------------- paths
@@ -316,7 +354,7 @@ class LocalBroker:
         return BrokerStatus(running=True, pid=proc.pid, bootstrap=bootstrap, data_dir=self.data_dir)
 
     # ------------------------------------------------------------- lifecycle
-    def start(self, port: int | None = None, timeout: float = 90.0) -> str:
+    def start(self, port: int | None = None, timeout: float = 90.0, controller_port: int | None = None) -> str:
         """Start (or find already running) the broker and return its bootstrap ``127.0.0.1:PORT``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _file_lock(self.data_dir / ".lock"):
@@ -331,10 +369,10 @@ class LocalBroker:
             libs = self.ensure_installed()
             java = _find_java()
             broker_port = self._pick_port(port, state.get("port"), avoid=set())
-            controller_port = self._pick_port(None, state.get("controller_port"), avoid={broker_port})
+            controller_port = self._pick_port(controller_port, state.get("controller_port"), avoid={broker_port})
             bootstrap = f"127.0.0.1:{broker_port}"
             self._write_properties(broker_port, controller_port)
-            cluster_id = self._format_storage(java, libs, state.get("cluster_id"))
+            cluster_id = self._format_storage(java, libs, self.cluster_id or state.get("cluster_id"))
 
             if self.log_path.exists():  # keep exactly one previous run's log for diagnosis
                 self.log_path.replace(self.log_path.with_name(_BROKER_LOG + ".1"))
@@ -401,6 +439,25 @@ class LocalBroker:
             log.info("kafka stopped pid=%d seconds=%.1f", proc.pid, time.monotonic() - started)
             return True
 
+    def kill(self) -> bool:
+        """SIGKILL, as a crashed machine stops: no controlled shutdown, no leadership handed over."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.data_dir / ".lock"):
+            proc = self._live_process(self._read_state())
+            if proc is None:
+                self._clear_pid()
+                return False
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+                proc.wait(timeout=10)
+            if self._proc is not None and self._proc.pid == proc.pid:
+                with contextlib.suppress(Exception):
+                    self._proc.wait(timeout=1)
+                self._proc = None
+            self._clear_pid()
+            log.info("kafka killed pid=%d node_id=%d", proc.pid, self.node_id)
+            return True
+
     # --------------------------------------------------------------- helpers
     def _pick_port(self, requested: int | None, previous: object, avoid: set[int]) -> int:
         """Explicit port, else the previous run's port if still free (stable bootstrap), else a fresh one."""
@@ -418,23 +475,27 @@ class LocalBroker:
     def _write_properties(self, port: int, controller_port: int) -> None:
         # Static quorum (controller.quorum.voters): the voter endpoint lives in config, not in the metadata
         # log, so a restart on different ports just works. `--standalone` (dynamic quorum) would pin it.
+        factor, min_insync = str(self.replication.factor), str(self.replication.min_insync)
         props = {
-            "node.id": "1",
+            "node.id": str(self.node_id),
             "process.roles": "broker,controller",
             "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "controller.quorum.voters": self.voters or f"{self.node_id}@127.0.0.1:{controller_port}",
             "log.dirs": str(self._kraft_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            # the defaults a topic created without its own settings gets (ours: streams/topics.py)
+            "default.replication.factor": factor,
+            "min.insync.replicas": min_insync,
+            "offsets.topic.replication.factor": factor,
+            "transaction.state.log.replication.factor": factor,
+            "transaction.state.log.min.isr": min_insync,
+            "share.coordinator.state.topic.replication.factor": factor,
+            "share.coordinator.state.topic.min.isr": min_insync,
             "group.initial.rebalance.delay.ms": "0",
         }
         text = "# Written by deploy.kafka.broker.LocalBroker on every start; edits are overwritten.\n"
@@ -531,3 +592,149 @@ class LocalBroker:
             state["pid"] = None
             state.pop("create_time", None)
             self._write_state(state)
+
+
+_CLUSTER = "cluster.json"
+
+
+class LocalCluster:
+    """``nodes`` Kafka nodes on loopback forming one KRaft quorum, each in ``data_dir/node-<id>``.
+
+    Every node is broker and controller (static voters, like :class:`LocalBroker` alone), so killing
+    one kills a broker and a voter, as losing a machine of a small cluster does. The ports are chosen
+    once and kept in ``cluster.json``: every node's config names every voter, so a node restarts where
+    the others expect it. ``nodes=1`` is a one-node cluster; the CLI keeps :class:`LocalBroker` for that.
+    """
+
+    def __init__(
+        self, data_dir: Path, nodes: int = 3, cache_dir: Path | None = None, kafka_version: str = KAFKA_VERSION
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.cache_dir = cache_dir
+        self.kafka_version = kafka_version
+        spec = self._read_spec()
+        if spec and spec["nodes"] != nodes:
+            raise RuntimeError(
+                f"{self.data_dir} holds a cluster of {spec['nodes']} nodes, not {nodes}: start it with "
+                f"--nodes {spec['nodes']}, or stop it and delete that directory for a new one"
+            )
+        self.size = nodes
+        self._spec = spec or self._new_spec(nodes)
+        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(self._spec["ports"], start=1))
+        self.nodes = [
+            LocalBroker(
+                self.data_dir / f"node-{i}",
+                cache_dir,
+                kafka_version,
+                node_id=i,
+                voters=voters,
+                cluster_id=self._spec["cluster_id"],
+                nodes=nodes,
+            )
+            for i in range(1, nodes + 1)
+        ]
+
+    @staticmethod
+    def exists(data_dir: Path) -> bool:
+        """Whether ``data_dir`` holds a cluster (rather than one node, or nothing yet)."""
+        return (Path(data_dir) / _CLUSTER).exists()
+
+    @classmethod
+    def open(cls, data_dir: Path, cache_dir: Path | None = None) -> LocalCluster:
+        """The cluster ``data_dir`` holds, at the size it was made."""
+        spec = json.loads((Path(data_dir) / _CLUSTER).read_text())
+        return cls(data_dir, int(spec["nodes"]), cache_dir)
+
+    def _read_spec(self) -> dict[str, Any] | None:
+        try:
+            spec = json.loads((self.data_dir / _CLUSTER).read_text())
+        except (OSError, ValueError):
+            return None
+        return spec if isinstance(spec, dict) else None
+
+    def _new_spec(self, nodes: int) -> dict[str, Any]:
+        ports: list[int] = []
+        while len(ports) < 2 * nodes:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        spec = {
+            "nodes": nodes,
+            "cluster_id": _random_cluster_id(),
+            "ports": [ports[i : i + 2] for i in range(0, 2 * nodes, 2)],
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / _CLUSTER).write_text(json.dumps(spec, indent=1))
+        return spec
+
+    def node(self, node_id: int) -> LocalBroker:
+        return self.nodes[node_id - 1]
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, as a client should be given them (any one that answers will do)."""
+        return ",".join(f"127.0.0.1:{port}" for port, _ in self._spec["ports"])
+
+    def ensure_installed(self) -> Path:
+        return self.nodes[0].ensure_installed()
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Start every node that is not running, together (a node waits for a quorum), and return the bootstrap."""
+        self.ensure_installed()
+
+        def start(node: LocalBroker) -> None:
+            port, controller_port = self._spec["ports"][node.node_id - 1]
+            node.start(port=port, controller_port=controller_port, timeout=timeout)
+
+        self._on_every_node(start)
+        return self.bootstrap
+
+    def _on_every_node(self, action: Callable[[LocalBroker], object]) -> None:
+        """``action`` on every node at once; the first error is raised once every node had its turn.
+
+        Together, not in turn: a node starts only once a quorum of voters runs, and a node stopped after
+        the quorum is gone waits for it in its controlled shutdown until it is killed.
+        """
+        errors: list[BaseException] = []
+
+        def run(node: LocalBroker) -> None:
+            try:
+                action(node)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,), name=f"kafka-node-{n.node_id}") for n in self.nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def start_node(self, node_id: int, timeout: float = 120.0) -> str:
+        """Start one node again (after :meth:`kill_node` or :meth:`stop_node`), on its ports."""
+        port, controller_port = self._spec["ports"][node_id - 1]
+        return self.node(node_id).start(port=port, controller_port=controller_port, timeout=timeout)
+
+    def kill_node(self, node_id: int) -> bool:
+        return self.node(node_id).kill()
+
+    def stop_node(self, node_id: int, timeout: float = 30.0) -> bool:
+        return self.node(node_id).stop(timeout)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop every node (controlled shutdown, all at once); True if any was running."""
+        stopped: list[bool] = []
+        self._on_every_node(lambda node: stopped.append(node.stop(timeout)))
+        return any(stopped)
+
+    def status(self) -> BrokerStatus:
+        nodes = tuple(node.status() for node in self.nodes)
+        live = [n for n in nodes if n.running]
+        return BrokerStatus(
+            running=len(live) == len(nodes),
+            pid=live[0].pid if live else None,
+            bootstrap=",".join(str(n.bootstrap) for n in live) or None,
+            data_dir=self.data_dir,
+            nodes=nodes,
+        )
