@@ -42,7 +42,8 @@ class Settings:
     clickhouse_url: str | None = None
     topic_prefix: str = ""
     partitions: int = 4
-    replication_factor: int = 1
+    replication_factor: int = -1
+    min_insync_replicas: int | None = None
     retention_bytes: int = 16 * 1024**3
     app_id: str = APP_ID
     web_port: int = 6066
@@ -75,7 +76,7 @@ class Settings:
                 continue
             kind = types[field_name]
             try:
-                if kind == "int":
+                if kind in ("int", "int | None"):
                     values[field_name] = int(raw)
                 elif kind == "float":
                     values[field_name] = float(raw)
@@ -85,7 +86,7 @@ class Settings:
                     values[field_name] = raw
             except ValueError:
                 raise ValueError(
-                    f"{var} must be {'a whole number' if kind == 'int' else 'a number'}, got {raw!r}"
+                    f"{var} must be {'a whole number' if kind.startswith('int') else 'a number'}, got {raw!r}"
                 ) from None
         return cls(**values)  # type: ignore[arg-type]
 
@@ -124,7 +125,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "clickhouse_url": ("CLICKHOUSE_URL", "http(s)://user:password@host:port/database of a server; unset = chDB."),
     "topic_prefix": ("EINVOICE_TOPIC_PREFIX", "Prefix of every topic name (several deployments, one cluster)."),
     "partitions": ("EINVOICE_PARTITIONS", "Partitions of every topic (the keyed topics must agree)."),
-    "replication_factor": ("EINVOICE_REPLICATION_FACTOR", "Replication factor of created topics."),
+    "replication_factor": (
+        "EINVOICE_REPLICATION_FACTOR",
+        "Replication factor of created topics; -1 = the cluster's default.replication.factor.",
+    ),
+    "min_insync_replicas": (
+        "EINVOICE_MIN_INSYNC_REPLICAS",
+        "min.insync.replicas of created topics; unset = the cluster's default.",
+    ),
     "retention_bytes": ("EINVOICE_RETENTION_BYTES", "Size retention per partition of invoice and DLQ topics."),
     "app_id": ("EINVOICE_APP_ID", "Faust app id: consumer group and changelog topic names."),
     "web_port": ("EINVOICE_WEB_PORT", "Worker web port: /health and /metrics."),

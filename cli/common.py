@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from base.config import Settings
-from deploy.kafka import LocalBroker
+from deploy.kafka import LocalBroker, LocalCluster
 
 console = Console(stderr=True)
 
@@ -28,8 +28,10 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def local_broker(settings: Settings) -> LocalBroker:
-    """The broker that ``broker start`` launches under the data directory."""
+def local_broker(settings: Settings) -> LocalBroker | LocalCluster:
+    """What ``broker start`` launched under the data directory: one broker, or a cluster (``--nodes N``)."""
+    if LocalCluster.exists(settings.broker_dir):
+        return LocalCluster.open(settings.broker_dir)
     return LocalBroker(settings.broker_dir)
 
 

@@ -41,27 +41,54 @@ def broker_install() -> None:
 
 @broker_app.command("start")
 def broker_start(
-    port: Annotated[int | None, typer.Option(help="Port for clients; a free one when omitted.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for clients (one node only); a free one when omitted.")] = None,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Kafka nodes (each broker and controller). 3 gives a cluster whose topics are replicated 3 ways "
+            "with min.insync.replicas 2, as production runs; its data dir keeps the size chosen.",
+        ),
+    ] = 1,
 ) -> None:
-    """Fetch Kafka from Maven Central (once), format storage and start a KRaft broker on 127.0.0.1."""
+    """Fetch Kafka from Maven Central (once), format storage and start KRaft node(s) on 127.0.0.1."""
+    from deploy.kafka import LocalBroker, LocalCluster
+
     settings = load_settings()
-    broker = local_broker(settings)
-    with console.status("fetching Apache Kafka with Maven (first time only) and starting the broker"):
-        bootstrap = broker.start(port=port)
+    existing = local_broker(settings)
+    if isinstance(existing, LocalBroker) and nodes > 1 and (existing.data_dir / "kraft-logs").exists():
+        console.print(
+            f"[red]{settings.broker_dir} holds a one-node broker:[/] stop it and delete that directory for a "
+            f"cluster, or set EINVOICE_DATA_DIR to another directory"
+        )
+        raise typer.Exit(2)
+    target = LocalCluster(settings.broker_dir, nodes) if nodes > 1 or isinstance(existing, LocalCluster) else existing
+    if port is not None and isinstance(target, LocalCluster):
+        console.print("[red]--port is for a one-node broker:[/] a cluster's ports are chosen once and kept")
+        raise typer.Exit(2)
+    with console.status(f"fetching Apache Kafka with Maven (first time only) and starting {nodes} node(s)"):
+        try:
+            bootstrap = target.start() if isinstance(target, LocalCluster) else target.start(port=port)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
     typer.echo(bootstrap)
 
 
 @broker_app.command("stop")
 def broker_stop() -> None:
-    """Stop the local broker (controlled shutdown)."""
+    """Stop the local broker, or every node of the local cluster (controlled shutdown)."""
     was_running = local_broker(load_settings()).stop()
     console.print("stopped" if was_running else "not running")
 
 
 @broker_app.command("status")
 def broker_status() -> None:
-    """Tell whether the local broker runs, and where; exit code 1 when it does not."""
+    """Tell whether the local broker (every node of a cluster) runs, and where; exit code 1 when not."""
     status = local_broker(load_settings()).status()
+    for node in status.nodes:
+        state = f"running pid={node.pid} bootstrap={node.bootstrap}" if node.running else "not running"
+        typer.echo(f"{node.data_dir.name}: {state}")
     if status.running:
         typer.echo(f"running pid={status.pid} bootstrap={status.bootstrap} data_dir={status.data_dir}")
     else:
@@ -70,18 +97,35 @@ def broker_status() -> None:
 
 
 @topics_app.command("create")
-def topics_create() -> None:
-    """Create every topic with its partitions and configs (idempotent; checks existing counts)."""
+def topics_create(
+    allow_unreplicated: Annotated[
+        bool,
+        typer.Option(help="Create replication-factor-1 topics even on a cluster of 3 or more brokers."),
+    ] = False,
+) -> None:
+    """Create every topic with its partitions and configs (idempotent), then show what the cluster holds.
+
+    Replication factor and min.insync.replicas are the cluster's defaults unless
+    EINVOICE_REPLICATION_FACTOR / EINVOICE_MIN_INSYNC_REPLICAS say otherwise; each topic's are read
+    back and shown, with a warning for any that a lost broker would hurt.
+    """
     from streams.topics import create_topics
 
     settings = load_settings()
     try:
-        result = create_topics(resolve_bootstrap(settings), settings)
+        report = create_topics(resolve_bootstrap(settings), settings, allow_unreplicated=allow_unreplicated)
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    for name, state in result.items():
-        typer.echo(f"{name}: {state}")
+    fields = [Field("topic"), Field("status"), Field("partitions", "right"), Field("replication", "right"),
+              Field("min ISR", "right")]  # fmt: skip
+    table = FittedTable(f"Topics on a cluster of {report.brokers} broker(s)", fields)
+    for t in report.topics.values():
+        isr = "?" if t.min_insync_replicas is None else str(t.min_insync_replicas)
+        table.add_row(t.name, t.status, str(t.partitions), str(t.replication_factor), isr)
+    stdout_console().print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 @app.command()

@@ -7,9 +7,11 @@ them here (and telling Faust not to declare topics) avoids ``PartitionsMismatch`
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from base.config import Settings
@@ -49,12 +51,62 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def create_topics(bootstrap: str, settings: Settings) -> dict[str, str]:
-    """Create what is missing; check what exists. Returns topic -> 'created' | 'exists'."""
+# A cluster this large or larger should replicate every topic: one machine lost must lose no invoice.
+CLUSTER_MIN_BROKERS = 3
+READ_BACK_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """One topic as the cluster holds it, read back after :func:`create_topics`."""
+
+    name: str
+    status: str  # "created" | "exists"
+    partitions: int
+    replication_factor: int
+    min_insync_replicas: int | None  # None: could not be read
+
+
+@dataclass(frozen=True)
+class TopicsReport:
+    """The topics and what they say about the cluster's safety; ``warnings`` are also logged."""
+
+    brokers: int
+    topics: dict[str, TopicState]
+    warnings: list[str]
+
+    def __iter__(self) -> Iterator[str]:  # the names, as callers listing what exists want them
+        return iter(self.topics)
+
+    def __getitem__(self, name: str) -> TopicState:
+        return self.topics[name]
+
+
+class UnreplicatedTopics(RuntimeError):
+    """Replication factor 1 asked for on a cluster that could replicate: refused unless allowed."""
+
+
+def create_topics(bootstrap: str, settings: Settings, *, allow_unreplicated: bool = False) -> TopicsReport:
+    """Create what is missing, check what exists, and read back each topic's replication.
+
+    The replication factor is the cluster's ``default.replication.factor`` unless
+    ``EINVOICE_REPLICATION_FACTOR`` says otherwise (``-1`` asks the broker), and
+    ``min.insync.replicas`` the cluster's unless ``EINVOICE_MIN_INSYNC_REPLICAS`` is set. Asking for
+    RF 1 on a cluster of :data:`CLUSTER_MIN_BROKERS` or more raises :class:`UnreplicatedTopics` unless
+    ``allow_unreplicated``; a topic that ends up unreplicated there, or whose min ISR leaves no room for
+    a broker to be down, is a warning.
+    """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="einvoice-monitor-admin")
     try:
+        brokers = len(admin.describe_cluster().get("brokers") or ())
+        if settings.replication_factor == 1 and brokers >= CLUSTER_MIN_BROKERS and not allow_unreplicated:
+            raise UnreplicatedTopics(
+                f"EINVOICE_REPLICATION_FACTOR=1 on a cluster of {brokers} brokers: a single lost broker would "
+                "lose invoices. Unset it (the cluster's default.replication.factor is used) or set 3; pass "
+                "--allow-unreplicated to create unreplicated topics anyway."
+            )
         existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
-        result: dict[str, str] = {}
+        status: dict[str, str] = {}
         for spec in topic_specs(settings):
             if spec.name in existing:
                 if existing[spec.name] != spec.partitions:
@@ -63,15 +115,73 @@ def create_topics(bootstrap: str, settings: Settings) -> dict[str, str]:
                         f"{spec.partitions}; co-partitioning needs them equal. Set EINVOICE_PARTITIONS="
                         f"{existing[spec.name]} or recreate the topics."
                     )
-                result[spec.name] = "exists"
+                status[spec.name] = "exists"
                 continue
+            configs = dict(spec.configs)
+            if settings.min_insync_replicas is not None:
+                configs["min.insync.replicas"] = str(settings.min_insync_replicas)
             try:
                 admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, settings.replication_factor, topic_configs=spec.configs)]
+                    [NewTopic(spec.name, spec.partitions, settings.replication_factor, topic_configs=configs)]
                 )
-                result[spec.name] = "created"
+                status[spec.name] = "created"
             except TopicAlreadyExistsError:
-                result[spec.name] = "exists"
-        return result
+                status[spec.name] = "exists"
+        topics = _read_back(admin, status)
     finally:
         admin.close()
+    report = TopicsReport(brokers, topics, _warnings(brokers, topics.values()))
+    for warning in report.warnings:
+        log.warning("topic replication", extra={"problem": warning})
+    return report
+
+
+def _read_back(admin: KafkaAdminClient, status: dict[str, str]) -> dict[str, TopicState]:
+    """Partitions, replication factor and ``min.insync.replicas`` of these topics, as the cluster has them."""
+    described: dict[str, dict] = {}
+    deadline = time.monotonic() + READ_BACK_TIMEOUT_S
+    while True:  # a topic just created may be described before its partitions have leaders and replicas
+        described = {t["name"]: t for t in admin.describe_topics(list(status))}
+        if time.monotonic() > deadline or all(_settled(described.get(name)) for name in status):
+            break
+        time.sleep(0.2)
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"min.insync.replicas": None}) for name in status]
+    configs = admin.describe_configs(resources, config_filter="all").get("topic", {})
+    topics = {}
+    for name, state in status.items():
+        partitions = described.get(name, {}).get("partitions") or []
+        value = (configs.get(name) or {}).get("min.insync.replicas")
+        raw = value.get("value") if isinstance(value, dict) else value
+        topics[name] = TopicState(
+            name, state, len(partitions),
+            min((len(p["replica_nodes"]) for p in partitions), default=0),
+            int(raw) if raw not in (None, "") else None,
+        )  # fmt: skip
+    return topics
+
+
+def _settled(topic: dict | None) -> bool:
+    partitions = (topic or {}).get("partitions") or []
+    return bool(partitions) and all(p.get("replica_nodes") and p.get("leader_id", -1) >= 0 for p in partitions)
+
+
+def _warnings(brokers: int, topics: Iterable[TopicState]) -> list[str]:
+    problems = []
+    for topic in topics:
+        rf, isr = topic.replication_factor, topic.min_insync_replicas
+        if brokers >= CLUSTER_MIN_BROKERS and rf < 2:
+            problems.append(
+                f"{topic.name} has replication factor {rf} on a cluster of {brokers} brokers: losing one broker "
+                f"loses its data (recreate it with EINVOICE_REPLICATION_FACTOR=3)"
+            )
+        if isr is not None and rf > 1 and isr >= rf:
+            problems.append(
+                f"{topic.name}: min.insync.replicas {isr} with replication factor {rf}: one broker down stops "
+                f"every write (set EINVOICE_MIN_INSYNC_REPLICAS={rf - 1})"
+            )
+        if isr is not None and brokers >= CLUSTER_MIN_BROKERS and rf > 2 and isr < 2:
+            problems.append(
+                f"{topic.name}: min.insync.replicas {isr}: an acknowledged write may live on one broker only "
+                "(set EINVOICE_MIN_INSYNC_REPLICAS=2)"
+            )
+    return problems
