@@ -34,6 +34,7 @@ from alerts.observe import (
 from alerts.rules import Rules
 from analytics.adoption import SegmentDay, adoption, load_units
 from analytics.units import UnitHierarchy
+from base.kafka import DURABLE_PRODUCER
 from base.localtime import LOCAL_TZ
 from sinks.clickhouse.client import ClickHouseStore
 
@@ -202,7 +203,7 @@ class AlertEvaluator:
         if not sendable:
             return
         if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **DURABLE_PRODUCER)
         for event in sendable:
             body = json.dumps(event.as_json(), ensure_ascii=False, default=str).encode()
             self._producer.send(self.alerts_topic, key=event.fingerprint.encode(), value=body,

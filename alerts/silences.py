@@ -9,6 +9,7 @@ import uuid
 from kafka import KafkaProducer
 
 from alerts.lifecycle import Silence
+from base.kafka import DURABLE_PRODUCER
 
 MATCHABLE = ("rule", "sector", "unit")
 
@@ -27,7 +28,7 @@ def add_silence(
     silence = Silence(uuid.uuid4().hex[:12], matchers, now, now + duration_s, comment, created_by)
     body = {"silence_id": silence.silence_id, "matchers": matchers, "starts_at": silence.starts_at,
             "ends_at": silence.ends_at, "comment": comment, "created_by": created_by}  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **DURABLE_PRODUCER)
     try:
         producer.send(topic, key=silence.silence_id.encode(), value=json.dumps(body, ensure_ascii=False).encode())
         producer.flush()
@@ -37,7 +38,7 @@ def add_silence(
 
 
 def remove_silence(bootstrap: str, topic: str, silence_id: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **DURABLE_PRODUCER)
     try:
         producer.send(topic, key=silence_id.encode(), value=None)
         producer.flush()

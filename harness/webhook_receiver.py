@@ -28,6 +28,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from alerts.lifecycle import AlertEvent, fingerprint
+from base.kafka import DURABLE_PRODUCER
 from sinks.webhook.config import new_secret
 
 
@@ -245,7 +246,7 @@ def publish_sample_alert(bootstrap: str, topic: str) -> str:
                 "active_today": 21, "adoption_7d": 0.93, "active_7d": 35},
         emitted_at=time.time(),
     )  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **DURABLE_PRODUCER)
     try:
         body = json.dumps(event.as_json(), ensure_ascii=False, default=str).encode()
         producer.send(topic, key=fp.encode(), value=body, headers=[("event_id", event.event_id.encode())])

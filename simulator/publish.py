@@ -25,6 +25,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from kafka.partitioner.default import murmur2
 
+from base.kafka import DURABLE_PRODUCER
 from simulator.feed import FeedRecord
 from simulator.population import Business
 from streams.codec import AvroCodec
@@ -81,7 +82,7 @@ class Publisher:
 
         async def start() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms,
+                bootstrap_servers=bootstrap, **DURABLE_PRODUCER, linger_ms=linger_ms,
                 max_batch_size=MAX_BATCH_BYTES, compression_type="lz4", request_timeout_ms=60_000,
             )  # fmt: skip
             await producer.start()

@@ -25,6 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from base.kafka import DURABLE_PRODUCER
+
 log = logging.getLogger(__name__)
 
 H_REASON = "dlq.reason"
@@ -125,7 +127,7 @@ class DeadLetterSink:
             self.max_record_bytes = await topic_max_message_bytes(self.bootstrap, self.topic)
         # Whole record batches go out at once (write), so nothing is gained by lingering.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
+            bootstrap_servers=self.bootstrap, **DURABLE_PRODUCER, linger_ms=0,
             max_batch_size=min(self.max_record_bytes, MAX_BATCH_BYTES),
             max_request_size=max(self.max_record_bytes, 1_048_576),
         )  # fmt: skip

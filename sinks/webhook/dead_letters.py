@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 
+from base.kafka import DURABLE_PRODUCER
+
 H_EVENT_ID = "event_id"
 H_REASON = "dlq.reason"
 H_DETAIL = "dlq.detail"
@@ -97,7 +99,7 @@ class DeadLetterWriter:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **DURABLE_PRODUCER)
         await self._producer.start()
 
     async def stop(self) -> None:
