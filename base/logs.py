@@ -100,7 +100,16 @@ def logging_config(level: str = "INFO") -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"logfmt": {"()": LogfmtFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "logfmt", "stream": "ext://sys.stderr"}},
+        # a Kafka node's outage said once, not once per reconnect attempt (base/outages.py)
+        "filters": {"outages": {"()": "base.outages.outage_log"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "logfmt",
+                "stream": "ext://sys.stderr",
+                "filters": ["outages"],
+            }
+        },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {name: {"level": logging.getLevelName(quieter)} for name in NOISY},
     }

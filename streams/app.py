@@ -29,6 +29,7 @@ from analytics.adoption import unregistered
 from analytics.report import period_report
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
 from base.localtime import HOUR_MS
+from base.outages import OUTAGES
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
@@ -572,6 +573,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.timer(interval=settings.metrics_interval_s)
     async def write_metrics() -> None:
         await pipeline.copy_metrics()
+
+    @app.timer(interval=OUTAGES.quiet_s / 2)
+    async def close_outages() -> None:
+        """A Kafka node's outage ends in the log when it ends, even when nothing else is logged then."""
+        OUTAGES.tick()
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
