@@ -68,6 +68,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, worker:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{worker.tail()}" if worker else ""))
 
 
+def committed_total(settings: Settings) -> int:
+    return sum(committed_offsets(settings, settings.topics.invoices).values())
+
+
+def kill_once_past(settings: Settings, worker: WorkerProcess, target: int, jitter_s: float, timeout: float) -> None:
+    """SIGKILL ``worker`` once its group has read past ``target`` records (and it has started), ``jitter_s`` later."""
+    base = committed_total(settings)
+    topic = settings.topics.invoices
+
+    def read_past() -> bool:
+        read = worker.metric_sum("einvoice_events_total", topic=topic)
+        return read > 0 and base + read >= target
+
+    wait_until(read_past, timeout, f"the worker to read past record {target}", worker)
+    time.sleep(jitter_s)
+    worker.kill()
+
+
 def wait_consumed(settings: Settings, worker: WorkerProcess, timeout: float = 300.0) -> None:
     """Until the worker's group has committed the end of every invoice partition."""
     topic = settings.topics.invoices
@@ -199,9 +217,19 @@ class PublishedFeed:
 
     def publish_rest(self) -> None:
         """Publish what ``hold_back`` kept back."""
+        self.publish_more(1.0)
+
+    def publish_more(self, share: float) -> None:
+        """Publish the next ``share`` of the whole feed from what ``hold_back`` kept back (at most all of it)."""
+        count = min(self._held, max(1, round(len(self.published) * share)))
         if self._held:
-            self._publish(self.published[len(self.published) - self._held :])
-            self._held = 0
+            start = len(self.published) - self._held
+            self._publish(self.published[start : start + count])
+            self._held -= count
+
+    @property
+    def published_count(self) -> int:
+        return len(self.published) - self._held
 
     @property
     def valid(self) -> list:

@@ -136,14 +136,19 @@ def _java_string_hash(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+def offsets_partition(group: str, partitions: int) -> int:
+    """The ``__consumer_offsets`` partition of ``group``: its leader is the group's coordinator (Kafka's rule)."""
+    code = _java_string_hash(group)
+    return (0 if code == -(1 << 31) else abs(code)) % partitions
+
+
 def _probe_groups(partitions: int) -> list[str]:
     """Group ids that together map to every ``__consumer_offsets`` partition (Kafka's group partitioner)."""
     found: dict[int, str] = {}
     index = 0
     while len(found) < partitions:
         group = f"einvoice-local-broker-probe-{index}"
-        code = _java_string_hash(group)
-        found.setdefault((0 if code == -(1 << 31) else abs(code)) % partitions, group)
+        found.setdefault(offsets_partition(group, partitions), group)
         index += 1
     return list(found.values())
 
@@ -715,6 +720,39 @@ class LocalCluster:
         """Start one node again (after :meth:`kill_node` or :meth:`stop_node`), on its ports."""
         port, controller_port = self._spec["ports"][node_id - 1]
         return self.node(node_id).start(port=port, controller_port=controller_port, timeout=timeout)
+
+    def under_replicated(self) -> list[str]:
+        """``topic:partition`` of every partition whose in-sync replicas are fewer than its replicas."""
+        from kafka import KafkaAdminClient  # lazy, as in LocalBroker._wait_ready
+
+        admin = KafkaAdminClient(bootstrap_servers=self.status().bootstrap or self.bootstrap, request_timeout_ms=5000)
+        try:
+            return [
+                f"{topic['name']}:{p['partition_index']}"
+                for topic in admin.describe_topics()
+                for p in topic.get("partitions") or ()
+                if set(p.get("isr_nodes") or ()) != set(p.get("replica_nodes") or ())
+            ]
+        finally:
+            admin.close()
+
+    def wait_in_sync(self, timeout: float = 120.0) -> None:
+        """Block until every partition has all its replicas in sync, as a rolling restart waits between nodes.
+
+        A node restarted after a kill serves clients before it has caught up: taking another node down
+        then would leave partitions below ``min.insync.replicas`` and stop every acks=all write to them.
+        """
+        deadline = time.monotonic() + timeout
+        behind: list[str] = []
+        while time.monotonic() < deadline:
+            behind = self.under_replicated()
+            if not behind:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"{len(behind)} partitions still under-replicated after {timeout:.0f}s (e.g. {', '.join(behind[:5])}); "
+            f"check every node runs: {self.data_dir}/node-*/broker.log"
+        )
 
     def kill_node(self, node_id: int) -> bool:
         return self.node(node_id).kill()

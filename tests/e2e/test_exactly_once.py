@@ -15,40 +15,21 @@ import time
 import pytest
 
 from base.config import Settings
-from deploy.worker_process import WorkerProcess
 from tests.support import (
     PublishedFeed,
     assert_exact_accounting,
     chaos_full,
-    committed_offsets,
+    committed_total,
     consume_all,
     end_offsets,
+    kill_once_past,
     open_store,
     start_worker,
-    wait_until,
 )
 
 FULL = chaos_full()
 DEFAULT_BATCH = Settings().batch_size  # 40,000: what a deployment runs unless told
 INVOICES, KILLS, SELLERS = (1_000_000, 20, 10_000) if FULL else (60_000, 5, 3000)
-
-
-def committed_total(settings: Settings) -> int:
-    return sum(committed_offsets(settings, settings.topics.invoices).values())
-
-
-def kill_once_past(settings: Settings, worker: WorkerProcess, target: int, jitter_s: float, timeout: float) -> None:
-    """SIGKILL ``worker`` once its group has read past ``target`` records (and it has started), ``jitter_s`` later."""
-    base = committed_total(settings)
-    topic = settings.topics.invoices
-
-    def read_past() -> bool:
-        read = worker.metric_sum("einvoice_events_total", topic=topic)
-        return read > 0 and base + read >= target
-
-    wait_until(read_past, timeout, f"the worker to read past record {target}", worker)
-    time.sleep(jitter_s)
-    worker.kill()
 
 
 @pytest.mark.slow
