@@ -39,6 +39,7 @@ from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
 from simulator.publish import partition_for
 from simulator.scenarios import load_scenario
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
+from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
@@ -596,6 +597,58 @@ def test_every_reason_gets_the_same_detail_from_the_core_and_the_reference():
         assert got == reason, detail
         seen.add(reason)
     assert seen == INVOICE_REASONS | DECODE_REASONS | {MALFORMED_VALUE}
+
+
+class BlockSink:
+    """The invoice sink as _prepare_compiled uses it: blocks of rows, counted."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def add_block(self, partition: int, prepared) -> None:
+        self.rows += prepared.rows
+
+
+@pytest.mark.parametrize("fetched", [False, True], ids=["columns", "fetched"])
+def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
+    """_prepare_compiled: each rejected record past the dead-lettered offset is one DeadLetter, in offset order,
+    with the reference's reason and detail, its key, value, headers and timestamp (None when it has none)."""
+    records = [
+        SourceRecord(0, 100 + i, key, frame, ts if i != 7 else -1, (("trace", str(i).encode()),) if i % 2 else ())
+        for i, (_reason, rules, key, frame, ts) in enumerate(reason_examples())
+        if rules is RULES
+    ]
+    records.insert(3, SourceRecord(0, 99, b"2800000001", body(invoice_fields()), records[0].timestamp_ms))
+    records = [r._replace(offset=100 + i) for i, r in enumerate(records)]  # a valid record among them
+    core, dlq, sink = new_core(), DeadLetterSink("unused", "dlq"), BlockSink()
+    ingest = InvoiceIngest(
+        topic=TOPIC, codec=CODEC, validator=InvoiceValidator(RULES), sink=sink, dead_letters=dlq,  # type: ignore[arg-type]
+        lookup_seller={}.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(), core=core,
+    )  # fmt: skip
+    dead_lettered = 104  # a re-read after a crash: the DLQ holds the batch's first rejections already
+    empty = np.empty(0, dtype=np.int64)
+    core.restore(0, -1, dead_lettered, NO_WATERMARK, empty, empty)
+    ingest.states[0] = PartitionState(-1, dead_lettered, NO_WATERMARK, None)
+    if fetched:
+        columns = [[r.offset for r in records], [r.key for r in records], [r.value for r in records],
+                   [r.timestamp_ms for r in records], [list(r.headers) for r in records]]  # fmt: skip
+        whole = einvoice_core.KafkaRecords.from_columns(*columns, records[-1].offset + 1)
+        part = PartitionRecords(0, (), fetched=[whole[:2], whole[2:3], whole[3:3], whole[3:9], whole[9:]])
+    else:
+        part = PartitionRecords(0, records)
+    outcome = BatchOutcome()
+    ingest._prepare_compiled(part, outcome)
+    verdicts = [(r, ingest._verdict(r)[2]) for r in records]
+    expected = [
+        DeadLetter(TOPIC, 0, r.offset, r.key, r.value, r.timestamp_ms if r.timestamp_ms >= 0 else None, r.headers,
+                   rejection.reason, rejection.detail)
+        for r, rejection in verdicts if rejection is not None and r.offset > dead_lettered
+    ]  # fmt: skip
+    letters = [letter._replace(headers=tuple(letter.headers)) for letter in dlq.take()[0]]
+    assert letters == expected
+    assert any(letter.timestamp_ms is None for letter in letters) and any(letter.headers for letter in letters)
+    assert outcome.rejected == Counter(rejection.reason for _, rejection in verdicts if rejection is not None)
+    assert sink.rows == 1
 
 
 def test_the_hostile_corpus_and_the_fuzzer_seeds_get_the_same_verdicts(tmp_path):
