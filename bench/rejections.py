@@ -121,6 +121,8 @@ def main() -> None:
         "valid feed, events/s": result["valid"]["events_per_s"],
         "all rejected (too late), events/s": result["rejected"]["events_per_s"],
         "ratio rejected / valid (target >= 0.5)": result["ratio_rejected_to_valid"],
+        "worker CPU per event, valid / rejected, µs":
+            f"{result['valid']['worker_cpu_us_per_event']} / {result['rejected']['worker_cpu_us_per_event']}",
         f"latency p50 / p99 @ {plan.latency_rate:,}/s, the feed as published, s":
             f"{as_published['p50_s']} / {as_published['p99_s']}",
         f"latency p50 / p99 @ {plan.latency_rate:,}/s, 50 % rejected, s":

@@ -511,6 +511,8 @@ def table(m: dict[str, dict]) -> list[dict[str, object]]:
         rows.append(row("ingest, 1 worker, every record rejected (too late)", rejected["events_per_s"], "events/s"))
         ratio = rejections["ratio_rejected_to_valid"]
         rows.append(row("rejected feed / valid feed", ratio, "ratio", ">= 0.5", ratio >= 0.5))
+        for name, run in (("valid", valid), ("rejected", rejected)):
+            rows.append(row(f"worker CPU per event, {name} feed", run["worker_cpu_us_per_event"], "µs"))
         lat = rejections["latency_half_rejected"]
         at = f"@ {lat['rate_target']:,}/s, 50% rejected, commits polled"
         rows.append(row(f"latency publish->visible p99 {at}", lat["p99_s"], "s", "< 1", lat["p99_s"] < 1))
