@@ -15,7 +15,9 @@ Run from the repository root. One local Kafka broker (or KAFKA_BROKERS), topics 
     record moved so (50 % rejected), measured as bench/suite.py measures it (``visibility_latency``:
     one worker, its committed offsets polled; a record counts when its offset is committed, after its
     batch's dead letters are acknowledged and its rows inserted); beside it, the same on the feed as
-    published (1 % malformed), since this machine's noise moves the p99 by more than the rejections do.
+    published (1 % malformed), since this machine's noise moves the p99 by more than the rejections do;
+(d) the same with every record moved (100 % rejected): the issue's case, where batches write in a few
+    milliseconds and the commits, one a batch, once fell behind (streams/app.py ``CommitChain``).
 
 bench/suite.py runs the same (``measure_rejections``) and puts its rows in the table. Prints the
 numbers; writes JSON to bench/results/rejections.json.
@@ -57,6 +59,11 @@ def half_too_late(records: list[FeedRecord]) -> list[FeedRecord]:
     return [too_late(r) if i % 2 else r for i, r in enumerate(records)]
 
 
+def all_too_late(records: list[FeedRecord]) -> list[FeedRecord]:
+    """Every record moved by :func:`too_late`: a feed all rejected."""
+    return [too_late(r) for r in records]
+
+
 def drain(base: Settings, name: str, sim: Simulation, records: list[FeedRecord]) -> dict[str, object]:
     """The records published to topics of their own, then drained by one worker; with what reached the DLQ."""
     settings = deployment(base, name)
@@ -93,12 +100,13 @@ def measure_rejections(base: Settings, plan: Plan, events: int, baseline: bool =
     if baseline:
         result["latency_valid"] = visibility_latency(base, plan, "commits", "-as-published")
     result["latency_half_rejected"] = visibility_latency(base, plan, "commits", "-half-rejected", half_too_late)
+    result["latency_all_rejected"] = visibility_latency(base, plan, "commits", "-all-rejected", all_too_late)
     result["method"] = (
         f"(a) the simulator's first {len(valid):,} valid records, (b) the same with every Kafka timestamp "
         f"+{LATE_MS // DAY_MS} days (all issued_too_old), each published to topics of its own and drained by one "
         "worker (bench/ingest.py run_workers: default settings, compiled core, embedded chDB), measured from the "
         "first processed batch to the group's commit of the end; (c) bench/suite.py visibility_latency (commits "
-        "polled) on the main feed with every other record moved the same way"
+        "polled) on the main feed with every other record moved the same way, and (d) with every record moved"
     )
     return result
 
@@ -127,6 +135,8 @@ def main() -> None:
             f"{as_published['p50_s']} / {as_published['p99_s']}",
         f"latency p50 / p99 @ {plan.latency_rate:,}/s, 50 % rejected, s":
             f"{latency['p50_s']} / {latency['p99_s']}",
+        f"latency p50 / p99 @ {plan.latency_rate:,}/s, 100 % rejected, s":
+            f"{result['latency_all_rejected']['p50_s']} / {result['latency_all_rejected']['p99_s']}",
         "wall, s": round(time.perf_counter() - started, 1),
     })  # fmt: skip
     print(f"written: {write_result('rejections', {**machine(), 'command': ' '.join(sys.argv), **result})}")
