@@ -60,6 +60,18 @@ class PeakMemory(threading.Thread):
             time.sleep(0.05)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes and their children so far."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            for p in (proc, *proc.children(recursive=True)):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "embedded") -> dict[str, object]:
     """Run the workers on the deployment until its group has committed ``total`` invoice records.
 
@@ -88,7 +100,7 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
             for worker in procs:
                 worker.wait_healthy()
             core = procs[0].get_json("/health").get("batch_core") or {}
-            first = None
+            first, cpu_first = None, 0.0
             dedup_keys, sampled = 0.0, 0.0
             partitions = range(settings.partitions)
             while sum(group_positions(bootstrap, settings.app_id, topic, partitions).values()) < total:
@@ -98,12 +110,14 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
                     done = sum(w.metric_sum("einvoice_events_total", topic=topic) for w in procs)
                     if done > 0:
                         first = (time.perf_counter(), done)
+                        cpu_first = cpu_seconds([w.proc.pid for w in procs])  # type: ignore[union-attr]
                 if time.perf_counter() - sampled > 1.0:  # the keys held peak before the end (expiry)
                     with contextlib.suppress(OSError):  # a busy worker's web page may not answer in time
                         dedup_keys = max(dedup_keys, sum(w.metric_sum("einvoice_dedup_keys") for w in procs))
                     sampled = time.perf_counter()
                 time.sleep(0.1)
             finished = time.perf_counter()
+            cpu_end = cpu_seconds([w.proc.pid for w in procs])  # type: ignore[union-attr]
             inserted = sum(w.metric_sum("einvoice_rows_inserted_total", table="invoices") for w in procs)
             dedup_end = sum(w.metric_sum("einvoice_dedup_keys") for w in procs)
         finally:
@@ -120,6 +134,8 @@ def run_workers(settings: Settings, total: int, workers: int = 1, store: str = "
         "rows_inserted": int(inserted),
         "events_per_s": round((total - first[1]) / max(finished - first[0], 1e-9)),  # all workers together
         "events_per_s_incl_startup": round(total / (finished - started)),
+        # the workers' CPU time per event over the same span: what the rate costs, whatever else the machine runs
+        "worker_cpu_us_per_event": round((cpu_end - cpu_first) / max(total - first[1], 1) * 1e6, 1),
         "seconds": round(finished - first[0], 2),
         "startup_s": round(first[0] - started, 2),
         "worker_peak_rss_mib": round(max(m.peak for m in memories) / 2**20),

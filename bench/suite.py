@@ -22,7 +22,9 @@ once and read by:
 On their own deployments of the same broker: 4. publish-to-visible latency at a steady rate
 (the main feed's first records, paced); 5. alert latency (a sector drop, from the record that
 completes the firing day to the webhook at a loopback receiver); 7. replay and archive rates
-(bench/replay.py ``measure_replay``, same scale and seed). Prints one table; writes every number
+(bench/replay.py ``measure_replay``, same scale and seed); 8. rejected records against valid ones
+(bench/rejections.py ``measure_rejections``: a valid feed and the same feed all rejected, drained by
+one worker each, and the latency of a half-rejected feed). Prints one table; writes every number
 to bench/results/suite.json (or --out).
 """
 
@@ -86,6 +88,7 @@ class Plan:
     replay_scale: float = 0.5
     replay_days: int = 1
     fence_pairs: int = 2
+    rejection_events: int = 400_000  # records a feed of bench/rejections.py
     skip: tuple[str, ...] = ()
     keep: bool = False  # the scratch directory, after the run
 
@@ -93,8 +96,8 @@ class Plan:
         return SimulationConfig(scale=self.scale, start=START, days=self.days, seed=self.seed)
 
 
-QUICK = {"scale": 0.05, "latency_seconds": 10.0, "replay_scale": 0.05}
-STEPS = ("one", "reference", "fence", "bare", "clickhouse", "two", "latency", "alert", "replay")
+QUICK = {"scale": 0.05, "latency_seconds": 10.0, "replay_scale": 0.05, "rejection_events": 60_000}
+STEPS = ("one", "reference", "fence", "bare", "clickhouse", "two", "latency", "rejections", "alert", "replay")
 
 
 def deployment(base: Settings, name: str, same_topics: bool = False) -> Settings:
@@ -313,18 +316,21 @@ def latencies(sends: list[tuple[int, int, int, float]], samples: list[tuple[floa
     return np.concatenate(out) if out else np.array([])
 
 
-def visibility_latency(base: Settings, plan: Plan, via: str) -> dict[str, object]:
+def visibility_latency(
+    base: Settings, plan: Plan, via: str, name: str = "", alter: Callable[[list[FeedRecord]], list[FeedRecord]] = list
+) -> dict[str, object]:
     """One worker on an empty topic, then a steady publish; visibility per record from ``via``.
 
     "store": the worker writes to a ChdbHttpServer (a shared store) that this process polls;
     "commits": the worker's own embedded chDB (the one-worker deployment), its commits polled.
+    ``alter``: what becomes of the main feed's first records before they are published (bench/rejections.py).
     """
-    settings = deployment(base, f"latency-{via}")
+    settings = deployment(base, f"latency-{via}{name}")
     bootstrap, topic = settings.kafka_brokers or "", settings.topics.invoices
     sim = Simulation(plan.config())
     publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec)
     warm = plan.latency_rate  # one second's worth, first and all at once: see below
-    records = list(itertools.islice(sim.feed_records(), warm + int(plan.latency_rate * plan.latency_seconds)))
+    records = alter(list(itertools.islice(sim.feed_records(), warm + int(plan.latency_rate * plan.latency_seconds))))
     endpoint = ChdbHttpServer(settings.data_dir / "clickhouse-http") if via == "store" else None
     with endpoint or contextlib.nullcontext():
         own = settings.replace(clickhouse_url=endpoint.dsn) if endpoint else settings
@@ -499,6 +505,18 @@ def table(m: dict[str, dict]) -> list[dict[str, object]]:
             at = f"@ {lat['rate_target']:,}/s, {how}"
             rows.append(row(f"latency publish->visible p50 {at}", lat["p50_s"], "s"))
             rows.append(row(f"latency publish->visible p99 {at}", lat["p99_s"], "s", "< 1", lat["p99_s"] < 1))
+    if rejections := m.get("rejections"):
+        valid, rejected = rejections["valid"], rejections["rejected"]
+        rows.append(row("ingest, 1 worker, valid invoices only", valid["events_per_s"], "events/s"))
+        rows.append(row("ingest, 1 worker, every record rejected (too late)", rejected["events_per_s"], "events/s"))
+        ratio = rejections["ratio_rejected_to_valid"]
+        rows.append(row("rejected feed / valid feed", ratio, "ratio", ">= 0.5", ratio >= 0.5))
+        for name, run in (("valid", valid), ("rejected", rejected)):
+            rows.append(row(f"worker CPU per event, {name} feed", run["worker_cpu_us_per_event"], "µs"))
+        for share, key in (("50%", "latency_half_rejected"), ("100%", "latency_all_rejected")):
+            lat = rejections[key]
+            at = f"@ {lat['rate_target']:,}/s, {share} rejected, commits polled"
+            rows.append(row(f"latency publish->visible p99 {at}", lat["p99_s"], "s", "< 1", lat["p99_s"] < 1))
     if alert := m.get("alert_latency"):
         rows.append(row("alert latency (day complete -> webhook)", alert["seconds"], "s"))
     if one:
@@ -570,6 +588,10 @@ def run(plan: Plan, measurements: dict[str, object]) -> None:
             step(plan, measurements, "two", "ingest_2_workers", two)
         step(plan, measurements, "latency", "latency", lambda: visibility_latency(base, plan, "commits"))
         step(plan, measurements, "latency", "latency_shared_store", lambda: visibility_latency(base, plan, "store"))
+        from bench.rejections import measure_rejections  # it imports this module's pieces
+
+        step(plan, measurements, "rejections", "rejections",
+             lambda: measure_rejections(base, plan, plan.rejection_events))  # fmt: skip
         step(plan, measurements, "alert", "alert_latency", lambda: alert_latency(base))
         replay = SimulationConfig(scale=plan.replay_scale, start=START, days=plan.replay_days, seed=plan.seed)
         step(plan, measurements, "replay", "replay", lambda: measure_replay(deployment(base, "replay"), replay))

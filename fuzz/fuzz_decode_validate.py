@@ -68,7 +68,7 @@ COMPILED = batch_core.load(
 
 
 def check_compiled(data: bytes | None, received_ms: int, expected: str | None) -> None:
-    """The compiled core's verdict on one record, alone in a fresh partition, equals the reference's."""
+    """The compiled core's verdict on one record, alone in a fresh partition, is the reference's, detail and all."""
     if COMPILED is None:
         return
     try:
@@ -79,9 +79,21 @@ def check_compiled(data: bytes | None, received_ms: int, expected: str | None) -
     COMPILED.drop(0)
     COMPILED.restore(0, -1, -1, NO_WATERMARK, (), ())
     prepared = COMPILED.prepare(0, [0], [key], [data], [received_ms], lambda seller: None)
-    got = prepared.rejected[0][1] if prepared.rejected else None
-    assert got == expected, f"compiled core: {got!r}, reference: {expected!r}"
+    got = prepared.rejected[0][1:] if prepared.rejected else None
+    reference = _reference_rejection(data, received_ms, key)
+    assert got == reference, f"compiled core: {got!r}, reference: {reference!r}"
+    assert (reference and reference[0]) == expected
     assert prepared.rows == (1 if expected is None else 0)
+
+
+def _reference_rejection(data: bytes | None, received_ms: int, key: bytes) -> tuple[str, str] | None:
+    """The reference's (reason, detail), the DLQ's two headers, for one record with this key."""
+    try:
+        _, value = INVOICES.decode(data)
+    except DecodeError as exc:
+        return exc.reason, exc.detail
+    rejection = VALIDATOR.check(value, received_ms) or check_key(value["seller_id"], key)
+    return None if rejection is None else (rejection.reason, rejection.detail)
 
 
 def _key(key: bytes | None, seller_id: str) -> bytes | None:

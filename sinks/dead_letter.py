@@ -19,6 +19,8 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +40,11 @@ H_ORIGINAL = "dlq.original"  # dlq.original.value.bytes / .sha256 (and .key.…)
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # message.max.bytes of a broker left at its default
 DLQ_MAX_MESSAGE_BYTES = 2 * KAFKA_DEFAULT_MAX_MESSAGE_BYTES  # max.message.bytes of the DLQ topics we create
 MAX_BATCH_BYTES = 512 * 1024  # a record batch of many dead letters; one letter alone may be larger
+MAX_DETAIL_BYTES = 2000  # dlq.detail is cut to this many bytes
+# More than our own headers (the detail, a topic name of at most 249 ASCII characters, numbers) and a
+# one-record batch's overhead can take (DeadLetter.obviously_fits).
+OWN_HEADERS_BOUND = MAX_DETAIL_BYTES + 2048
+HEADER_OVERHEAD_BOUND = 10  # a header's two length varints
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
@@ -89,27 +96,45 @@ async def topic_max_message_bytes(bootstrap: str, topic: str) -> int:
     return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
 
-@dataclass(frozen=True)
-class DeadLetter:
+@lru_cache(maxsize=1024)
+def _header(name: str, text: str) -> tuple[str, bytes]:
+    """A header of few values (a reason, a topic, a partition), made once: a dead letter is sent per rejected record."""
+    return name, text.encode()
+
+
+class DeadLetter(NamedTuple):
+    """A rejected record and why (a tuple: built for every rejected record, a frozen dataclass costs 4x)."""
+
     source_topic: str
     source_partition: int
     source_offset: int
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
-    headers: Sequence[tuple[str, bytes]]
+    headers: Sequence[tuple[str, bytes | None]]
     reason: str
     detail: str
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """The source record's headers (but its own dlq.* ones), then ours: why, and where it came from."""
         own = [
-            (H_REASON, self.reason.encode()),
-            (H_DETAIL, self.detail.encode("utf-8", "replace")[:2000]),
-            (H_SOURCE_TOPIC, self.source_topic.encode()),
-            (H_SOURCE_PARTITION, str(self.source_partition).encode()),
+            _header(H_REASON, self.reason),
+            (H_DETAIL, self.detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]),
+            _header(H_SOURCE_TOPIC, self.source_topic),
+            _header(H_SOURCE_PARTITION, str(self.source_partition)),
             (H_SOURCE_OFFSET, str(self.source_offset).encode()),
         ]
+        if not self.headers:
+            return own
         return [*(h for h in self.headers if not h[0].startswith("dlq.")), *own]
+
+    def obviously_fits(self, limit: int) -> bool:
+        """Whether the letter is far below ``limit``, by a bound cheaper than :func:`record_size`: then it
+        need not be measured and cut (:func:`fit_record`), the usual case, per rejected record."""
+        size = len(self.key or b"") + len(self.value or b"") + OWN_HEADERS_BOUND
+        for name, data in self.headers:  # a name's UTF-8 takes at most 4 bytes a character
+            size += 4 * len(name) + len(data or b"") + HEADER_OVERHEAD_BOUND
+        return size <= limit
 
 
 @dataclass
@@ -141,6 +166,11 @@ class DeadLetterSink:
     def add(self, letter: DeadLetter) -> None:
         self._pending.setdefault(letter.source_partition, []).append(letter)
 
+    def extend(self, partition: int, letters: list[DeadLetter]) -> None:
+        """:meth:`add` for a batch of one source partition's letters, in offset order."""
+        if letters:
+            self._pending.setdefault(partition, []).extend(letters)
+
     def discard(self, partition: int) -> None:
         self._pending.pop(partition, None)
 
@@ -167,7 +197,10 @@ class DeadLetterSink:
             # Python time and, lingering, ~5x the wall time (docs/performance.md).
             batch = producer.create_batch()
             for letter in letters:
-                key, value, headers = fit_record(letter.key, letter.value, letter.kafka_headers(), limit)
+                if letter.obviously_fits(limit):
+                    key, value, headers = letter.key, letter.value, letter.kafka_headers()
+                else:
+                    key, value, headers = fit_record(letter.key, letter.value, letter.kafka_headers(), limit)
                 # a full batch goes out and the letter starts the next (an empty batch takes any one record)
                 while batch.append(key=key, value=value, timestamp=letter.timestamp_ms, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, self.topic, partition=partition))

@@ -98,25 +98,29 @@ class CommitChain:
     """A batch's offset commit, off the write path: the next batch's insert need not wait for it.
 
     Commits still follow their batch's insert (they are added after it returned) and run one at a
-    time in the order added, so a partition's committed offset only moves forward.
+    time, so a partition's committed offset only moves forward. Offsets added while a commit is
+    under way are merged (a partition's newer next offset replaces its older one) and go out in one
+    commit after it: batches that write quickly (a feed of rejected records: no insert) can come
+    faster than a commit's round trip, and one commit a batch would fall ever further behind.
     """
 
     def __init__(self, commit: Callable[[dict[int, int]], Awaitable[bool]]) -> None:
         self._commit = commit
-        self._last: asyncio.Task[None] | None = None
+        self._pending: dict[int, int] = {}
+        self._running: asyncio.Task[None] | None = None
 
     def add(self, offsets: dict[int, int]) -> None:
-        previous = self._last
+        self._pending.update(offsets)
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._run())
 
-        async def run() -> None:
-            if previous is not None:
-                await previous
+    async def _run(self) -> None:
+        while self._pending:
+            offsets, self._pending = self._pending, {}
             try:
                 await self._commit(offsets)
             except Exception:
                 crash_without_commit("offset commit")
-
-        self._last = asyncio.create_task(run())
 
 
 class OrderedWriter:

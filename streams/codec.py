@@ -34,6 +34,17 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+def type_label(avro_type: Any) -> str:
+    """A field type's name in a DLQ detail: the primitive, the logical type, ``enum`` or ``union``."""
+    if isinstance(avro_type, list):
+        return "union"
+    if isinstance(avro_type, dict):
+        if "logicalType" in avro_type:
+            return str(avro_type["logicalType"])
+        return "enum" if avro_type.get("type") == "enum" else type_label(avro_type.get("type"))
+    return str(avro_type)
+
+
 @dataclass(frozen=True)
 class RegisteredSchema:
     schema_id: int
@@ -41,6 +52,27 @@ class RegisteredSchema:
     version: int
     parsed: Any
     source: str  # the schema's JSON text, as the compiled core (native/) parses it
+
+    def body_error(self, payload: bytes) -> str:
+        """Where an Avro body this writer schema cannot read goes wrong: the first field that does not decode.
+
+        Read field by field (fastavro, each field's type alone), only once a whole-record read has
+        failed. The text names the field, the byte (of the framed record) where it starts and its
+        type: what a DLQ reader needs, and what the compiled core writes too, whatever fastavro's
+        exception said (its messages differ between its versions and its compiled and pure readers).
+        """
+        buf = io.BytesIO(payload)
+        buf.seek(_HEADER.size)
+        for field in json.loads(self.source)["fields"]:
+            at = buf.tell()
+            try:
+                fastavro.schemaless_reader(buf, fastavro.parse_schema(field["type"]), None)
+            except Exception:  # fastavro raises many types on garbage input
+                return (
+                    f"Avro body does not decode: field {field['name']} at byte {at} is not a valid "
+                    f"{type_label(field['type'])} (writer schema {self.schema_id})"
+                )
+        return f"Avro body does not decode with writer schema {self.schema_id}"
 
 
 class SchemaCatalog:
@@ -143,8 +175,8 @@ class AvroCodec:
         try:
             reader = None if writer is self.reader or added is not None else self.reader.parsed
             value = fastavro.schemaless_reader(buf, writer.parsed, reader)
-        except Exception as exc:  # fastavro raises many types on garbage input
-            raise DecodeError("malformed_bytes", f"Avro body does not decode: {type(exc).__name__}: {exc}") from None
+        except Exception:  # fastavro raises many types on garbage input
+            raise DecodeError("malformed_bytes", writer.body_error(payload)) from None
         if buf.tell() != len(payload):
             raise DecodeError("malformed_bytes", f"{len(payload) - buf.tell()} trailing bytes after the Avro body")
         if not isinstance(value, dict):

@@ -45,6 +45,9 @@ INVOICE_REASONS = frozenset({
     "invalid_vat_rate", "vat_mismatch", "invalid_register_id", "invalid_buyer_tax_code", "issued_in_future",
     "issued_too_old", "invalid_key",
 })  # fmt: skip
+# A decoded value the validator cannot read: the code pattern's form group is not a number (a pattern
+# that captures something else), or, on the reference path only, a field missing or of another type.
+MALFORMED_VALUE = "malformed_value"
 REGISTRATION_REASONS = frozenset({
     "invalid_seller_id", "invalid_vsic_code", "invalid_admin_unit", "invalid_name", "invalid_valid_from",
     "invalid_key",
@@ -128,7 +131,13 @@ class InvoiceValidator:
             return Rejection(
                 "invalid_invoice_code", f"invoice code {code[:60]!r} does not match the configured pattern"
             )
-        if int(code_match.group(1)) != form or code_match.group(2) != symbol_match.group(1):
+        try:
+            code_form = int(code_match.group(1))
+        except (TypeError, ValueError):
+            return Rejection(
+                MALFORMED_VALUE, f"invoice code {code[:60]!r}: the configured pattern's form group is not a number"
+            )
+        if code_form != form or code_match.group(2) != symbol_match.group(1):
             return Rejection(
                 "invalid_invoice_code",
                 f"invoice code {code[:60]!r} disagrees with form {form} / symbol {symbol!r} (form digit or year)",

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::detail::Rejection;
+
 /// Milliseconds of 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999 from 1970-01-01 (naive).
 pub const MIN_LOCAL_MS: i64 = -62_135_596_800_000;
 pub const MAX_LOCAL_MS: i64 = 253_402_300_799_999;
@@ -285,7 +287,8 @@ fn parse_record(text: &str) -> Result<RecordSchema, String> {
 pub struct Plan {
     /// The writer's fields in order. The reader's fields it lacks are checked when the plan is made:
     /// only `buyer_tax_code` with default null (the invoice's default) or fields the validator ignores.
-    ops: Vec<(FieldType, Slot)>,
+    ops: Vec<(FieldType, Slot, String)>,
+    schema_id: u32,
 }
 
 /// One decoded invoice, borrowing its strings from the record bytes (and enum symbols from the plan).
@@ -348,13 +351,41 @@ fn read_value<'a>(cur: &mut Cursor<'a>, ty: &'a FieldType) -> Option<Read<'a>> {
     })
 }
 
+impl FieldType {
+    /// `streams.codec.type_label`: the type's name in a DLQ detail.
+    fn label(&self) -> &'static str {
+        match self {
+            FieldType::Null => "null",
+            FieldType::Boolean => "boolean",
+            FieldType::Int => "int",
+            FieldType::Long => "long",
+            FieldType::Float => "float",
+            FieldType::Double => "double",
+            FieldType::Bytes => "bytes",
+            FieldType::Str => "string",
+            FieldType::LocalTimestampMillis => "local-timestamp-millis",
+            FieldType::Enum(_) => "enum",
+            FieldType::Union(_) => "union",
+        }
+    }
+}
+
 impl Plan {
-    /// Decode an Avro body; None for anything fastavro would raise on (then `malformed_bytes`).
-    pub fn decode<'a>(&'a self, body: &'a [u8], start: usize) -> Option<Invoice<'a>> {
+    /// Decode an Avro body; Err(detail) for anything fastavro would raise on (then `malformed_bytes`),
+    /// the detail `RegisteredSchema.body_error` writes.
+    pub fn decode<'a>(&'a self, body: &'a [u8], start: usize) -> Result<Invoice<'a>, String> {
         let mut cur = Cursor::new(body, start);
         let mut inv = Invoice::default();
-        for (ty, slot) in &self.ops {
-            let value = read_value(&mut cur, ty)?;
+        for (ty, slot, name) in &self.ops {
+            let at = cur.pos;
+            let not_valid = || {
+                format!(
+                    "Avro body does not decode: field {name} at byte {at} is not a valid {} (writer schema {})",
+                    ty.label(),
+                    self.schema_id
+                )
+            };
+            let value = read_value(&mut cur, ty).ok_or_else(not_valid)?;
             match (slot, value) {
                 (Slot::SellerId, Read::Str(s)) => inv.seller_id = s,
                 (Slot::Symbol, Read::Str(s)) => inv.symbol = s,
@@ -369,28 +400,30 @@ impl Plan {
                 (Slot::Vat, Read::Int(v)) => inv.vat = v,
                 (Slot::IssuedAt, Read::Int(v)) => inv.issued_ms = v,
                 (Slot::Ignore, _) => {}
-                _ => return None, // cannot happen: plans are checked against slot types
+                _ => return Err(not_valid()), // cannot happen: plans are checked against slot types
             }
         }
         if !cur.at_end() {
-            return None; // trailing bytes after the Avro body
+            let trailing = body.len().saturating_sub(cur.pos);
+            return Err(format!("{trailing} trailing bytes after the Avro body"));
         }
-        Some(inv)
+        Ok(inv)
     }
 }
 
 enum Entry {
     Ours(Plan),
-    OtherSubject,
+    OtherSubject(String),
 }
 
 /// The registry as the codec sees it: writer plans of the reader's subject, other subjects' ids.
 pub struct Schemas {
+    subject: String,
     entries: HashMap<u32, Entry>,
 }
 
-/// A decode verdict: the writer schema id and the invoice, or a `DecodeError` reason.
-pub type Decoded<'a> = Result<(u32, Invoice<'a>), &'static str>;
+/// A decode verdict: the writer schema id and the invoice, or a `DecodeError` (reason and detail).
+pub type Decoded<'a> = Result<(u32, Invoice<'a>), Rejection>;
 
 impl Schemas {
     /// `entries`: (schema id, subject, writer schema JSON) in the registry's order, oldest version
@@ -426,7 +459,7 @@ impl Schemas {
             let id = u32::try_from(*id)
                 .map_err(|_| format!("schema id {id} is not a 4-byte unsigned id"))?;
             if entry_subject != subject {
-                out.insert(id, Entry::OtherSubject);
+                out.insert(id, Entry::OtherSubject(entry_subject.clone()));
                 continue;
             }
             if id > u32::from(u16::MAX) {
@@ -437,14 +470,22 @@ impl Schemas {
             let writer = parse_record(text)?;
             out.insert(
                 id,
-                Entry::Ours(Self::plan(&writer, &reader, text == reader_text)?),
+                Entry::Ours(Self::plan(id, &writer, &reader, text == reader_text)?),
             );
         }
-        Ok(Schemas { entries: out })
+        Ok(Schemas {
+            subject: subject.to_owned(),
+            entries: out,
+        })
     }
 
     /// `added_defaults(writer, reader)`: the writer's fields, then the reader's defaults.
-    fn plan(writer: &RecordSchema, reader: &RecordSchema, same: bool) -> Result<Plan, String> {
+    fn plan(
+        schema_id: u32,
+        writer: &RecordSchema,
+        reader: &RecordSchema,
+        same: bool,
+    ) -> Result<Plan, String> {
         let mut ops = Vec::new();
         for (name, ty, _) in &writer.fields {
             let slot = Slot::of(name);
@@ -454,7 +495,7 @@ impl Schemas {
                     "field {name} has a type the validator cannot take: {ty}"
                 ));
             }
-            ops.push((parsed, slot));
+            ops.push((parsed, slot, name.clone()));
         }
         if !same {
             let needs_resolution = || {
@@ -492,26 +533,43 @@ impl Schemas {
                 return Err(needs_resolution());
             }
         }
-        Ok(Plan { ops })
+        Ok(Plan { ops, schema_id })
     }
 
-    /// `AvroCodec.decode`: frame checks in the codec's order, then the body.
+    /// `AvroCodec.decode`: frame checks in the codec's order, then the body; details as the codec writes them.
     pub fn decode<'a>(&'a self, payload: Option<&'a [u8]>) -> Decoded<'a> {
         let payload = payload.unwrap_or(&[]);
         if payload.len() < 5 {
-            return Err(MALFORMED_BYTES);
+            let size = payload.len();
+            return Err(Rejection::new(
+                MALFORMED_BYTES,
+                format!("{size} bytes is shorter than the 5-byte frame header"),
+            ));
         }
         if payload[0] != 0 {
-            return Err(BAD_MAGIC_BYTE);
+            let magic = payload[0];
+            return Err(Rejection::new(
+                BAD_MAGIC_BYTE,
+                format!("magic byte {magic} (expected 0)"),
+            ));
         }
         let schema_id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
         match self.entries.get(&schema_id) {
-            None => Err(UNKNOWN_SCHEMA_ID),
-            Some(Entry::OtherSubject) => Err(WRONG_SUBJECT),
+            None => Err(Rejection::new(
+                UNKNOWN_SCHEMA_ID,
+                format!("schema id {schema_id} is not in the registry"),
+            )),
+            Some(Entry::OtherSubject(other)) => Err(Rejection::new(
+                WRONG_SUBJECT,
+                format!(
+                    "schema id {schema_id} is {other}, expected {}",
+                    self.subject
+                ),
+            )),
             Some(Entry::Ours(plan)) => plan
                 .decode(payload, 5)
                 .map(|inv| (schema_id, inv))
-                .ok_or(MALFORMED_BYTES),
+                .map_err(|detail| Rejection::new(MALFORMED_BYTES, detail)),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod avro;
 mod dedup;
+mod detail;
 mod kafka;
 mod native;
 mod pattern;
@@ -30,11 +31,12 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::avro::{Invoice, Schemas};
 use crate::dedup::Dedup;
+use crate::detail::Rejection;
 use crate::pattern::CodePattern;
 use crate::records::KafkaRecords;
 use crate::registry::Version;
 use crate::rowbinary::Row;
-use crate::validate::{key_matches, seller_kind, Rules, DAY_MS, INVALID_KEY, LOCAL_OFFSET_MS};
+use crate::validate::{check_key, seller_kind, Rules, DAY_MS, LOCAL_OFFSET_MS};
 
 /// `streams.ingest.NO_WATERMARK`
 const NO_WATERMARK: i64 = -(1i64 << 62);
@@ -299,19 +301,17 @@ impl InvoiceCore {
             let value = values[index];
             let (schema_id, invoice) = match schemas.decode(value) {
                 Ok(decoded) => decoded,
-                Err(reason) => {
-                    out.rejected.push((index, reason));
+                Err(rejection) => {
+                    out.rejected.push((index, rejection));
                     continue;
                 }
             };
-            let key = keys[index];
             let rejection = match rules.check(py, &invoice, timestamps[index])? {
-                Some(reason) => Some(reason),
-                None if !key_matches(invoice.seller_id, key) => Some(INVALID_KEY),
-                None => None,
+                None => check_key(invoice.seller_id, keys[index]),
+                rejected => rejected,
             };
-            if let Some(reason) = rejection {
-                out.rejected.push((index, reason));
+            if let Some(rejection) = rejection {
+                out.rejected.push((index, rejection));
                 continue;
             }
             if offsets[index] <= state.written_offset {
@@ -395,6 +395,7 @@ impl InvoiceCore {
         state.dedup.advance(state.watermark_local_ms); // forgetting never changes a verdict
         out.watermark_local_ms = state.watermark_local_ms;
         out.rows = out.row_offsets.len();
+        out.rejected_count = out.rejected.len();
         out.first_offset = out.row_offsets.first().copied().unwrap_or(-1);
         out.last_offset = out.row_offsets.last().copied().unwrap_or(-1);
         Ok(out)
@@ -420,7 +421,9 @@ pub struct Prepared {
     beyond_horizon: usize,
     #[pyo3(get)]
     watermark_local_ms: i64,
-    rejected: Vec<(usize, &'static str)>,
+    #[pyo3(get)]
+    rejected_count: usize,
+    rejected: Vec<(usize, Rejection)>,
     partition: i64,
     data: Vec<u8>,
     starts: Vec<usize>,
@@ -438,6 +441,7 @@ impl Prepared {
             unregistered: 0,
             beyond_horizon: 0,
             watermark_local_ms,
+            rejected_count: 0,
             rejected: Vec::new(),
             partition,
             data: Vec::new(),
@@ -505,10 +509,28 @@ impl Prepared {
 
 #[pymethods]
 impl Prepared {
-    /// (index into the input lists, reason) of every rejected record, in input order.
+    /// (index into the input lists, reason, detail) of every rejected record, in input order: the
+    /// detail is the text the Python reference writes (`dlq.detail`), byte for byte.
     #[getter]
-    fn rejected(&self) -> Vec<(usize, &'static str)> {
-        self.rejected.clone()
+    fn rejected(&self) -> Vec<(usize, &'static str, &str)> {
+        self.rejected
+            .iter()
+            .map(|(i, r)| (*i, r.reason, r.detail.as_str()))
+            .collect()
+    }
+
+    /// The rejections as columns: (indexes, reasons, details), the reasons interned. What the ingest
+    /// dead-letters a batch from: no Python container object per rejected record (the GC scans those).
+    fn rejections<'py>(&self, py: Python<'py>) -> RejectionColumns<'_, 'py> {
+        let mut indexes = Vec::with_capacity(self.rejected.len());
+        let mut reasons = Vec::with_capacity(self.rejected.len());
+        let mut details = Vec::with_capacity(self.rejected.len());
+        for (index, rejection) in &self.rejected {
+            indexes.push(*index);
+            reasons.push(PyString::intern(py, rejection.reason));
+            details.push(rejection.detail.as_str());
+        }
+        (indexes, reasons, details)
     }
 
     /// Each row's Kafka offset (what the reference passes as `offset` to `sink.add`).
@@ -580,6 +602,8 @@ fn translate_pattern(py: Python<'_>, pattern: &str) -> PyResult<(String, usize)>
     let (rust, groups, _) = pattern::translate(py, pattern)?;
     Ok((rust, groups))
 }
+
+type RejectionColumns<'a, 'py> = (Vec<usize>, Vec<Bound<'py, PyString>>, Vec<&'a str>);
 
 type GroupsOut = Option<(Option<String>, Option<String>)>;
 

@@ -9,12 +9,19 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PySlice};
+use pyo3::types::{PyBytes, PyList, PySlice, PyTuple};
 
 use crate::kafka::{self, Unpacked};
 use crate::Columns;
 
 type Header<'py> = (String, Option<Bound<'py, PyBytes>>);
+type RecordColumns<'py> = (
+    Vec<i64>,
+    Vec<Option<Bound<'py, PyBytes>>>,
+    Vec<Option<Bound<'py, PyBytes>>>,
+    Vec<i64>,
+    Vec<Bound<'py, PyAny>>,
+);
 type Record<'py> = (
     i64,
     Option<Bound<'py, PyBytes>>,
@@ -174,7 +181,52 @@ impl KafkaRecords {
         if index >= self.len() {
             return Err(PyIndexError::new_err(index));
         }
-        let i = self.range.start + index;
+        Ok(self.record_at(py, self.range.start + index))
+    }
+
+    /// The records at `indexes` as columns (offsets, keys, values, timestamps, headers), in one call:
+    /// the dead letters of a batch. A record without headers gets the empty tuple (no new object).
+    fn columns<'py>(&self, py: Python<'py>, indexes: Vec<usize>) -> PyResult<RecordColumns<'py>> {
+        if let Some(&bad) = indexes.iter().find(|&&i| i >= self.len()) {
+            return Err(PyIndexError::new_err(bad));
+        }
+        let n = indexes.len();
+        let mut out: RecordColumns<'py> = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for index in indexes {
+            let (offset, key, value, timestamp, headers) =
+                self.record_at(py, self.range.start + index);
+            out.0.push(offset);
+            out.1.push(key);
+            out.2.push(value);
+            out.3.push(timestamp);
+            out.4.push(if headers.is_empty() {
+                PyTuple::empty(py).into_any()
+            } else {
+                PyList::new(py, headers)?.into_any()
+            });
+        }
+        Ok(out)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "KafkaRecords({} records, offsets {}..{})",
+            self.len(),
+            self.first_offset(),
+            self.last_offset()
+        )
+    }
+}
+
+impl KafkaRecords {
+    /// Record `i` of the whole fetch (not of this view).
+    fn record_at<'py>(&self, py: Python<'py>, i: usize) -> Record<'py> {
         let all = &self.all;
         let bytes = |span: &Option<Range<usize>>| self.bytes(span).map(|b| PyBytes::new(py, b));
         let headers = all.header_items[all.headers[i].clone()]
@@ -184,21 +236,12 @@ impl KafkaRecords {
                 (name, bytes(value))
             })
             .collect();
-        Ok((
+        (
             all.offsets[i],
             bytes(&all.keys[i]),
             bytes(&all.values[i]),
             all.timestamps[i],
             headers,
-        ))
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "KafkaRecords({} records, offsets {}..{})",
-            self.len(),
-            self.first_offset(),
-            self.last_offset()
         )
     }
 }

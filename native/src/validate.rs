@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyInt;
 
 use crate::avro::Invoice;
+use crate::detail::{isoformat, repr_bytes, repr_str, true_div, Rejection};
 use crate::pattern::CodePattern;
 
 pub const INVALID_SELLER_ID: &str = "invalid_seller_id";
@@ -28,6 +29,7 @@ pub const MALFORMED_VALUE: &str = "malformed_value";
 
 pub const LOCAL_OFFSET_MS: i64 = 7 * 3600 * 1000;
 pub const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i128 = 3_600_000;
 const MAX_REGISTER_ID_CHARS: usize = 64;
 /// datetime(2000, 1, 1) and datetime(2100, 1, 1) as local epoch milliseconds.
 const EARLIEST_ISSUED_MS: i64 = 946_684_800_000;
@@ -153,14 +155,17 @@ fn float_gt_int(x: f64, t: i128) -> bool {
     fi > t || (fi == t && x > floor)
 }
 
+/// `amount * rate / 100`, Python's true division (0 <= amount, rate 0..10).
+fn expected_vat(amount: i64, rate: i64) -> f64 {
+    true_div_100((amount as i128 * rate as i128) as u128) // both non-negative here
+}
+
 /// The VAT rule: `vat < 0 or abs(vat - amount * rate / 100) > tolerance` (0 <= amount, rate 0..10).
 pub fn vat_mismatch(amount: i64, rate: i64, vat: i64, tolerance: i128) -> bool {
     if vat < 0 {
         return true;
     }
-    let product = (amount as i128 * rate as i128) as u128; // both non-negative here
-    let expected = true_div_100(product);
-    let diff = (vat as f64 - expected).abs();
+    let diff = (vat as f64 - expected_vat(amount, rate)).abs();
     float_gt_int(diff, tolerance)
 }
 
@@ -190,71 +195,150 @@ fn form_differs(py: Python<'_>, group: &str, form: i64) -> PyResult<Result<bool,
 }
 
 impl Rules {
-    /// `InvoiceValidator.check(value, received_at_ms)`: None when valid, else the reason.
+    /// `InvoiceValidator.check(value, received_at_ms)`: None when valid, else the reason and its detail.
     pub fn check(
         &self,
         py: Python<'_>,
         v: &Invoice<'_>,
         received_at_ms: i64,
-    ) -> PyResult<Option<&'static str>> {
+    ) -> PyResult<Option<Rejection>> {
+        let reject =
+            |reason: &'static str, detail: String| Ok(Some(Rejection::new(reason, detail)));
         if !is_tax_code(v.seller_id) {
-            return Ok(Some(INVALID_SELLER_ID));
+            let shown = repr_str(v.seller_id, 40);
+            return reject(
+                INVALID_SELLER_ID,
+                format!("seller id {shown} is not 10 digits, 10-3 digits or 12 digits"),
+            );
         }
         if !(1..=9).contains(&v.form) {
-            return Ok(Some(INVALID_INVOICE_FORM));
+            let form = v.form;
+            return reject(
+                INVALID_INVOICE_FORM,
+                format!("form number {form} is not one digit 1-9"),
+            );
         }
         let Some(year) = symbol_year(v.symbol) else {
-            return Ok(Some(INVALID_SYMBOL));
+            let shown = repr_str(v.symbol, 40);
+            return reject(
+                INVALID_SYMBOL,
+                format!("symbol {shown} is not of the cash-register kind (C|K, yy, M, xx)"),
+            );
         };
+        let code = || repr_str(v.code, 60);
         let Some((form_group, year_group)) = self.code.fullmatch(v.code) else {
-            return Ok(Some(INVALID_INVOICE_CODE));
+            let code = code();
+            return reject(
+                INVALID_INVOICE_CODE,
+                format!("invoice code {code} does not match the configured pattern"),
+            );
+        };
+        let not_a_number = || {
+            let code = code();
+            reject(
+                MALFORMED_VALUE,
+                format!("invoice code {code}: the configured pattern's form group is not a number"),
+            )
         };
         let Some(form_group) = form_group else {
-            return Ok(Some(MALFORMED_VALUE)); // int(None): TypeError
+            return not_a_number(); // int(None): TypeError
         };
-        match form_differs(py, form_group, v.form)? {
-            Err(()) => return Ok(Some(MALFORMED_VALUE)),
-            Ok(true) => return Ok(Some(INVALID_INVOICE_CODE)),
-            Ok(false) => {}
-        }
-        if year_group != Some(year) {
-            return Ok(Some(INVALID_INVOICE_CODE));
+        let differs = match form_differs(py, form_group, v.form)? {
+            Err(()) => return not_a_number(),
+            Ok(differs) => differs,
+        };
+        if differs || year_group != Some(year) {
+            let (code, form, symbol) = (code(), v.form, repr_str(v.symbol, usize::MAX));
+            return reject(
+                INVALID_INVOICE_CODE,
+                format!("invoice code {code} disagrees with form {form} / symbol {symbol} (form digit or year)"),
+            );
         }
         if v.amount < 0 || i128::from(v.amount) > self.max_amount_vnd {
-            return Ok(Some(INVALID_AMOUNT));
+            let (amount, max) = (v.amount, self.max_amount_vnd);
+            return reject(
+                INVALID_AMOUNT,
+                format!("amount {amount} VND outside 0..{max}"),
+            );
         }
         if !matches!(v.rate, 0 | 5 | 8 | 10) {
-            return Ok(Some(INVALID_VAT_RATE));
+            let rate = v.rate;
+            return reject(
+                INVALID_VAT_RATE,
+                format!("VAT rate {rate}% is not one of 0, 5, 8, 10"),
+            );
         }
         if vat_mismatch(v.amount, v.rate, v.vat, self.vat_tolerance_vnd) {
-            return Ok(Some(VAT_MISMATCH));
+            let (vat, rate, amount) = (v.vat, v.rate, v.amount);
+            let expected = expected_vat(amount, rate);
+            return reject(
+                VAT_MISMATCH,
+                format!("VAT {vat} VND but {rate}% of {amount} is {expected:.0}"),
+            );
         }
         if bad_register_id(v.register_id) {
-            return Ok(Some(INVALID_REGISTER_ID));
+            let shown = repr_str(v.register_id, 40);
+            let chars = v.register_id.chars().count();
+            return reject(
+                INVALID_REGISTER_ID,
+                format!(
+                    "register id {shown} ({chars} chars) is empty, longer than \
+                     {MAX_REGISTER_ID_CHARS} or holds control characters"
+                ),
+            );
         }
         if let Some(buyer) = v.buyer {
             if !is_tax_code(buyer) {
-                return Ok(Some(INVALID_BUYER_TAX_CODE));
+                let shown = repr_str(buyer, 40);
+                return reject(
+                    INVALID_BUYER_TAX_CODE,
+                    format!("buyer tax code {shown} is not a legal tax code form"),
+                );
             }
         }
-        if v.issued_ms < EARLIEST_ISSUED_MS {
-            return Ok(Some(ISSUED_TOO_OLD));
-        }
-        if v.issued_ms >= LATEST_ISSUED_MS {
-            return Ok(Some(ISSUED_IN_FUTURE));
+        if !(EARLIEST_ISSUED_MS..LATEST_ISSUED_MS).contains(&v.issued_ms) {
+            let reason = if v.issued_ms < EARLIEST_ISSUED_MS {
+                ISSUED_TOO_OLD
+            } else {
+                ISSUED_IN_FUTURE
+            };
+            let issued = isoformat(v.issued_ms);
+            return reject(reason, format!("issued at {issued}, outside 2000-2100"));
         }
         let issued_utc = i128::from(v.issued_ms - LOCAL_OFFSET_MS);
         let received = i128::from(received_at_ms);
         if received >= 0 {
             if issued_utc > received + self.future_tolerance_ms {
-                return Ok(Some(ISSUED_IN_FUTURE));
+                let ahead_min = true_div(issued_utc - received, 60_000);
+                return reject(
+                    ISSUED_IN_FUTURE,
+                    format!("issued {ahead_min:.0} min after the feed received it"),
+                );
             }
             if issued_utc < received - self.max_lateness_ms {
-                return Ok(Some(ISSUED_TOO_OLD));
+                let late_h = true_div(received - issued_utc, HOUR_MS);
+                let limit_h = true_div(self.max_lateness_ms, HOUR_MS);
+                return reject(
+                    ISSUED_TOO_OLD,
+                    format!("arrived {late_h:.1} h after issue; the limit is {limit_h:.0} h"),
+                );
             }
         }
         Ok(None)
     }
+}
+
+/// `check_key`: None when the record key is the seller id's UTF-8 bytes, else why not.
+pub fn check_key(seller_id: &str, key: Option<&[u8]>) -> Option<Rejection> {
+    if key_matches(seller_id, key) {
+        return None;
+    }
+    let shown = key.map_or_else(|| "None".to_owned(), |k| repr_bytes(&k[..k.len().min(40)]));
+    let seller = repr_str(seller_id, 40);
+    Some(Rejection::new(
+        INVALID_KEY,
+        format!("record key {shown} is not the seller id {seller}"),
+    ))
 }
 
 /// `check_key`: the record key must be the seller id's UTF-8 bytes.

@@ -4,7 +4,9 @@
 
 The table is the code points that are unassigned (general category Cn) in Python's Unicode version:
 a string holding one of them is normalised by Python itself (the crate knows a newer Unicode, and
-NFC is only guaranteed stable across versions for characters assigned in the older one).
+NFC is only guaranteed stable across versions for characters assigned in the older one). And the
+non-ASCII code points that are not printable (``str.isprintable``): what ``repr()`` escapes, for the
+dead-letter details the core writes as the reference does.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def main() -> None:
     print("#[rustfmt::skip]")
     print(f"pub const UNASSIGNED: [(u32, u32); {len(unassigned)}] = [")
     for lo, hi in unassigned:
+        print(f"    (0x{lo:04X}, 0x{hi:04X}),")
+    print("];")
+    nonprintable = ranges(lambda cp: cp >= 0x80 and not chr(cp).isprintable())
+    print()
+    print("/// Inclusive ranges of non-ASCII code points Python's `repr()` escapes (not `str.isprintable`), sorted.")
+    print("#[rustfmt::skip]")
+    print(f"pub const NONPRINTABLE: [(u32, u32); {len(nonprintable)}] = [")
+    for lo, hi in nonprintable:
         print(f"    (0x{lo:04X}, 0x{hi:04X}),")
     print("];")
 

@@ -39,12 +39,13 @@ from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
 from simulator.publish import partition_for
 from simulator.scenarios import load_scenario
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
-from streams.codec import AvroCodec, SchemaCatalog
+from sinks.dead_letter import DeadLetter, DeadLetterSink
+from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
 from streams.metrics import IngestMetrics
 from streams.registry import as_version, merge_version
-from streams.validation import InvoiceRules, InvoiceValidator
+from streams.validation import INVOICE_REASONS, MALFORMED_VALUE, InvoiceRules, InvoiceValidator
 
 try:
     import einvoice_core
@@ -193,11 +194,11 @@ class Pair:
         assert (prepared.first_offset, prepared.last_offset) == (
             (ref_rows[0][0], ref_rows[-1][0]) if ref_rows else (-1, -1)
         )
-        # rejections: every one, by input index, with its reason
+        # rejections: every one, by input index, with its reason and its detail (the DLQ's text), byte for byte
         index_of = {r.offset: i for i, r in enumerate(records)}
-        ref_rejected = [(index_of[d.source_offset], d.reason) for d in self.dlq.letters]
+        ref_rejected = [(index_of[d.source_offset], d.reason, d.detail) for d in self.dlq.letters]
         assert prepared.rejected == ref_rejected
-        assert Counter(reason for _, reason in prepared.rejected) == outcome.rejected
+        assert Counter(reason for _, reason, _ in prepared.rejected) == outcome.rejected
         assert (prepared.duplicates, prepared.skipped, prepared.unregistered) == (
             outcome.duplicates, outcome.skipped, outcome.unregistered,
         )  # fmt: skip
@@ -212,7 +213,7 @@ class Pair:
         state.dedup.advance(state.watermark_local_ms)
         state.dedup.compact()
         self.compare_state(partition)
-        self.totals.update(reason for _, reason in prepared.rejected)
+        self.totals.update(reason for _, reason, _ in prepared.rejected)
         self.totals.update(
             rows=prepared.rows, duplicates=prepared.duplicates, skipped=prepared.skipped,
             unregistered=prepared.unregistered, beyond_horizon=prepared.beyond_horizon, batches=1,
@@ -540,6 +541,114 @@ def test_every_rule_edge_gets_the_same_verdict():
                "issued_too_old", "invalid_key", "malformed_bytes"]  # fmt: skip
     assert all(t[r] for r in reasons), t
     assert t["rows"] > 50
+
+
+def reason_examples() -> list[tuple[str, InvoiceRules, bytes | None, bytes, int]]:
+    """(reason, rules, key, frame, timestamp): a record crafted for each reason a rejection can carry."""
+    utc = local_ms(INVOICE["issued_at"]) - LOCAL_OFFSET_MS
+    ts, key, form_pattern = utc + 60_000, b"2800000001", r"^M(\d|x)-(\d{2})-[0-9A-Z]{5}-\d{11}$"
+    fields = invoice_fields()
+    cases = [
+        ("invalid_seller_id", body(invoice_fields(seller_id="٢8000000'01".encode()))),
+        ("invalid_invoice_form", body(invoice_fields(form=varint(12)))),
+        ("invalid_symbol", body(invoice_fields(invoice_symbol=b"C24\tT\x7f"))),
+        ("invalid_invoice_code", body(invoice_fields(invoice_code="M1-24-AB12C-0000001234\u202e".encode()))),
+        ("invalid_invoice_code", body(invoice_fields(form=varint(2)))),
+        ("invalid_amount", body(invoice_fields(amount=varint(-5)))),
+        ("invalid_vat_rate", body(invoice_fields(rate=varint(7)))),
+        ("vat_mismatch", body(invoice_fields(amount=varint(1_999_999_995), vat=varint(5)))),
+        ("vat_mismatch", body(invoice_fields(amount=varint(50), rate=varint(5), vat=varint(-1)))),  # 2.5: "2"
+        ("invalid_register_id", body(invoice_fields(register_id='Quầy\x00\u2066\U000e0001"'.encode()))),
+        ("invalid_buyer_tax_code", body(invoice_fields(buyer=b"\x02" + avro_string("0100109106\n")))),
+        ("issued_in_future", body(invoice_fields(issued=varint(4_102_444_800_000 + 1)))),
+        ("issued_too_old", body(invoice_fields(issued=varint(946_684_800_000 - 1)))),
+        ("malformed_bytes", b"\x00\x00"),
+        ("malformed_bytes", body([*fields[:3], avro_string("M1-24")[:3]])),
+        ("malformed_bytes", body(invoice_fields(register_id=b"A\xed\xa0\x80"))),
+        ("malformed_bytes", body(invoice_fields(method=varint(9)))),
+        ("malformed_bytes", body(invoice_fields(issued=varint(2**62)))),
+        ("malformed_bytes", body(invoice_fields(buyer=b"\x07"))),
+        ("malformed_bytes", body(fields) + b"\x00\x01"),
+        ("bad_magic_byte", b"\xff" + body(fields)[1:]),
+        ("unknown_schema_id", body(fields, schema_id=2**32 - 1)),
+        ("wrong_subject", body(fields, schema_id=2)),
+    ]
+    out = [(reason, RULES, key, frame, ts) for reason, frame in cases]
+    out += [
+        ("issued_in_future", RULES, key, body(fields), utc - 3_600_000),
+        ("issued_too_old", RULES, key, body(fields), utc + RULES.max_lateness_ms + 1),
+        ("issued_too_old", RULES, key, body(fields), 2**63 - 1),
+        ("invalid_key", RULES, None, body(fields), ts),
+        ("invalid_key", RULES, b"2800000001'\x00\xff" * 5, body(fields), ts),
+        ("malformed_value", InvoiceRules(invoice_code_pattern=form_pattern), key,
+         body(invoice_fields(invoice_code=b"Mx-24-AB12C-00000012345")), ts),
+    ]  # fmt: skip
+    return out
+
+
+def test_every_reason_gets_the_same_detail_from_the_core_and_the_reference():
+    """Each reason, on a record crafted for it: the core's (reason, detail) is the reference's, byte for byte."""
+    seen = set()
+    for reason, rules, key, frame, ts in reason_examples():
+        pair = Pair(rules=rules)
+        pair.assign(0)
+        prepared = pair.run(0, [SourceRecord(0, 0, key, frame, ts)])  # compares (index, reason, detail)
+        [(_, got, detail)] = prepared.rejected
+        assert got == reason, detail
+        seen.add(reason)
+    assert seen == INVOICE_REASONS | DECODE_REASONS | {MALFORMED_VALUE}
+
+
+class BlockSink:
+    """The invoice sink as _prepare_compiled uses it: blocks of rows, counted."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def add_block(self, partition: int, prepared) -> None:
+        self.rows += prepared.rows
+
+
+@pytest.mark.parametrize("fetched", [False, True], ids=["columns", "fetched"])
+def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
+    """_prepare_compiled: each rejected record past the dead-lettered offset is one DeadLetter, in offset order,
+    with the reference's reason and detail, its key, value, headers and timestamp (None when it has none)."""
+    records = [
+        SourceRecord(0, 100 + i, key, frame, ts if i != 7 else -1, (("trace", str(i).encode()),) if i % 2 else ())
+        for i, (_reason, rules, key, frame, ts) in enumerate(reason_examples())
+        if rules is RULES
+    ]
+    records.insert(3, SourceRecord(0, 99, b"2800000001", body(invoice_fields()), records[0].timestamp_ms))
+    records = [r._replace(offset=100 + i) for i, r in enumerate(records)]  # a valid record among them
+    core, dlq, sink = new_core(), DeadLetterSink("unused", "dlq"), BlockSink()
+    ingest = InvoiceIngest(
+        topic=TOPIC, codec=CODEC, validator=InvoiceValidator(RULES), sink=sink, dead_letters=dlq,  # type: ignore[arg-type]
+        lookup_seller={}.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(), core=core,
+    )  # fmt: skip
+    dead_lettered = 104  # a re-read after a crash: the DLQ holds the batch's first rejections already
+    empty = np.empty(0, dtype=np.int64)
+    core.restore(0, -1, dead_lettered, NO_WATERMARK, empty, empty)
+    ingest.states[0] = PartitionState(-1, dead_lettered, NO_WATERMARK, None)
+    if fetched:
+        columns = [[r.offset for r in records], [r.key for r in records], [r.value for r in records],
+                   [r.timestamp_ms for r in records], [list(r.headers) for r in records]]  # fmt: skip
+        whole = einvoice_core.KafkaRecords.from_columns(*columns, records[-1].offset + 1)
+        part = PartitionRecords(0, (), fetched=[whole[:2], whole[2:3], whole[3:3], whole[3:9], whole[9:]])
+    else:
+        part = PartitionRecords(0, records)
+    outcome = BatchOutcome()
+    ingest._prepare_compiled(part, outcome)
+    verdicts = [(r, ingest._verdict(r)[2]) for r in records]
+    expected = [
+        DeadLetter(TOPIC, 0, r.offset, r.key, r.value, r.timestamp_ms if r.timestamp_ms >= 0 else None, r.headers,
+                   rejection.reason, rejection.detail)
+        for r, rejection in verdicts if rejection is not None and r.offset > dead_lettered
+    ]  # fmt: skip
+    letters = [letter._replace(headers=tuple(letter.headers)) for letter in dlq.take()[0]]
+    assert letters == expected
+    assert any(letter.timestamp_ms is None for letter in letters) and any(letter.headers for letter in letters)
+    assert outcome.rejected == Counter(rejection.reason for _, rejection in verdicts if rejection is not None)
+    assert sink.rows == 1
 
 
 def test_the_hostile_corpus_and_the_fuzzer_seeds_get_the_same_verdicts(tmp_path):
@@ -1027,7 +1136,7 @@ def test_restore_from_columns_recognises_duplicates():
     ts = local_ms(INVOICE["issued_at"]) - LOCAL_OFFSET_MS + 60_000
     prepared = core.prepare(3, [41, 42, 43], [b"2800000001"] * 3, [frames[5], frames[5], frames[0]], [ts] * 3, {}.get)
     assert prepared.skipped == 1 and prepared.duplicates == 1  # offset 41 is written; 42 is a restored key
-    assert prepared.rejected == [(2, "issued_too_old")]
+    assert [(index, reason) for index, reason, _ in prepared.rejected] == [(2, "issued_too_old")]
     # the same from lists (the sink returns () when the store holds nothing), and through the reference
     core.restore(4, -1, -1, NO_WATERMARK, (), ())
     assert core.state(4) == (-1, -1, NO_WATERMARK, 0)
