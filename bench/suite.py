@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 # Run as a script, bench/ is first on sys.path and bench/replay.py would hide the replay package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,6 +54,7 @@ from scratch import machine, scratch_deployment
 
 from alerts.rules import DEFAULT_RULES
 from base.config import INVOICE_SUBJECT, Settings
+from base.localtime import DAY_MS
 from bench.ingest import print_result, run_workers, write_result
 from bench.replay import measure_replay
 from deploy.kafka import free_port
@@ -390,6 +392,73 @@ def visibility_latency(
 
 
 # -- 5. alert latency ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------- rejected records (bench/rejections.py)
+
+LATE_MS = 400 * DAY_MS  # far past the lateness limit (72 h by default), and still in the past: Kafka takes it
+
+
+def too_late(record: FeedRecord) -> FeedRecord:
+    """The record as if the feed had received it 400 days after it did: rejected as ``issued_too_old``."""
+    return record._replace(timestamp_ms=record.timestamp_ms + LATE_MS)
+
+
+def half_too_late(records: list[FeedRecord]) -> list[FeedRecord]:
+    """Every other record moved by :func:`too_late`: a feed half rejected."""
+    return [too_late(r) if i % 2 else r for i, r in enumerate(records)]
+
+
+def all_too_late(records: list[FeedRecord]) -> list[FeedRecord]:
+    """Every record moved by :func:`too_late`: a feed all rejected."""
+    return [too_late(r) for r in records]
+
+
+def drain(base: Settings, name: str, sim: Simulation, records: list[FeedRecord]) -> dict[str, object]:
+    """The records published to topics of their own, then drained by one worker; with what reached the DLQ."""
+    settings = deployment(base, name)
+    bootstrap = settings.kafka_brokers or ""
+    publish_registry(bootstrap, settings.topics.registry, sim.registrations(), sim.registry_codec,
+                     sim.registry_timestamp_ms)  # fmt: skip
+    publish_invoices(bootstrap, settings.topics.invoices, records)
+    result = run_workers(settings, len(records), 1, "embedded")
+    partitions = range(settings.partitions)
+    result["dead_letters"] = sum(end_offsets(bootstrap, settings.topics.invoices_dlq, partitions).values())
+    return result
+
+
+def measure_rejections(base: Settings, plan: Plan, events: int, baseline: bool = False) -> dict[str, Any]:
+    """(a), (b) and (c) of the module's docstring, on ``base``'s broker.
+
+    ``baseline``: (c) also on the main feed unaltered, just before (bench/suite.py has it as its own step).
+    """
+    sim = Simulation(plan.config())
+    valid: list[FeedRecord] = []
+    for record in sim.feed_records():
+        if record.kind == "valid":
+            valid.append(record)
+            if len(valid) == events:
+                break
+    rejected = [too_late(r) for r in valid]
+    result: dict[str, Any] = {"events": len(valid)}
+    result["valid"] = drain(base, "valid", sim, valid)
+    result["rejected"] = drain(base, "too-late", sim, rejected)
+    assert result["rejected"]["dead_letters"] == len(rejected), "not every record was dead-lettered"
+    assert result["valid"]["dead_letters"] == 0, "a valid record was dead-lettered"
+    ratio = result["rejected"]["events_per_s"] / result["valid"]["events_per_s"]
+    result["ratio_rejected_to_valid"] = round(ratio, 3)
+    if baseline:
+        result["latency_valid"] = visibility_latency(base, plan, "commits", "-as-published")
+    result["latency_half_rejected"] = visibility_latency(base, plan, "commits", "-half-rejected", half_too_late)
+    result["latency_all_rejected"] = visibility_latency(base, plan, "commits", "-all-rejected", all_too_late)
+    result["method"] = (
+        f"(a) the simulator's first {len(valid):,} valid records, (b) the same with every Kafka timestamp "
+        f"+{LATE_MS // DAY_MS} days (all issued_too_old), each published to topics of its own and drained by one "
+        "worker (bench/ingest.py run_workers: default settings, compiled core, embedded chDB), measured from the "
+        "first processed batch to the group's commit of the end; (c) bench/suite.py visibility_latency (commits "
+        "polled) on the main feed with every other record moved the same way, and (d) with every record moved"
+    )
+    return result
+
+
 DROP = dt.date(2024, 6, 17)
 SCENARIO = {
     "name": "bench: restaurants of the city stop issuing",
@@ -588,7 +657,6 @@ def run(plan: Plan, measurements: dict[str, object]) -> None:
             step(plan, measurements, "two", "ingest_2_workers", two)
         step(plan, measurements, "latency", "latency", lambda: visibility_latency(base, plan, "commits"))
         step(plan, measurements, "latency", "latency_shared_store", lambda: visibility_latency(base, plan, "store"))
-        from bench.rejections import measure_rejections  # it imports this module's pieces
 
         step(plan, measurements, "rejections", "rejections",
              lambda: measure_rejections(base, plan, plan.rejection_events))  # fmt: skip
