@@ -347,7 +347,9 @@ def score(events: list[Event], truth: list[dict], slide_file: str, noise: dict |
         counts[0] += 1
         counts[1] += hit
         alerts.append([event.rule, *at, day.isoformat(), hit])
-    for event in grown:  # a silent seller joining a unit's dormant alert that was already firing
+    # a silent seller joining a unit's dormant alert that was already firing (its first such event: with
+    # the daily repeats there are many, in no order)
+    for event in sorted(grown, key=lambda e: e.day):
         named = {s["seller_id"] for s in event.values["sellers"]}
         if set(silent["sellers"]) & named and caught["dormant_issuer"] is None:
             caught["dormant_issuer"] = (event.day - targets["dormant_issuer"][1]).days
