@@ -167,7 +167,7 @@ class Simulation:
             NoiseWorld(self.ref, self.population, config.seed, config.start, config.days)
             if config.noise == "realistic" else None
         )  # fmt: skip
-        exclude = self.noise.churned() if self.noise is not None else None
+        exclude = self.noise.not_for_scenarios() if self.noise is not None else None
         self.effects: Effects = resolve_scenarios(self.scenarios, self.population, config.seed, self.volume, exclude)
         pop = self.population
         enterprises = np.flatnonzero(pop.legal_form == ENTERPRISE)

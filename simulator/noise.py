@@ -202,8 +202,8 @@ class NoiseWorld:
 
     # -- ground truth ---------------------------------------------------------------------------
 
-    def churned(self) -> np.ndarray:
-        """Row mask of the sellers that stop or start in the window (scenarios pick among the others)."""
+    def not_for_scenarios(self) -> np.ndarray:
+        """Row mask of the sellers a scenario change must not pick: stopping, starting or part-time ones."""
         return (self.stop_day < NEVER) | (self.start_day > 0) | self.part_time
 
     def truth(self) -> dict[str, Any]:
