@@ -38,6 +38,11 @@ class PartitionBy(StrEnum):
     hour = "hour"
 
 
+class Noise(StrEnum):
+    poisson = "poisson"
+    realistic = "realistic"
+
+
 class Codec(StrEnum):
     deflate = "deflate"
     null = "null"
@@ -79,6 +84,10 @@ def simulate_command(
     invoices: Annotated[int | None, typer.Option(
         help="About this many valid invoices in the run: rescales every issuer's rate, the population "
              "stays at --scale (quick demos and tests).")] = None,
+    noise: Annotated[Noise, typer.Option(
+        help="poisson: the calibrated model, sellers' days near Poisson. realistic: lumpy sellers, fixed closed "
+             "weekdays, part-time sellers, churn, month turn, district shocks, a holiday with closures "
+             "(simulator/README.md); its draws go to ground_truth.json.")] = Noise.poisson,
 ) -> None:  # fmt: skip
     """Generate the simulated Thanh Hóa registry and cash-register invoice feed, to Kafka or to files.
 
@@ -91,7 +100,7 @@ and feed outages; their ground truth goes to ground_truth.json.
             settings, console, scale=scale, start=start, days=days, end=end, seed=seed, scenarios=scenario or [],
             to=to.value, out=out, rate=rate, speed=speed, late_share=late_share, duplicate_share=duplicate_share,
             malformed_share=malformed_share, partition_by=partition_by.value, codec=codec.value, invoices=invoices,
-            bootstrap=(lambda: resolve_bootstrap(settings)),
+            noise=noise.value, bootstrap=(lambda: resolve_bootstrap(settings)),
         )  # fmt: skip
     except ValueError as exc:
         console.print(f"[red]simulate:[/] {exc}")
@@ -147,6 +156,7 @@ def run_simulate(
     partition_by: str = "day",
     codec: str = "deflate",
     invoices: int | None = None,
+    noise: str = "poisson",
     bootstrap: Any = None,
 ) -> dict[str, Any]:
     """Build the run, write or publish it with a progress bar, write the ground truth; returns a summary."""
@@ -162,6 +172,7 @@ def run_simulate(
     config = SimulationConfig(
         scale=scale_, start=first, days=n_days, seed=seed, late_share=late_share, duplicate_share=duplicate_share,
         malformed_share=malformed_share, target_invoices=invoices, scenarios=tuple(p.path for p in loaded),
+        noise=noise,
     )  # fmt: skip
     pacing = Pacing(rate=rate, speed=speed)
     out_dir = Path(out) if out is not None else settings.data_dir / "simulate"

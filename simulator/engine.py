@@ -27,6 +27,7 @@ from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS, TIME_ZONE
 from simulator.encoding import PAYMENT_METHODS, EncodedBatch, SellerTables, encode_archive_records
 from simulator.feed import MALFORMED_KINDS, TOO_OLD_DELAY_MS, FeedRecord, corrupt, local_datetime
 from simulator.model import day_factors, day_number, hour_cdf
+from simulator.noise import NOISES, NoiseWorld
 from simulator.population import ENTERPRISE, Population
 from simulator.reference import DEFAULT_REFERENCE, load_reference
 from simulator.scenarios import Effects, Scenario, load_scenario, resolve_scenarios, stopped_on
@@ -55,6 +56,7 @@ class SimulationConfig:
     unregistered: int = 0  # extra issuers missing from the registry feed
     scenarios: tuple[Path, ...] = ()
     reference: Path = DEFAULT_REFERENCE
+    noise: str = "poisson"  # or "realistic": lumpy, closing, churning sellers (simulator/noise.py)
 
     def __post_init__(self) -> None:
         if self.scale <= 0 or self.days < 1:
@@ -65,11 +67,15 @@ class SimulationConfig:
         unknown = set(self.malformed_kinds) - set(MALFORMED_KINDS)
         if unknown or not self.malformed_kinds:
             raise ValueError(f"malformed kinds must be among {', '.join(MALFORMED_KINDS)}")
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {', '.join(NOISES)}")
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "noise" and value == "poisson":
+                continue  # the default world's ground truth stays byte for byte what it was
             if f.name == "scenarios":
                 value = [p.name for p in value]
             elif f.name == "reference":
@@ -157,7 +163,12 @@ class Simulation:
             self.volume = issued / baseline if baseline > 0 else 1.0
         else:
             self.volume = config.volume
-        self.effects: Effects = resolve_scenarios(self.scenarios, self.population, config.seed, self.volume)
+        self.noise = (
+            NoiseWorld(self.ref, self.population, config.seed, config.start, config.days)
+            if config.noise == "realistic" else None
+        )  # fmt: skip
+        exclude = self.noise.not_for_scenarios() if self.noise is not None else None
+        self.effects: Effects = resolve_scenarios(self.scenarios, self.population, config.seed, self.volume, exclude)
         pop = self.population
         enterprises = np.flatnonzero(pop.legal_form == ENTERPRISE)
         self.buyers = [pop.seller_ids[i] for i in enterprises[: min(len(enterprises), 5000)].tolist()]
@@ -225,6 +236,8 @@ class Simulation:
         rows = np.flatnonzero(pop.adopter & (pop.adoption_day <= day))
         rows = rows[~stopped_on(self.effects, day, len(pop))[rows]]
         lam = pop.rate[rows] * self.factors[pop.sector[rows], j] * self.volume
+        if self.noise is not None:
+            lam = lam * self.noise.day_multiplier(rows, j)
         counts = rng.poisson(lam)
         for mask, thinning in self._thin_masks:
             if thinning.first_day <= day and (thinning.end_day is None or day < thinning.end_day):
@@ -424,4 +437,5 @@ class Simulation:
                            "adopters": int(self.population.adopter.sum())},
             "changes": self.effects.truth,
             "emitted": self.stats.as_dict(),
+            **({"noise": self.noise.truth()} if self.noise is not None else {}),
         }  # fmt: skip

@@ -134,12 +134,14 @@ def _local(value: dt.datetime) -> dt.datetime:
 class _Resolver:
     """Turns the changes of several scenarios into effects, against one population."""
 
-    def __init__(self, population: Population, seed: int, volume: float) -> None:
+    def __init__(self, population: Population, seed: int, volume: float, exclude: np.ndarray | None) -> None:
         self.pop = population
         self.seed = seed
         self.volume = volume
         self.effects = Effects()
         self.taken = np.zeros(len(population), dtype=bool)  # a seller is affected by one change at most
+        # sellers a chosen change must not pick (the realistic world's churning and part-time ones)
+        self.exclude = np.zeros(len(population), dtype=bool) if exclude is None else exclude
 
     def resolve(self, scenario: Scenario) -> None:
         handlers: dict[str, Callable[[dict[str, Any], np.random.Generator, str], dict[str, Any]]] = {
@@ -191,7 +193,7 @@ class _Resolver:
     def _issuers(self, vsic: str | None, units: list[str] | None, on: dt.date) -> np.ndarray:
         """Rows of registered adopters of a segment issuing on ``on``, not taken by another change."""
         pop = self.pop
-        mask = pop.segment_rows(vsic, units) & pop.adopter & pop.in_registry & ~self.taken
+        mask = pop.segment_rows(vsic, units) & pop.adopter & pop.in_registry & ~self.taken & ~self.exclude
         mask &= pop.adoption_day <= day_number(on)
         return np.flatnonzero(mask)
 
@@ -330,9 +332,15 @@ def _utc_ms(local: dt.datetime) -> int:
     return local_ms(local) - LOCAL_OFFSET_MS
 
 
-def resolve_scenarios(scenarios: Sequence[Scenario], population: Population, seed: int, volume: float) -> Effects:
-    """Effects and ground truth of the scenarios' changes, in file order."""
-    resolver = _Resolver(population, seed, volume)
+def resolve_scenarios(
+    scenarios: Sequence[Scenario],
+    population: Population,
+    seed: int,
+    volume: float,
+    exclude: np.ndarray | None = None,
+) -> Effects:
+    """Effects and ground truth of the scenarios' changes, in file order (``exclude``: rows no change picks)."""
+    resolver = _Resolver(population, seed, volume, exclude)
     for scenario in scenarios:
         resolver.resolve(scenario)
     return resolver.effects
