@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from alerts.lag import LagWatch, condition_holds
 from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Observation, Silence, advance, mark_notified
 from alerts.observe import (
+    FROZEN_BASELINE_RULES,
     SellerActivity,
     dormant_observations,
     hold_segments,
@@ -298,11 +299,11 @@ class AlertEvaluator:
         if not holiday:
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
-            sliding = {
-                (i.labels["sector"], i.labels["unit"]): i.values
-                for i in self.instances.values() if i.rule == "adoption_slide" and i.state == "firing"
+            firing = {
+                (i.rule, i.labels["sector"], i.labels["unit"]): i.values
+                for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
             }  # fmt: skip
-            observations = segment_observations(rows, day, rules, data_start, slide_baselines=sliding)
+            observations = segment_observations(rows, day, rules, data_start, firing=firing)
             dormant = dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
             observations = hold_segments(observations + dormant, silent) + silent
             events = advance(

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,9 @@ from alerts.lifecycle import PROVINCE, Observation
 from alerts.rules import AdoptionSlide, Rules
 from alerts.statistics import fisher_greater, poisson_cdf, wilson_upper
 from analytics.adoption import SegmentDay
+
+# the segment rules whose baseline stays the one they fired against while they fire
+FROZEN_BASELINE_RULES = frozenset({"adoption_drop", "adoption_slide", "volume_drop"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,37 @@ def _baseline_share(base: list[SegmentDay]) -> float:
 
 def _baseline_invoices(base: list[SegmentDay]) -> float:
     return sum(b.invoices for b in base) / len(base)
+
+
+def _weekday_baselines(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, weeks: int, rules: Rules, data_start: dt.date,
+    measure: Callable[[list[SegmentDay]], float],
+) -> dict[str, float]:  # fmt: skip
+    """The baseline of each weekday (``"0"`` Monday … ``"6"``) as its last day up to ``day`` was judged against:
+    what a firing alert keeps. A weekday with too little history has none (the live baseline is used for it).
+    """
+    out = {}
+    for back in range(7):
+        d = day - dt.timedelta(days=back)
+        base = _same_weekday_baseline(by_day, d, weeks, rules, data_start)
+        if len(base) * 2 >= weeks:
+            out[str(d.weekday())] = round(measure(base), 4)
+    return out
+
+
+def _judged_baseline(
+    live: float, day: dt.date, frozen: Mapping[str, Any] | None
+) -> tuple[float, dict[str, float] | None]:
+    """(the baseline to judge ``day`` against, the frozen weekday baselines to carry): a firing alert's, else live.
+
+    Once a segment rule fires, its baseline stays the one it fired against until it resolves: a
+    drop that lasts would otherwise become its own baseline within ``baseline_weeks`` and "resolve"
+    while it lasts. It resolves when the segment is back near what it was.
+    """
+    baselines = (frozen or {}).get("baselines")
+    if isinstance(baselines, Mapping) and str(day.weekday()) in baselines:
+        return float(baselines[str(day.weekday())]), dict(baselines)
+    return live, None
 
 
 def _series(rows: Iterable[SegmentDay]) -> dict[tuple[str, str], dict[dt.date, SegmentDay]]:
@@ -74,14 +108,15 @@ def segment_baselines(
 
 def segment_observations(
     rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min,
-    slide_baselines: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    firing: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
 ) -> list[Observation]:  # fmt: skip
     """adoption_drop, adoption_slide and volume_drop for every segment and roll-up with figures on ``day``.
 
     Days before ``data_start`` (the first day with invoices) are no baseline: nobody issued
-    then only because nothing was ingested yet. ``slide_baselines``: the values of the firing
-    adoption_slide alerts by (sector, unit), whose baseline stays the one they fired against.
+    then only because nothing was ingested yet. ``firing``: the values of the firing segment
+    alerts by (rule, sector, unit), whose baseline stays the one they fired against.
     """
+    firing = firing or {}
     observations = []
     for (sector, unit), by_day in sorted(_series(rows).items()):
         today = by_day.get(day)
@@ -92,7 +127,9 @@ def segment_observations(
         if adoption.enabled:
             base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
             if len(base) * 2 >= adoption.baseline_weeks:  # enough history to judge
-                baseline = _baseline_share(base)
+                baseline, frozen = _judged_baseline(
+                    _baseline_share(base), day, firing.get(("adoption_drop", sector, unit))
+                )
                 share = today.active_1d / today.eligible if today.eligible else 0.0
                 upper = wilson_upper(today.active_1d, today.eligible, adoption.confidence)
                 active = (
@@ -104,6 +141,10 @@ def segment_observations(
                     "issuing_share": round(share, 4), "baseline_share": round(baseline, 4),
                     "upper_bound": round(upper, 4), "eligible": today.eligible, "active_today": today.active_1d,
                     "adoption_7d": round(today.adoption_7d, 4), "active_7d": today.active_7d,
+                    "baseline_frozen": frozen is not None,
+                    "baselines": frozen if frozen is not None else _weekday_baselines(
+                        by_day, day, adoption.baseline_weeks, rules, data_start, _baseline_share
+                    ) if active else {},
                 }  # fmt: skip
                 observations.append(
                     Observation(
@@ -112,15 +153,17 @@ def segment_observations(
                 )
         slide = rules.for_sector("adoption_slide", sector)
         if slide.enabled:
-            frozen = (slide_baselines or {}).get((sector, unit))
-            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen)
+            frozen_slide = firing.get(("adoption_slide", sector, unit))
+            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen_slide)
             if observation is not None:
                 observations.append(observation)
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
             base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
             if len(base) * 2 >= volume.baseline_weeks:
-                baseline = _baseline_invoices(base)
+                baseline, frozen = _judged_baseline(
+                    _baseline_invoices(base), day, firing.get(("volume_drop", sector, unit))
+                )
                 p_value = poisson_cdf(today.invoices, baseline)
                 active = (
                     baseline >= volume.min_baseline_invoices
@@ -132,6 +175,12 @@ def segment_observations(
                     "baseline_invoices": round(baseline, 1),
                     "p_value": p_value,
                     "revenue_vnd": today.revenue_vnd,
+                    "baseline_frozen": frozen is not None,
+                    "baselines": frozen
+                    if frozen is not None
+                    else _weekday_baselines(by_day, day, volume.baseline_weeks, rules, data_start, _baseline_invoices)
+                    if active
+                    else {},
                 }
                 observations.append(
                     Observation("volume_drop", labels, active, volume.severity, volume.for_, volume.clear_for, values)

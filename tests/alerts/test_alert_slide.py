@@ -144,10 +144,11 @@ def test_a_firing_slide_keeps_the_baseline_it_fired_against_until_the_lapses_end
     for k in range(70):
         day = START + dt.timedelta(days=k)
         firing = {
-            (i.labels["sector"], i.labels["unit"]): i.values
+            (i.rule, i.labels["sector"], i.labels["unit"]): i.values
             for i in instances.values() if i.rule == "adoption_slide" and i.state == "firing"
         }  # fmt: skip
-        found = [o for o in segment_observations(figures, day, RULES, DATA_START, firing) if o.rule == "adoption_slide"]
+        found = [o for o in segment_observations(figures, day, RULES, DATA_START, firing=firing)
+                 if o.rule == "adoption_slide"]  # fmt: skip
         events = advance(instances, found, day, 0.0, repeat_interval_s=1e9)
         mark_notified(instances, events)
         transitions += [(k, e.type) for e in events]
