@@ -136,3 +136,17 @@ def test_the_workers_logging_config_filters_with_it():
         assert OUTAGES in logging.getLogger().handlers[0].filters
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_a_client_error_naming_no_node_is_said_once_and_its_repeats_counted(setup):
+    clock, outages, handler = setup
+    for n in range(100):  # kafka-python's admin and metadata clients, retrying while a node is down
+        clock.now = 1000.0 + n / 10
+        error("kafka.net.manager", "Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    clock.now += 10.0
+    outages.tick()
+    assert len(handler.lines) == 2, handler.lines
+    assert (
+        'logger=kafka.net.manager msg="Connection failed: KafkaConnectionError: 111 ECONNREFUSED"' in handler.lines[0]
+    )
+    assert 'msg="kafka client error stopped repeating"' in handler.lines[1] and "suppressed=99" in handler.lines[1]
