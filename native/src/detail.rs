@@ -4,6 +4,7 @@
 //! (`streams.validation`, `streams.codec`) writes, byte for byte: `repr()` of a str or bytes,
 //! `datetime.isoformat()`, the true division of two ints and `format(x, ".Nf")`.
 
+use crate::unicode::in_ranges;
 use crate::unicode_tables::NONPRINTABLE;
 
 /// A rejection: the stable reason (`dlq.reason`) and the detail a DLQ reader sees (`dlq.detail`).
@@ -25,17 +26,7 @@ fn nonprintable(c: char) -> bool {
     if cp < 0x80 {
         return cp < 0x20 || cp == 0x7f;
     }
-    NONPRINTABLE
-        .binary_search_by(|&(lo, hi)| {
-            if hi < cp {
-                std::cmp::Ordering::Less
-            } else if lo > cp {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
+    in_ranges(&NONPRINTABLE, cp)
 }
 
 /// `repr(text[:max_chars])`: Python's quote choice and escapes (code points, not bytes, are counted).

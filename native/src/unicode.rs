@@ -13,10 +13,9 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::unicode_tables::UNASSIGNED;
 
-/// Unassigned (general category Cn) in Python's Unicode version.
-pub fn unassigned_in_python(c: char) -> bool {
-    let cp = u32::from(c);
-    UNASSIGNED
+/// Whether `cp` lies in one of `table`'s sorted, disjoint inclusive ranges (the generated tables).
+pub fn in_ranges(table: &[(u32, u32)], cp: u32) -> bool {
+    table
         .binary_search_by(|&(lo, hi)| {
             if hi < cp {
                 std::cmp::Ordering::Less
@@ -27,6 +26,11 @@ pub fn unassigned_in_python(c: char) -> bool {
             }
         })
         .is_ok()
+}
+
+/// Unassigned (general category Cn) in Python's Unicode version.
+pub fn unassigned_in_python(c: char) -> bool {
+    in_ranges(&UNASSIGNED, u32::from(c))
 }
 
 /// The crate's NFC (no fallback): for tests comparing it with Python's.
