@@ -14,19 +14,20 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from alerts.dormant import SellerActivity, dormant_observations
 from alerts.lag import LagWatch, condition_holds
 from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Observation, Silence, advance, mark_notified
 from alerts.observe import (
     FROZEN_BASELINE_RULES,
-    SellerActivity,
-    dormant_observations,
     hold_segments,
     segment_baselines,
     segment_observations,
@@ -64,9 +65,41 @@ EVENT_COLUMNS = (
 def history_weeks(rules: Rules) -> int:
     """Weeks of figures before a day that the segment rules compare it with (sector overrides included)."""
     weeks = [getattr(rules, rule).baseline_weeks for rule in ("adoption_drop", "adoption_slide", "volume_drop")]
+    spread = [rules.volume_drop.spread_days]
     for overrides in rules.sector_overrides.values():
         weeks += [o["baseline_weeks"] for o in overrides.values() if "baseline_weeks" in o]
-    return max(weeks)
+        spread += [o["spread_days"] for o in overrides.values() if "spread_days" in o]
+    return max(weeks) + math.ceil(max(spread) / 7)  # volume_drop judges each day of its spread by its own baseline
+
+
+@dataclass(frozen=True)
+class StoreSellerVolumes:
+    """Per-seller invoices of one segment from ``seller_daily``, registry as of ``day`` (see observe.SellerVolumes)."""
+
+    store: ClickHouseStore
+    hierarchy: UnitHierarchy
+    level: str
+    day: dt.date
+
+    def invoices_by_seller(self, sector: str, unit: str, days: Sequence[dt.date]) -> dict[str, dict[dt.date, int]]:
+        codes, targets = self.hierarchy.mapping(self.level)
+        rows = self.store.query_rows(
+            """
+            SELECT d.seller_id, d.issue_date, sum(d.invoices) FROM seller_daily AS d
+            INNER JOIN (SELECT seller_id, argMax(vsic_code, (valid_from, kafka_offset)) AS vsic_code,
+                               argMax(admin_unit_code, (valid_from, kafka_offset)) AS admin_unit_code
+                        FROM registry_history WHERE valid_from <= {day:Date} GROUP BY seller_id) AS r
+            USING (seller_id)
+            WHERE d.registered = 1 AND d.issue_date IN {days:Array(Date)} AND r.vsic_code = {sector:String}
+              AND transform(r.admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') = {unit:String}
+            GROUP BY d.seller_id, d.issue_date
+            """,
+            {"day": self.day, "days": list(days), "sector": sector, "unit": unit, "codes": codes, "targets": targets},
+        )
+        volumes: dict[str, dict[dt.date, int]] = defaultdict(dict)
+        for seller, issue_date, invoices in rows:
+            volumes[seller][issue_date] = int(invoices)
+        return dict(volumes)
 
 
 @dataclass(frozen=True)
@@ -303,7 +336,8 @@ class AlertEvaluator:
                 (i.rule, i.labels["sector"], i.labels["unit"]): i.values
                 for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
             }  # fmt: skip
-            observations = segment_observations(rows, day, rules, data_start, firing=firing)
+            sellers = StoreSellerVolumes(self.store, hierarchy, level, day)
+            observations = segment_observations(rows, day, rules, data_start, firing=firing, sellers=sellers)
             dormant = dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
             observations = hold_segments(observations + dormant, silent) + silent
             events = advance(

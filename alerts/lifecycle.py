@@ -127,6 +127,8 @@ def advance(
         if obs.active:
             newcomers = _new_members(instance.values, obs.values)
             instance.values = dict(obs.values)
+            if "sellers" in obs.values:  # a grouped alert says who joined it today, so no newcomer is buried
+                instance.values["new_sellers"] = newcomers
             instance.held_days += 1
             instance.clear_days = 0
             if instance.state in ("inactive", "resolved"):
@@ -158,10 +160,10 @@ def advance(
     return [_suppress(e, instances, now, list(silences)) for e in events]
 
 
-def _new_members(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Whether a grouped alert's member list (``sellers``) gained someone."""
+def _new_members(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Who joined a grouped alert's member list (``sellers``) since the day before."""
     old = {str(m.get("seller_id")) for m in before.get("sellers", [])}
-    return any(str(m.get("seller_id")) not in old for m in after.get("sellers", []))
+    return [str(m.get("seller_id")) for m in after.get("sellers", []) if str(m.get("seller_id")) not in old]
 
 
 def _suppress(event: AlertEvent, instances: dict[str, Instance], now: float, silences: list[Silence]) -> AlertEvent:

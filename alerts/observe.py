@@ -6,29 +6,27 @@ import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from statistics import NormalDist
+from typing import Any, Protocol
 
 from alerts.lifecycle import PROVINCE, Observation
-from alerts.rules import AdoptionSlide, Rules
-from alerts.statistics import fisher_greater, poisson_cdf, wilson_upper
+from alerts.rules import AdoptionSlide, Rules, VolumeDrop
+from alerts.statistics import fisher_greater, wilson_upper
 from analytics.adoption import SegmentDay
+
+
+class SellerVolumes(Protocol):
+    """Per-seller invoices of one segment, for telling a segment's fall from one or two sellers' (a one-method seam)."""
+
+    def invoices_by_seller(
+        self, sector: str, unit: str, days: Sequence[dt.date]
+    ) -> Mapping[str, Mapping[dt.date, int]]: ...
+
 
 # the segment rules whose baseline stays the one they fired against while they fire
 FROZEN_BASELINE_RULES = frozenset({"adoption_drop", "adoption_slide", "volume_drop"})
-
-
-@dataclass(frozen=True)
-class SellerActivity:
-    """One registered seller's recent issuing, for the dormant-issuer rule."""
-
-    seller_id: str
-    sector: str
-    unit: str
-    days: frozenset[dt.date]
-    status_today: str
-    usual_daily_invoices: float
 
 
 def _same_weekday_baseline(
@@ -108,13 +106,14 @@ def segment_baselines(
 
 def segment_observations(
     rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min,
-    firing: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
+    firing: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None, sellers: SellerVolumes | None = None,
 ) -> list[Observation]:  # fmt: skip
     """adoption_drop, adoption_slide and volume_drop for every segment and roll-up with figures on ``day``.
 
     Days before ``data_start`` (the first day with invoices) are no baseline: nobody issued
     then only because nothing was ingested yet. ``firing``: the values of the firing segment
-    alerts by (rule, sector, unit), whose baseline stays the one they fired against.
+    alerts by (rule, sector, unit), whose baseline stays the one they fired against. ``sellers``:
+    the per-seller invoices a volume fall is checked against (who carries it); None skips the check.
     """
     firing = firing or {}
     observations = []
@@ -159,33 +158,159 @@ def segment_observations(
                 observations.append(observation)
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
-            base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
-            if len(base) * 2 >= volume.baseline_weeks:
-                baseline, frozen = _judged_baseline(
-                    _baseline_invoices(base), day, firing.get(("volume_drop", sector, unit))
-                )
-                p_value = poisson_cdf(today.invoices, baseline)
-                active = (
-                    baseline >= volume.min_baseline_invoices
-                    and today.invoices <= (1 - volume.min_drop_ratio) * baseline
-                    and p_value < volume.p_value
-                )
-                values = {
-                    "invoices": today.invoices,
-                    "baseline_invoices": round(baseline, 1),
-                    "p_value": p_value,
-                    "revenue_vnd": today.revenue_vnd,
-                    "baseline_frozen": frozen is not None,
-                    "baselines": frozen
-                    if frozen is not None
-                    else _weekday_baselines(by_day, day, volume.baseline_weeks, rules, data_start, _baseline_invoices)
-                    if active
-                    else {},
-                }
-                observations.append(
-                    Observation("volume_drop", labels, active, volume.severity, volume.for_, volume.clear_for, values)
-                )
+            frozen_volume = firing.get(("volume_drop", sector, unit))
+            observation = _volume_observation(by_day, day, volume, rules, data_start, labels, frozen_volume, sellers)
+            if observation is not None:
+                observations.append(observation)
     return _broad_rollups(observations, rules)
+
+
+def _log_ratio(invoices: float, baseline: float) -> float:
+    return math.log((invoices + 1) / (baseline + 1))
+
+
+@dataclass(frozen=True)
+class _JudgedDay:
+    day: dt.date
+    invoices: int
+    baseline: float
+    baseline_days: tuple[dt.date, ...]
+
+
+def _judged_days(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date
+) -> list[_JudgedDay]:
+    """The segment's days up to ``day`` that have a baseline, each with it: no holiday, none before the data."""
+    out = []
+    for back in range(rule.spread_days + rule.window_days, -1, -1):
+        d = day - dt.timedelta(days=back)
+        if d < data_start or d not in by_day or rules.evaluation.is_holiday(d):
+            continue
+        base = _same_weekday_baseline(by_day, d, rule.baseline_weeks, rules, data_start)
+        if len(base) * 2 >= rule.baseline_weeks:
+            out.append(_JudgedDay(d, by_day[d].invoices, _baseline_invoices(base), tuple(b.day for b in base)))
+    return out
+
+
+def _window_ratio(days: Sequence[_JudgedDay]) -> float:
+    return _log_ratio(sum(j.invoices for j in days), sum(j.baseline for j in days))
+
+
+def _window_test(judged: list[_JudgedDay], size: int, rule: VolumeDrop) -> tuple[float, float] | None:
+    """(ratio, p-value) of the last ``size`` judged days together, against the segment's own spread.
+
+    The spread is the root mean square of the log ratios of the windows of that size over the
+    ``spread_days`` before: a segment carried by a few lumpy sellers strays far on ordinary days, one
+    of hundreds of steady sellers hardly at all, and a window of days strays less than one day. A
+    Poisson test on the total knows neither. None when too few earlier windows can be judged.
+    """
+    if len(judged) < size:
+        return None
+    window = judged[-size:]
+    earlier = [_window_ratio(judged[i - size + 1 : i + 1]) for i in range(size - 1, len(judged) - 1)]
+    earlier = earlier[-rule.spread_days :]
+    if len(earlier) * 2 < rule.spread_days:
+        return None
+    baseline = sum(j.baseline for j in window)
+    spread = max(math.sqrt(sum(r * r for r in earlier) / len(earlier)), 1 / math.sqrt(baseline + 1))
+    ratio = _window_ratio(window)
+    return math.exp(ratio), NormalDist().cdf(ratio / spread)
+
+
+def _others_fall(
+    sellers: SellerVolumes, sector: str, unit: str, window: Sequence[_JudgedDay], carriers: int
+) -> tuple[float | None, list[dict[str, object]]]:
+    """How far the segment fell over ``window`` without its ``carriers`` biggest fallers (None: nobody else
+    issues there), and those.
+
+    A fall that one or two lumpy sellers carry leaves the rest of the segment where it was: their
+    story (dormant_issuer names a seller that stopped), not the segment's. A broad fall shows in
+    the rest too.
+    """
+    days = sorted({j.day for j in window} | {d for j in window for d in j.baseline_days})
+    volumes = sellers.invoices_by_seller(sector, unit, days)
+    usual = {
+        seller: sum(sum(v.get(d, 0) for d in j.baseline_days) / len(j.baseline_days) for j in window)
+        for seller, v in volumes.items()
+    }  # fmt: skip
+    now = {seller: sum(v.get(j.day, 0) for j in window) for seller, v in volumes.items()}
+    falls = sorted(((usual[seller] - now[seller], seller) for seller in volumes), reverse=True)
+    rest = [seller for _, seller in falls[carriers:]]
+    rest_usual = sum(usual[seller] for seller in rest)
+    rest_now = sum(now[seller] for seller in rest)
+    top = [{"seller_id": seller, "fall": round(fall, 1)} for fall, seller in falls[:carriers] if fall > 0]
+    return (round(1 - rest_now / rest_usual, 4) if rest_usual > 0 else None), top
+
+
+def _week_ratio(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, baselines: Mapping[str, float], rules: Rules
+) -> float | None:
+    """The invoices of the week up to ``day`` over the frozen baselines of those weekdays (holidays left out).
+
+    A firing volume alert asks the whole week, not the day: one busy day (a pre-holiday Saturday)
+    in a segment still at half its volume is no recovery.
+    """
+    week = [day - dt.timedelta(days=i) for i in range(7)]
+    counted = [d for d in week if d in by_day and str(d.weekday()) in baselines and not rules.evaluation.is_holiday(d)]
+    usual = sum(float(baselines[str(d.weekday())]) for d in counted)
+    return round(sum(by_day[d].invoices for d in counted) / usual, 4) if usual > 0 else None
+
+
+def _volume_observation(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
+    labels: dict[str, str], frozen: Mapping[str, Any] | None = None, sellers: SellerVolumes | None = None,
+) -> Observation | None:  # fmt: skip
+    """volume_drop: the day's invoices against the same weekdays before, judged by the segment's own spread.
+
+    Fires when the last two, or up to ``window_days``, judged days together are
+    ``min_drop_ratio`` below their baselines and that far out for this segment (the log ratio beyond
+    the ``p_value`` quantile of a normal with the segment's own spread for windows of that size,
+    never less than Poisson's), and the segment without its ``max_carriers`` biggest fallers still
+    fell by ``others_drop_share`` of ``min_drop_ratio``. Once firing, the weekday baselines stay
+    those it fired against and it resolves when a week is back within half of ``min_drop_ratio``.
+    """
+    judged = _judged_days(by_day, day, rule, rules, data_start)
+    if not judged or judged[-1].day != day:
+        return None
+    today = by_day[day]
+    baseline, frozen_baselines = _judged_baseline(judged[-1].baseline, day, frozen)
+    values: dict[str, Any] = {
+        "invoices": today.invoices, "baseline_invoices": round(baseline, 1), "revenue_vnd": today.revenue_vnd,
+        "baseline_frozen": frozen_baselines is not None,
+    }  # fmt: skip
+    if frozen_baselines is not None:  # firing: resolved only when its last week is back near what it was
+        values["week_ratio"] = week = _week_ratio(by_day, day, frozen_baselines, rules)
+        active = week is None or week <= 1 - rule.min_drop_ratio / 2
+    else:
+        active = False
+        for size in range(2, rule.window_days + 1):  # one day alone is too lumpy to judge a segment by
+            tested = _window_test(judged, size, rule)
+            if tested is None:
+                continue
+            ratio, p_value = tested
+            values.update(window_days=size, window_ratio=round(ratio, 4), p_value=p_value)
+            active = (
+                judged[-1].baseline >= rule.min_baseline_invoices
+                and ratio <= 1 - rule.min_drop_ratio
+                and p_value < rule.p_value
+            )
+            if active:
+                break
+        sector, unit = labels["sector"], labels["unit"]
+        if active and sellers is not None and PROVINCE not in (sector, unit):
+            window = judged[-int(values["window_days"]) :]
+            values["others_drop"], values["biggest_fallers"] = _others_fall(
+                sellers, sector, unit, window, rule.max_carriers
+            )
+            active = values["others_drop"] is not None and values["others_drop"] >= (
+                rule.min_drop_ratio * rule.others_drop_share
+            )
+    values["baselines"] = (
+        frozen_baselines if frozen_baselines is not None
+        else _weekday_baselines(by_day, day, rule.baseline_weeks, rules, data_start, _baseline_invoices) if active
+        else {}
+    )  # fmt: skip
+    return Observation("volume_drop", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 
 
 def _lapse_sample(
@@ -275,59 +400,6 @@ def _broad_rollups(observations: list[Observation], rules: Rules) -> list[Observ
                 obs = dataclasses.replace(obs, active=False, values={**obs.values, "narrow": len(under)})
         out.append(obs)
     return out
-
-
-def dormant_observations(
-    sellers: Iterable[SellerActivity], units: Iterable[str], day: dt.date, rules: Rules,
-    data_start: dt.date = dt.date.min,
-) -> list[Observation]:  # fmt: skip
-    """One observation per unit: active when some regular issuer there went silent."""
-    silent_by_unit: dict[str, list[dict[str, object]]] = defaultdict(list)
-    base = rules.dormant_issuer
-    for seller in sellers:
-        rule = rules.for_sector("dormant_issuer", seller.sector)
-        if not rule.enabled or seller.status_today != "ACTIVE" or not seller.days:
-            continue
-        last = max(seller.days)
-        silent_for = (day - last).days
-        if silent_for < rule.silent_days:
-            continue
-        # regular = issued on most days of the lookback that ended with the last invoice, so a long
-        # silence keeps the seller named instead of slowly turning them "irregular"
-        lookback = [last - dt.timedelta(days=i) for i in range(rule.lookback_days)]
-        counted = [d for d in lookback if d >= data_start and not rules.evaluation.is_holiday(d)]
-        if len(counted) * 2 < rule.lookback_days:
-            continue
-        share = sum(d in seller.days for d in counted) / len(counted)
-        if share < rule.min_active_share:
-            continue
-        # and the silence is unlikely for this seller's own rate: a seller issuing twice a day is
-        # silent two days running by chance 2% of the time, a filling station never
-        per_day = seller.usual_daily_invoices * share
-        if per_day < rule.min_daily_invoices:
-            continue  # a seller issuing a couple of invoices a day can be quiet for days by chance
-        needed = math.ceil(math.log(1 / rule.max_chance) / per_day) if per_day > 0 else rule.lookback_days
-        if silent_for < needed:
-            continue
-        silent_by_unit[seller.unit].append(
-            {
-                "seller_id": seller.seller_id,
-                "sector": seller.sector,
-                "last_invoice_day": last.isoformat(),
-                "silent_days": silent_for,
-                "usual_daily_invoices": round(per_day, 1),
-            }
-        )
-    observations = []
-    for unit in sorted(set(units) | set(silent_by_unit)):
-        silent = sorted(silent_by_unit.get(unit, []), key=lambda s: str(s["seller_id"]))
-        values = {"sellers": silent, "count": len(silent)}
-        observations.append(
-            Observation(
-                "dormant_issuer", {"unit": unit}, bool(silent), base.severity, base.for_, base.clear_for, values
-            )
-        )
-    return observations
 
 
 def silence_observations(hourly: dict[str, dict[dt.datetime, int]], day: dt.date, rules: Rules) -> list[Observation]:

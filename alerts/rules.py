@@ -65,19 +65,25 @@ class AdoptionSlide(Rule):
 
 @dataclass(frozen=True)
 class VolumeDrop(Rule):
+    for_: float = 1
     baseline_weeks: int = 4
     min_drop_ratio: float = 0.40
     min_baseline_invoices: int = 150
     p_value: float = 0.001
+    window_days: int = 3
+    spread_days: int = 28
+    max_carriers: int = 2
+    others_drop_share: float = 0.5
     rollup_min_segments: int = 3
 
 
 @dataclass(frozen=True)
 class DormantIssuer(Rule):
-    lookback_days: int = 28
-    min_active_share: float = 0.8
+    lookback_days: int = 56
+    min_history_days: int = 14
+    min_active_share: float = 0.5
     silent_days: int = 2
-    max_chance: float = 0.001
+    max_chance: float = 0.0001
     min_daily_invoices: float = 5.0
     for_: float = 1
     clear_for: float = 1

@@ -18,7 +18,8 @@ adoption_slide at the dropped or sliding segment, volume_drop at those or at the
 dormant_issuer at stopped sellers only, pipeline_silence on the outage's day; pipeline_lag never
 (the worker only catches up). Recall per rule counts the changes it is there for (the drop, the
 slide, the volume fall, the silent station, the outage) that it caught; the delay runs from the
-change's first day to the day the alert fired. A slide counts as told at its first adoption alert:
+change's first day to the day the alert fired, in evaluated days (public holidays, never evaluated, are
+not counted). A slide counts as told at its first adoption alert:
 adoption_slide, or adoption_drop when a fast slide trips it first (it then mutes adoption_slide there);
 slides are reported by size, 45+ issuers at the first step or fewer. Prints a table, writes
 bench/results/score_alerts.json.
@@ -63,6 +64,7 @@ import yaml
 
 from alerts.evaluator import AlertEvaluator
 from alerts.rules import load_rules
+from analytics.public_holidays import is_holiday
 from base.config import Settings
 from base.localtime import LOCAL_TZ
 from deploy.kafka import LocalBroker, free_port
@@ -74,6 +76,9 @@ from sinks.clickhouse import ClickHouseStore
 from sinks.webhook.config import Subscription
 from streams.offsets import end_offsets, group_positions
 from streams.topics import create_topics
+
+# what an evaluation writes: emptied before the rules are rescored on a kept feed
+KEPT_ALERT_TABLES = ("alert_instances", "alert_events", "dormant_issuers", "segment_adoption")
 
 DAYS = 60
 SCALE = 0.025  # the registry at 2.5%: the city's segments hold 20-120 businesses
@@ -164,10 +169,43 @@ def realistic_scenario(seed: int, start: dt.date) -> tuple[dict, dict]:
     return changes, slide
 
 
+def evaluated_delay(first: dt.date, day: dt.date) -> int:
+    """Evaluated days from a change's first day to an alert's: public holidays, never evaluated, not counted."""
+    return sum(not is_holiday(first + dt.timedelta(days=i)) for i in range(1, (day - first).days + 1))
+
+
 def evaluation_time(day: dt.date, lateness_hours: float) -> float:
     """When a live evaluator judges ``day``: its local end plus the allowed lateness (UTC epoch seconds)."""
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=LOCAL_TZ)
     return (end + dt.timedelta(hours=lateness_hours)).timestamp()
+
+
+def ingest(
+    seed: int, season: str, start: dt.date, days: int, noise: str, volume: float, settings: Settings,
+    bootstrap: str, paths: tuple[Path, Path],
+) -> dict:  # fmt: skip
+    """Simulate the run's feed, publish it and let the real worker drain it into chDB; the ground truth."""
+    create_topics(bootstrap, settings)
+    changes, slide = (realistic_scenario if season == REALISTIC_SEASON else scenario)(seed, start)
+    for path, body in zip(paths, (changes, slide), strict=True):
+        path.write_text(yaml.safe_dump(body, allow_unicode=True))
+    config = SimulationConfig(
+        scale=SCALE, start=start, days=days, seed=seed, volume=volume, scenarios=paths, noise=noise
+    )
+    sim = Simulation(config)
+    publish_simulation(sim, bootstrap, settings.topics.registry, settings.topics.invoices)
+    worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", settings.web_port).start()
+    worker.wait_healthy()
+    every = list(range(settings.partitions))
+    ends = end_offsets(bootstrap, settings.topics.invoices, every)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        committed = group_positions(bootstrap, settings.app_id, settings.topics.invoices, every)
+        if all(committed[p] >= e for p, e in ends.items()):
+            break
+        time.sleep(1)
+    worker.stop()
+    return sim.ground_truth()
 
 
 def run_once(
@@ -185,30 +223,20 @@ def run_once(
         data_dir=work / f"run-{seed}", kafka_brokers=bootstrap, topic_prefix=f"score{run}.",
         app_id=f"score-{run}", partitions=4, web_port=free_port(), session_timeout_s=10, rules_file=rules_file,
     )  # fmt: skip
-    create_topics(bootstrap, settings)
-    changes, slide = (realistic_scenario if season == REALISTIC_SEASON else scenario)(seed, start)
     paths = (work / f"scenario-{seed}.yaml", work / f"slide-{seed}.yaml")
-    for path, body in zip(paths, (changes, slide), strict=True):
-        path.write_text(yaml.safe_dump(body, allow_unicode=True))
-    config = SimulationConfig(
-        scale=SCALE, start=start, days=days, seed=seed, volume=volume, scenarios=paths, noise=noise
-    )
-    sim = Simulation(config)
-    publish_simulation(sim, bootstrap, settings.topics.registry, settings.topics.invoices)
-    ground = sim.ground_truth()
+    kept = work / f"run-{seed}" / "ingested.json"  # --keep: the feed of an earlier run, rules rescored on it
+    identity = {"season": season, "noise": noise, "volume": volume}
+    if kept.exists() and json.loads(kept.read_text())["run"] == identity:
+        ground = json.loads(kept.read_text())["ground"]
+        create_topics(bootstrap, settings)
+        store = ClickHouseStore(settings.clickhouse_dsn)
+        for table in KEPT_ALERT_TABLES:  # a fresh evaluator: no alert state from the earlier rules
+            store.query_rows(f"TRUNCATE TABLE {table}")
+    else:
+        ground = ingest(seed, season, start, days, noise, volume, settings, bootstrap, paths)
+        kept.write_text(json.dumps({"run": identity, "ground": ground}, default=str))
+        store = ClickHouseStore(settings.clickhouse_dsn)
     truth = ground["changes"]
-    worker = WorkerProcess(settings.to_env(), settings.data_dir / "worker.log", settings.web_port).start()
-    worker.wait_healthy()
-    every = list(range(settings.partitions))
-    ends = end_offsets(bootstrap, settings.topics.invoices, every)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        committed = group_positions(bootstrap, settings.app_id, settings.topics.invoices, every)
-        if all(committed[p] >= e for p, e in ends.items()):
-            break
-        time.sleep(1)
-    worker.stop()
-    store = ClickHouseStore(settings.clickhouse_dsn)
     rules = load_rules()
     evaluator = AlertEvaluator(store, rules, bootstrap, settings.topics.alerts, settings.topics.silences)
     # day by day at each day's own time, as live: the 24-hour repeats a recipient gets are then emitted
@@ -323,7 +351,7 @@ def score(events: list[Event], truth: list[dict], slide_file: str, noise: dict |
         if event.rule == "adoption_drop":
             hit, found = at in (segment, sliding), at == segment
             if at == sliding and slide_by_drop is None:
-                slide_by_drop = (day - slide_from).days
+                slide_by_drop = evaluated_delay(slide_from, day)
         elif event.rule == "adoption_slide":
             hit, found = at in (segment, sliding), at == sliding
         elif event.rule == "volume_drop":
@@ -342,7 +370,7 @@ def score(events: list[Event], truth: list[dict], slide_file: str, noise: dict |
         elif event.rule == "pipeline_silence":
             hit = found = day == outage_day
         if found and event.rule in caught and caught[event.rule] is None:
-            caught[event.rule] = (day - targets[event.rule][1]).days
+            caught[event.rule] = evaluated_delay(targets[event.rule][1], day)
         counts = per_rule.setdefault(event.rule, [0, 0])
         counts[0] += 1
         counts[1] += hit
@@ -352,7 +380,7 @@ def score(events: list[Event], truth: list[dict], slide_file: str, noise: dict |
     for event in sorted(grown, key=lambda e: e.day):
         named = {s["seller_id"] for s in event.values["sellers"]}
         if set(silent["sellers"]) & named and caught["dormant_issuer"] is None:
-            caught["dormant_issuer"] = (event.day - targets["dormant_issuer"][1]).days
+            caught["dormant_issuer"] = evaluated_delay(targets["dormant_issuer"][1], event.day)
     # the slide's first alert: adoption_slide, or adoption_drop when a fast slide trips it first (its firing
     # alert then mutes adoption_slide on the segment: one decline, one message)
     told = [(d, rule) for d, rule in ((caught["adoption_slide"], "adoption_slide"), (slide_by_drop, "adoption_drop"))
@@ -461,8 +489,13 @@ def main() -> None:
                         help="each issuer's invoices relative to the model's (1.0: Thanh Hóa's rates)")  # fmt: skip
     parser.add_argument("--noise", choices=NOISES, default="poisson",
                         help=f"the simulated world; realistic runs in the {REALISTIC_SEASON} season")  # fmt: skip
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each run's ingested feed in DIR; a later run with the same DIR, seeds, season, "
+                        "noise and volume rescores the rules on it without simulating or ingesting again")  # fmt: skip
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="einvoice-score-"))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="einvoice-score-"))
     broker = LocalBroker(work / "kafka")
     bootstrap = broker.start()
     if args.season:

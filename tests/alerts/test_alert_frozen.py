@@ -104,7 +104,8 @@ def test_a_volume_halving_for_six_weeks_fires_for_six_weeks_and_resolves_when_it
     end = START + dt.timedelta(weeks=WEEKS)
     assert first <= START + dt.timedelta(days=2)
     assert last >= end - dt.timedelta(days=1), f"resolved on {last} while the fall lasted (it ends {end})"
-    assert last < end + dt.timedelta(days=RULES.volume_drop.clear_for + 1)
+    # it resolves when a whole week is back near its frozen baselines: within a week of the return
+    assert last < end + dt.timedelta(days=7 + RULES.volume_drop.clear_for)
     _, unfrozen_last = firing_span(run(figures(halved), "volume_drop", freeze=False))
     assert unfrozen_last < START + dt.timedelta(weeks=WEEKS - 1)
 

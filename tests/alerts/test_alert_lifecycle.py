@@ -131,7 +131,8 @@ def test_a_grouped_alert_that_gains_a_member_notifies_again():
                            {"sellers": [{"seller_id": s} for s in sellers]})  # fmt: skip
 
     [first] = run(instances, [dormant(["a"])], 0)
-    assert first.type == "firing"
+    assert first.type == "firing" and first.values["new_sellers"] == ["a"]
     assert run(instances, [dormant(["a"])], 1, now=3600.0) == []
     [grew] = run(instances, [dormant(["a", "b"])], 2, now=7200.0)
     assert grew.type == "repeat" and [s["seller_id"] for s in grew.values["sellers"]] == ["a", "b"]
+    assert grew.values["new_sellers"] == ["b"]  # the newcomer is told, not buried in the list

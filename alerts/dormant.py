@@ -1,0 +1,146 @@
+"""dormant_issuer: a seller whose silence is rare *for that seller*, judged from its own days.
+
+A real feed is lumpy: sellers have quiet days, a fixed closed weekday, part-time hours, holidays.
+A rule that judges every seller by a Poisson model of its mean rate names hundreds of sellers
+who never stopped. This one asks each seller's own history how often it missed a day it is
+usually open, and how long its longest quiet spell was; a silence is named only when it is
+longer than any the seller had and that unlikely at its own miss rate. Public holidays count
+neither as history nor as silence, and neither do the weekdays the seller is usually closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from alerts.lifecycle import Observation
+from alerts.rules import DormantIssuer, Rules
+
+OPEN_WEEKDAY_SHARE = 0.5  # a weekday the seller issued on less often than this is its closed day
+
+
+@dataclass(frozen=True)
+class SellerActivity:
+    """One registered seller's recent issuing, for the dormant-issuer rule."""
+
+    seller_id: str
+    sector: str
+    unit: str
+    days: frozenset[dt.date]
+    status_today: str
+    usual_daily_invoices: float
+
+
+@dataclass(frozen=True)
+class OwnHistory:
+    """How one seller issued over its lookback, up to its last invoice."""
+
+    open_weekdays: frozenset[int]  # Monday = 0; the others are its closed days
+    open_days: int  # lookback days on its open weekdays (no holiday, no day before the data or the seller)
+    missed: int  # of those, the days without an invoice
+    longest_gap: int  # its longest run of missed open days
+
+    @property
+    def miss_rate(self) -> float:
+        """The share of its open days it missed, smoothed: a seller never seen missing is not certain never to."""
+        return (self.missed + 1) / (self.open_days + 2)
+
+    @property
+    def issuing_share(self) -> float:
+        return 1 - self.missed / self.open_days if self.open_days else 0.0
+
+    def chance(self, silent_days: int) -> float:
+        """How likely this seller is to be silent that many open days in a row by its own habits."""
+        return self.miss_rate**silent_days
+
+
+def _counted(first: dt.date, last: dt.date, rules: Rules, data_start: dt.date) -> list[dt.date]:
+    """The days from ``first`` to ``last`` (both included) that say something: no holiday, none before the data."""
+    first = max(first, data_start)
+    return [
+        d for d in (first + dt.timedelta(days=i) for i in range((last - first).days + 1))
+        if not rules.evaluation.is_holiday(d)
+    ]  # fmt: skip
+
+
+def own_history(days: frozenset[dt.date], rule: DormantIssuer, rules: Rules, data_start: dt.date) -> OwnHistory | None:
+    """The seller's habits over ``rule.lookback_days`` up to its last invoice; None when too short to know them.
+
+    The lookback ends at the last invoice, so a long silence keeps the seller judged by the habits it
+    had, and starts at its first invoice in the data, so a seller that started late is not read as
+    one that missed its first weeks.
+    """
+    last = max(days)
+    history = _counted(max(last - dt.timedelta(days=rule.lookback_days - 1), min(days)), last, rules, data_start)
+    if len(history) < rule.min_history_days:
+        return None
+    seen: dict[int, int] = defaultdict(int)
+    issued: dict[int, int] = defaultdict(int)
+    for d in history:
+        seen[d.weekday()] += 1
+        issued[d.weekday()] += d in days
+    open_weekdays = frozenset(w for w, n in seen.items() if issued[w] >= OPEN_WEEKDAY_SHARE * n)
+    missed = run = longest = 0
+    open_days = [d for d in history if d.weekday() in open_weekdays]
+    for d in open_days:
+        run = 0 if d in days else run + 1
+        missed += d not in days
+        longest = max(longest, run)
+    return OwnHistory(open_weekdays, len(open_days), missed, longest)
+
+
+def silent_open_days(
+    last: dt.date, day: dt.date, history: OwnHistory, rules: Rules, data_start: dt.date
+) -> int:  # fmt: skip
+    """The seller's open days after its last invoice up to ``day``: holidays and its closed weekdays left out."""
+    after = _counted(last + dt.timedelta(days=1), day, rules, data_start)
+    return sum(d.weekday() in history.open_weekdays for d in after)
+
+
+def dormant_observations(
+    sellers: Iterable[SellerActivity], units: Iterable[str], day: dt.date, rules: Rules,
+    data_start: dt.date = dt.date.min,
+) -> list[Observation]:  # fmt: skip
+    """One observation per unit: active when some seller there is silent for longer than its habits explain."""
+    silent_by_unit: dict[str, list[dict[str, object]]] = defaultdict(list)
+    base = rules.dormant_issuer
+    for seller in sellers:
+        rule = rules.for_sector("dormant_issuer", seller.sector)
+        if not rule.enabled or seller.status_today != "ACTIVE" or not seller.days:
+            continue
+        last = max(seller.days)
+        if (day - last).days < rule.silent_days:  # cheap first cut: most sellers issued yesterday
+            continue
+        history = own_history(seller.days, rule, rules, data_start)
+        if history is None or history.issuing_share < rule.min_active_share:
+            continue
+        if seller.usual_daily_invoices * history.issuing_share < rule.min_daily_invoices:
+            continue  # a seller issuing a couple of invoices a day says little by a quiet spell
+        silent = silent_open_days(last, day, history, rules, data_start)
+        chance = history.chance(silent)
+        if silent < rule.silent_days or silent <= history.longest_gap or chance >= rule.max_chance:
+            continue
+        silent_by_unit[seller.unit].append(
+            {
+                "seller_id": seller.seller_id,
+                "sector": seller.sector,
+                "last_invoice_day": last.isoformat(),
+                "silent_days": silent,
+                "usual_daily_invoices": round(seller.usual_daily_invoices * history.issuing_share, 1),
+                "longest_usual_gap": history.longest_gap,
+                "chance": float(f"{chance:.2g}"),
+            }
+        )
+    observations = []
+    for unit in sorted(set(units) | set(silent_by_unit)):
+        silent_sellers = sorted(silent_by_unit.get(unit, []), key=lambda s: str(s["seller_id"]))
+        values = {"sellers": silent_sellers, "count": len(silent_sellers)}
+        observations.append(
+            Observation(
+                "dormant_issuer", {"unit": unit}, bool(silent_sellers), base.severity, base.for_, base.clear_for,
+                values,
+            )
+        )  # fmt: skip
+    return observations
