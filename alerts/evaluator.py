@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from alerts.dormant import SellerActivity, dormant_observations
 from alerts.lag import LagWatch, condition_holds
+from alerts.lapses import lapse_counts
 from alerts.lifecycle import PROVINCE, AlertEvent, Instance, Observation, Silence, advance, mark_notified
 from alerts.observe import (
     FROZEN_BASELINE_RULES,
@@ -312,7 +313,14 @@ class AlertEvaluator:
         # evaluation would resume from that day instead of from the first day with data
         day = self.last_day or dt.datetime.now(LOCAL_TZ).date()
         repeat = self.rules.evaluation.repeat_interval_hours * 3600
-        events = advance(self.instances, [observation], day, now, repeat_interval_s=repeat)
+        events = advance(
+            self.instances,
+            [observation],
+            day,
+            now,
+            repeat_interval_s=repeat,
+            repeat_by_rule=self.rules.repeat_by_rule(),
+        )
         if events:
             self._publish(events)
             mark_notified(self.instances, events)
@@ -329,20 +337,41 @@ class AlertEvaluator:
         holiday = rules.evaluation.is_holiday(day)
         events: list[AlertEvent] = []
         dormant: list[Observation] = []
-        if not holiday:
+        repeat_s, by_rule = rules.evaluation.repeat_interval_hours * 3600, rules.repeat_by_rule()
+        if holiday:
+            # a holiday is no baseline for a shop, but the whole province silent for hours is still an outage
+            province = [o for o in silence_observations(self._hourly(day, hierarchy), day, rules)
+                        if o.labels["unit"] == PROVINCE]  # fmt: skip
+            events = advance(
+                self.instances,
+                province,
+                day,
+                now,
+                repeat_interval_s=repeat_s,
+                silences=silences,
+                repeat_by_rule=by_rule,
+            )
+        else:
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
             firing = {
                 (i.rule, i.labels["sector"], i.labels["unit"]): i.values
                 for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
             }  # fmt: skip
-            sellers = StoreSellerVolumes(self.store, hierarchy, level, day)
-            observations = segment_observations(rows, day, rules, data_start, firing=firing, sellers=sellers)
-            dormant = dormant_observations(self._sellers(day, hierarchy), units, day, rules, data_start)
+            volumes = StoreSellerVolumes(self.store, hierarchy, level, day)
+            sellers = self._sellers(day, hierarchy)
+            weeks = range(rules.adoption_slide.baseline_weeks + 1)
+            lapses = {
+                d: lapse_counts(sellers, d, rules, data_start) for d in (day - dt.timedelta(weeks=w) for w in weeks)
+            }
+            observations = segment_observations(
+                rows, day, rules, data_start, firing=firing, sellers=volumes, lapses=lapses
+            )
+            dormant = dormant_observations(sellers, units, day, rules, data_start)
             observations = hold_segments(observations + dormant, silent) + silent
             events = advance(
-                self.instances, observations, day, now,
-                repeat_interval_s=rules.evaluation.repeat_interval_hours * 3600, silences=silences,
+                self.instances, observations, day, now, repeat_interval_s=repeat_s, silences=silences,
+                repeat_by_rule=by_rule,
             )  # fmt: skip
         self._save_figures(day, rows, dormant, data_start, holiday)
         self._publish(events)

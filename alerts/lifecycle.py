@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +110,12 @@ def advance(
     *,
     repeat_interval_s: float,
     silences: Iterable[Silence] = (),
+    repeat_by_rule: Mapping[str, float] | None = None,
 ) -> list[AlertEvent]:
-    """Apply one day's observations; return the events (suppressed ones carry ``suppressed_by``)."""
+    """Apply one day's observations; return the events (suppressed ones carry ``suppressed_by``).
+
+    ``repeat_by_rule``: the rules whose reminders come at another interval than ``repeat_interval_s``.
+    """
     events: list[AlertEvent] = []
     touched: list[Instance] = []
     for obs in observations:
@@ -138,13 +142,14 @@ def advance(
                 events.append(_event(instance, "firing", day, now, day.isoformat()))
             elif instance.state == "firing":
                 unnotified = instance.last_notified_at is None
-                due = not unnotified and now - instance.last_notified_at >= repeat_interval_s  # type: ignore[operator]
+                interval = (repeat_by_rule or {}).get(obs.rule, repeat_interval_s)
+                due = not unnotified and now - instance.last_notified_at >= interval  # type: ignore[operator]
                 if unnotified:
                     events.append(_event(instance, "firing", day, now, (instance.fired_day or day).isoformat()))
                 elif newcomers:  # a grouped alert (dormant sellers of a unit) gained members: say so now
                     events.append(_event(instance, "repeat", day, now, f"{day.isoformat()}-grew"))
                 elif due:
-                    events.append(_event(instance, "repeat", day, now, str(int(now // repeat_interval_s))))
+                    events.append(_event(instance, "repeat", day, now, str(int(now // interval))))
         else:
             instance.clear_days += 1
             instance.held_days = 0

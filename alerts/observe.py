@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Protocol
 
+from alerts.lapses import LapseCounts
 from alerts.lifecycle import PROVINCE, Observation
 from alerts.rules import AdoptionSlide, Rules, VolumeDrop
 from alerts.statistics import fisher_greater, wilson_upper
@@ -107,6 +108,7 @@ def segment_baselines(
 def segment_observations(
     rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min,
     firing: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None, sellers: SellerVolumes | None = None,
+    lapses: Mapping[dt.date, LapseCounts] | None = None,
 ) -> list[Observation]:  # fmt: skip
     """adoption_drop, adoption_slide and volume_drop for every segment and roll-up with figures on ``day``.
 
@@ -114,6 +116,8 @@ def segment_observations(
     then only because nothing was ingested yet. ``firing``: the values of the firing segment
     alerts by (rule, sector, unit), whose baseline stays the one they fired against. ``sellers``:
     the per-seller invoices a volume fall is checked against (who carries it); None skips the check.
+    ``lapses``: the lapsed and active businesses per segment on the day and the same weekdays before,
+    judged by the sellers' own habits (alerts.lapses); None counts them from the segment figures.
     """
     firing = firing or {}
     observations = []
@@ -153,7 +157,7 @@ def segment_observations(
         slide = rules.for_sector("adoption_slide", sector)
         if slide.enabled:
             frozen_slide = firing.get(("adoption_slide", sector, unit))
-            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen_slide)
+            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen_slide, lapses)
             if observation is not None:
                 observations.append(observation)
         volume = rules.for_sector("volume_drop", sector)
@@ -329,54 +333,78 @@ def _lapse_sample(
     return row
 
 
+def _lapses(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, key: tuple[str, str], rules: Rules, data_start: dt.date,
+    lapses: Mapping[dt.date, LapseCounts] | None,
+) -> tuple[SegmentDay, int, int] | None:  # fmt: skip
+    """(the day's figures, lapsed, active businesses), or None when the day's lapses cannot be counted.
+
+    From the sellers' own habits when ``lapses`` has the day (alerts.lapses), else from the segment
+    figures: issued in the 28 days up to the day but not in the last 7, which needs no holiday in
+    that week (it would count the closed shops as lapsed).
+    """
+    if lapses is None:
+        row = _lapse_sample(by_day, day, rules, data_start)
+        return None if row is None else (row, row.active_28d - row.active_7d, row.active_28d)
+    row = by_day.get(day)
+    known = day - dt.timedelta(days=rules.dormant_issuer.min_history_days) >= data_start  # the sellers' habits
+    if row is None or not known or rules.evaluation.is_holiday(day) or day not in lapses:
+        return None
+    lapsed, active = lapses[day].get(key, (0, 0))
+    return row, lapsed, active
+
+
 def _slide_observation(
     by_day: dict[dt.date, SegmentDay], day: dt.date, rule: AdoptionSlide, rules: Rules, data_start: dt.date,
     labels: dict[str, str], frozen: Mapping[str, Any] | None = None,
+    lapses: Mapping[dt.date, LapseCounts] | None = None,
 ) -> Observation | None:  # fmt: skip
-    """adoption_slide: this week's lapsed share against the same share one to ``baseline_weeks`` weeks ago.
+    """adoption_slide: the day's lapsed share against the same share one to ``baseline_weeks`` weeks ago.
 
-    A business that stopped shows as lapsed a week later and for three weeks, so the first step of
-    a slide stands out against weeks in which nobody lapsed, where the daily rule's same-weekday
-    baseline has already followed it down. Once firing, the baseline stays the one it fired
-    against (``frozen``): a slide that goes on would otherwise become its own baseline within a
-    month and "resolve" while it continues. Needs the 7-day adoption rate below the baseline
-    weeks' too, so new adopters outnumbering the lapsed are no alert.
+    A business that stopped stays lapsed, so the first step of a slide stands out against weeks in
+    which nobody lapsed, where the daily rule's same-weekday baseline has already followed it down.
+    Judged by the sellers' own habits (``lapses``), a regular seller that stopped is lapsed after
+    three silent days, not seven. Once firing, the baseline stays the one it fired against
+    (``frozen``): a slide that goes on would otherwise become its own baseline within a month and
+    "resolve" while it continues. Needs fewer businesses issuing (active, not lapsed) than in the
+    baseline weeks too, so new adopters outnumbering the lapsed are no alert.
     """
-    today = _lapse_sample(by_day, day, rules, data_start)
-    if today is None:
+    key = (labels["sector"], labels["unit"])
+    counted = _lapses(by_day, day, key, rules, data_start, lapses)
+    if counted is None:
         return None
+    today, lapsed, active_28d = counted
     if frozen is not None and "usual_active" in frozen:
         usual_lapsed, usual_active = int(frozen["usual_lapsed"]), int(frozen["usual_active"])
-        usual_rate = frozen.get("usual_adoption_7d")
+        usual_issuing = frozen.get("usual_issuing")
     else:
         before = [
             sample for weeks in range(1, rule.baseline_weeks + 1)
-            if (sample := _lapse_sample(by_day, day - dt.timedelta(weeks=weeks), rules, data_start)) is not None
+            if (sample := _lapses(by_day, day - dt.timedelta(weeks=weeks), key, rules, data_start, lapses)) is not None
         ]  # fmt: skip
         if len(before) * 2 < rule.baseline_weeks:  # too little history to know the usual lapses
             return None
-        usual_lapsed = sum(b.active_28d - b.active_7d for b in before)
-        usual_active = sum(b.active_28d for b in before)
-        rates = [b.active_7d / b.eligible for b in before if b.eligible]
-        usual_rate = round(sum(rates) / len(rates), 4) if rates else None
-    lapsed = today.active_28d - today.active_7d
-    share = lapsed / today.active_28d if today.active_28d else 0.0
+        usual_lapsed = sum(b[1] for b in before)
+        usual_active = sum(b[2] for b in before)
+        usual_issuing = round((usual_active - usual_lapsed) / len(before), 2)
+    share = lapsed / active_28d if active_28d else 0.0
     usual = usual_lapsed / usual_active if usual_active else 0.0
-    p_value = fisher_greater(lapsed, today.active_28d, usual_lapsed, usual_active)
-    rate = today.active_7d / today.eligible if today.eligible else 0.0
+    p_value = fisher_greater(lapsed, active_28d, usual_lapsed, usual_active)
+    issuing = active_28d - lapsed  # active and not lapsed: fewer than usual, or new adopters made up for it
     active = (
-        today.active_28d >= rule.min_active
+        active_28d >= rule.min_active
         and lapsed >= rule.min_lapsed
         and share - usual >= rule.min_rise
         and p_value < rule.p_value
-        and usual_rate is not None
-        and rate < usual_rate
+        and usual_issuing is not None
+        and issuing < usual_issuing
     )
     values = {
-        "lapsed": lapsed, "active_28d": today.active_28d, "lapsed_share": round(share, 4),
+        "lapsed": lapsed, "active_28d": active_28d, "lapsed_share": round(share, 4),
         "usual_lapsed_share": round(usual, 4), "p_value": p_value, "eligible": today.eligible,
-        "active_7d": today.active_7d, "adoption_7d": round(rate, 4), "usual_adoption_7d": usual_rate,
-        "usual_lapsed": usual_lapsed, "usual_active": usual_active, "baseline_frozen": frozen is not None,
+        "active_7d": today.active_7d, "adoption_7d": round(today.adoption_7d, 4), "issuing": issuing,
+        "usual_issuing": usual_issuing, "usual_lapsed": usual_lapsed, "usual_active": usual_active,
+        "baseline_frozen": frozen is not None,
     }  # fmt: skip
     return Observation("adoption_slide", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 

@@ -39,6 +39,7 @@ class Rule:
     severity: str = "warning"
     for_: float = 2
     clear_for: float = 2
+    repeat_interval_hours: float | None = None  # reminders while firing; None: evaluation.repeat_interval_hours
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class AdoptionSlide(Rule):
     min_lapsed: int = 3
     min_rise: float = 0.05
     p_value: float = 0.005
+    lapse_silent_days: int = 3
+    lapse_chance: float = 0.01
     rollup_min_segments: int = 3
 
 
@@ -87,6 +90,7 @@ class DormantIssuer(Rule):
     min_daily_invoices: float = 5.0
     for_: float = 1
     clear_for: float = 1
+    repeat_interval_hours: float | None = 168.0  # a stopped seller stays named for weeks: a weekly reminder
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,11 @@ class Rules:
     pipeline_silence: PipelineSilence = PipelineSilence()
     pipeline_lag: PipelineLag = PipelineLag()
     sector_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def repeat_by_rule(self) -> dict[str, float]:
+        """Seconds between reminders of the rules that set their own ``repeat_interval_hours``."""
+        rules = {name: getattr(self, name) for name in SECTIONS}
+        return {name: r.repeat_interval_hours * 3600 for name, r in rules.items() if r.repeat_interval_hours}
 
     def for_sector(self, rule: str, sector: str) -> Any:
         """The rule's parameters with the sector's overrides applied."""

@@ -124,6 +124,14 @@ def test_a_feed_outage_raises_the_pipeline_alert_and_no_adoption_alert(store, se
     assert not [e for _, e in fired if e.rule in ("adoption_drop", "volume_drop", "dormant_issuer")]
 
 
+def test_a_feed_outage_on_a_public_holiday_still_raises_the_province_alert_and_nothing_else(store, settings):
+    holiday = dt.date(2024, 4, 30)  # Reunification Day: no rule judges a shop's day, the feed is still watched
+    seed_tables(store, stop_share=0.0, outage_day=holiday)
+    results = evaluator_for(store, settings).run(now=1_000_000.0)
+    on_holiday = [e for r in results if r.day == holiday for e in r.events]
+    assert [(e.type, e.rule, e.labels) for e in on_holiday] == [("firing", "pipeline_silence", {"unit": "*"})]
+
+
 def stuck(evaluator, ticks: int = 6, lag: int = 10**9, t0: float = 1_000_000.0) -> None:
     """The evaluator's timer every 30 s while the lag stays where it is (a stuck worker)."""
     for i in range(ticks):

@@ -136,3 +136,23 @@ def test_a_grouped_alert_that_gains_a_member_notifies_again():
     [grew] = run(instances, [dormant(["a", "b"])], 2, now=7200.0)
     assert grew.type == "repeat" and [s["seller_id"] for s in grew.values["sellers"]] == ["a", "b"]
     assert grew.values["new_sellers"] == ["b"]  # the newcomer is told, not buried in the list
+
+
+def test_a_rule_with_its_own_repeat_interval_reminds_at_it():
+    """The default rules remind of a dormant seller weekly and of a segment's drop daily."""
+    rules = load_rules()
+    by_rule = rules.repeat_by_rule()
+    assert by_rule == {"dormant_issuer": 7 * 86400.0}
+    dormant = Observation("dormant_issuer", {"unit": "382"}, True, "warning", 1, 1, {"sellers": [{"seller_id": "a"}]})
+    instances: dict = {}
+    reminders: dict[str, list[int]] = {"dormant_issuer": [], "adoption_drop": []}
+    for n in range(16):
+        day = DAY + dt.timedelta(days=n)
+        events = advance(instances, [dormant, obs(True)], day, n * 86400.0, repeat_interval_s=REPEAT,
+                         repeat_by_rule=by_rule)  # fmt: skip
+        mark_notified(instances, events)
+        for event in events:
+            if event.type == "repeat":
+                reminders[event.rule].append(n)
+    assert reminders["dormant_issuer"] == [7, 14]
+    assert reminders["adoption_drop"] == list(range(2, 16))
