@@ -11,9 +11,10 @@ neither as history nor as silence, and neither do the weekdays the seller is usu
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from alerts.lifecycle import Observation
 from alerts.rules import DormantIssuer, Rules
@@ -31,6 +32,7 @@ class SellerActivity:
     days: frozenset[dt.date]
     status_today: str
     usual_daily_invoices: float
+    daily: Mapping[dt.date, int] = field(default_factory=dict)  # invoices by day; empty: days only
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,19 @@ class OwnHistory:
     open_days: int  # lookback days on its open weekdays (no holiday, no day before the data or the seller)
     missed: int  # of those, the days without an invoice
     longest_gap: int  # its longest run of missed open days
+    zero_chance: float | None = None  # a day without an invoice by its own day-to-day spread (None: unknown)
 
     @property
     def miss_rate(self) -> float:
-        """The share of its open days it missed, smoothed: a seller never seen missing is not certain never to."""
+        """How likely it is to miss an open day.
+
+        By the spread of its open days' invoices (a negative binomial with its own mean and variance:
+        a filling station issuing two hundred a day does not miss a day by chance), never below the
+        share of them it did miss. Without its counts, that share smoothed: a seller never seen
+        missing is not certain never to.
+        """
+        if self.zero_chance is not None:
+            return max(self.zero_chance, self.missed / self.open_days)
         return (self.missed + 1) / (self.open_days + 2)
 
     @property
@@ -65,7 +76,25 @@ def _counted(first: dt.date, last: dt.date, rules: Rules, data_start: dt.date) -
     ]  # fmt: skip
 
 
-def own_history(days: frozenset[dt.date], rule: DormantIssuer, rules: Rules, data_start: dt.date) -> OwnHistory | None:
+def zero_chance(counts: list[int]) -> float | None:
+    """P(no invoice on a day) for a seller with these daily counts: negative binomial by their mean and
+    variance (Poisson when they are not over-dispersed)."""
+    if not counts:
+        return None
+    mean = sum(counts) / len(counts)
+    if mean <= 0:
+        return None
+    variance = sum((c - mean) ** 2 for c in counts) / len(counts)
+    if variance <= mean:
+        return math.exp(-mean)
+    shape = mean * mean / (variance - mean)
+    return (shape / (shape + mean)) ** shape
+
+
+def own_history(
+    days: frozenset[dt.date], rule: DormantIssuer, rules: Rules, data_start: dt.date,
+    daily: Mapping[dt.date, int] | None = None,
+) -> OwnHistory | None:  # fmt: skip
     """The seller's habits over ``rule.lookback_days`` up to its last invoice; None when too short to know them.
 
     The lookback ends at the last invoice, so a long silence keeps the seller judged by the habits it
@@ -88,7 +117,8 @@ def own_history(days: frozenset[dt.date], rule: DormantIssuer, rules: Rules, dat
         run = 0 if d in days else run + 1
         missed += d not in days
         longest = max(longest, run)
-    return OwnHistory(open_weekdays, len(open_days), missed, longest)
+    chance = zero_chance([daily.get(d, 0) for d in open_days]) if daily else None
+    return OwnHistory(open_weekdays, len(open_days), missed, longest, chance)
 
 
 def silent_open_days(
@@ -113,7 +143,7 @@ def dormant_observations(
         last = max(seller.days)
         if (day - last).days < rule.silent_days:  # cheap first cut: most sellers issued yesterday
             continue
-        history = own_history(seller.days, rule, rules, data_start)
+        history = own_history(seller.days, rule, rules, data_start, seller.daily)
         if history is None or history.issuing_share < rule.min_active_share:
             continue
         if seller.usual_daily_invoices * history.issuing_share < rule.min_daily_invoices:

@@ -412,9 +412,12 @@ class AlertEvaluator:
             """
             SELECT a.seller_id, r.vsic_code,
                    transform(r.admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') AS unit,
-                   a.days, r.status, a.invoices / greatest(length(a.days), 1)
-            FROM (SELECT seller_id, groupUniqArray(issue_date) AS days, sum(invoices) AS invoices FROM seller_daily
-                  WHERE registered = 1 AND issue_date BETWEEN {start:Date} AND {day:Date} GROUP BY seller_id) AS a
+                   a.days, a.counts, r.status, a.invoices / greatest(length(a.days), 1)
+            FROM (SELECT seller_id, groupArray(issue_date) AS days, groupArray(n) AS counts, sum(n) AS invoices
+                  FROM (SELECT seller_id, issue_date, sum(invoices) AS n FROM seller_daily
+                        WHERE registered = 1 AND issue_date BETWEEN {start:Date} AND {day:Date}
+                        GROUP BY seller_id, issue_date)
+                  GROUP BY seller_id) AS a
             INNER JOIN (SELECT seller_id, argMax(vsic_code, (valid_from, kafka_offset)) AS vsic_code,
                                argMax(admin_unit_code, (valid_from, kafka_offset)) AS admin_unit_code,
                                argMax(status, (valid_from, kafka_offset)) AS status
@@ -423,7 +426,10 @@ class AlertEvaluator:
             """,
             {"codes": codes, "targets": targets, "start": start, "day": day},
         )
-        return [SellerActivity(s, v, u, frozenset(d), st, float(avg)) for s, v, u, d, st, avg in rows if u]
+        return [
+            SellerActivity(s, v, u, frozenset(d), st, float(avg), dict(zip(d, n, strict=True)))
+            for s, v, u, d, n, st, avg in rows if u
+        ]  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         """Instances and last day, for `alerts list` and the web page."""

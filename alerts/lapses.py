@@ -23,13 +23,15 @@ ACTIVE_DAYS = 28  # a business counts in its segment when it issued in the 28 da
 LapseCounts = Mapping[tuple[str, str], tuple[int, int]]
 
 
-def is_lapsed(days: frozenset[dt.date], day: dt.date, rules: Rules, data_start: dt.date) -> bool:
+def is_lapsed(
+    days: frozenset[dt.date], day: dt.date, rules: Rules, data_start: dt.date, daily: Mapping[dt.date, int]
+) -> bool:
     """Whether a seller with these issuing days (none after ``day``) is silent on ``day`` beyond its habits."""
     rule = rules.adoption_slide
     last = max(days)
     if (day - last).days < rule.lapse_silent_days:  # cheap first cut: most sellers issued lately
         return False
-    history = own_history(days, rules.dormant_issuer, rules, data_start)
+    history = own_history(days, rules.dormant_issuer, rules, data_start, daily)
     if history is None:
         return False
     silent = silent_open_days(last, day, history, rules, data_start)
@@ -48,7 +50,7 @@ def lapse_counts(sellers: Iterable[SellerActivity], day: dt.date, rules: Rules, 
         upto = frozenset(d for d in seller.days if d <= day)
         if not upto or max(upto) < since:
             continue
-        lapsed = is_lapsed(upto, day, rules, data_start)
+        lapsed = is_lapsed(upto, day, rules, data_start, seller.daily)
         for key in ((seller.sector, seller.unit), (seller.sector, PROVINCE), (PROVINCE, seller.unit),
                     (PROVINCE, PROVINCE)):  # fmt: skip
             counts[key][0] += lapsed

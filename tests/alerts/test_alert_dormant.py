@@ -87,3 +87,26 @@ def test_small_and_irregular_sellers_are_not_watched():
     small = seller(every_day, last, "small", per_day=2.0)
     part_time = seller(lambda d: d.toordinal() % 3 == 0, last, "part-time")
     assert named([small, part_time], last + dt.timedelta(days=20)) == []
+
+
+def test_by_its_daily_counts_a_big_steady_seller_is_named_after_one_silent_day_a_lumpy_one_later():
+    last = dt.date(2024, 8, 1)
+
+    def with_counts(seller_id: str, count: Callable[[int], int], sector: str = "4730") -> SellerActivity:
+        days = [DATA_START + dt.timedelta(days=i) for i in range((last - DATA_START).days + 1)]
+        daily = {d: count(i) for i, d in enumerate(days) if count(i)}
+        mean = sum(daily.values()) / len(daily)
+        return SellerActivity(seller_id, sector, "380", frozenset(daily), "ACTIVE", mean, daily)
+
+    station = with_counts("station", lambda i: 200 + (i % 5) * 10)
+    history = own_history(station.days, RULES.dormant_issuer, RULES, DATA_START, station.daily)
+    assert history.zero_chance < 1e-50 and history.miss_rate == history.zero_chance
+    assert named([station], last + dt.timedelta(days=1)) == ["station"]  # filling stations: silent_days 1
+    # a shop of 1 to 40 a day, never a day without: its spread makes a silent day likely enough to wait
+    lumpy = with_counts("lumpy", lambda i: (1, 60, 2, 30, 1, 5, 40)[i % 7], sector="4711")
+    history = own_history(lumpy.days, RULES.dormant_issuer, RULES, DATA_START, lumpy.daily)
+    assert 0.05 < history.zero_chance < 0.3
+    needed = next(n for n in range(1, 20) if history.zero_chance**n < RULES.dormant_issuer.max_chance)
+    assert needed >= 4
+    assert named([lumpy], last + dt.timedelta(days=needed - 1)) == []
+    assert named([lumpy], last + dt.timedelta(days=needed)) == ["lumpy"]
