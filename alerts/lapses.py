@@ -43,14 +43,18 @@ def is_lapsed(
 def lapse_counts(sellers: Iterable[SellerActivity], day: dt.date, rules: Rules, data_start: dt.date) -> LapseCounts:
     """(lapsed, active) per segment on ``day``, from the sellers' days up to it (none after it is looked at)."""
     since = day - dt.timedelta(days=ACTIVE_DAYS - 1)
+    recent = [day - dt.timedelta(days=k) for k in range(rules.adoption_slide.lapse_silent_days)]
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for seller in sellers:
         if seller.status_today != "ACTIVE":
             continue
-        upto = frozenset(d for d in seller.days if d <= day)
-        if not upto or max(upto) < since:
-            continue
-        lapsed = is_lapsed(upto, day, rules, data_start, seller.daily)
+        if any(d in seller.days for d in recent):  # most sellers: issued lately, active and not lapsed
+            lapsed = False
+        else:
+            upto = frozenset(d for d in seller.days if d <= day)
+            if not upto or max(upto) < since:
+                continue
+            lapsed = is_lapsed(upto, day, rules, data_start, seller.daily)
         for key in ((seller.sector, seller.unit), (seller.sector, PROVINCE), (PROVINCE, seller.unit),
                     (PROVINCE, PROVINCE)):  # fmt: skip
             counts[key][0] += lapsed
