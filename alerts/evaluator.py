@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,12 +189,13 @@ class AlertEvaluator:
         self.store.call(self.store.insert, "alert_instances", rows, column_names=INSTANCE_COLUMNS)
 
     def _save_figures(
-        self, day: dt.date, rows: list[SegmentDay], dormant: list[Observation], data_start: dt.date, holiday: bool
-    ) -> None:
+        self, day: dt.date, rows: list[SegmentDay], dormant: list[Observation], data_start: dt.date, holiday: bool,
+        firing: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    ) -> None:  # fmt: skip
         """The day's adoption per segment and the named dormant issuers, for the boards (before the
         progress row: a crash re-evaluates the day and replaces these rows)."""
         at = dt.datetime.now(dt.UTC)
-        baselines = segment_baselines(rows, day, self.rules, data_start)
+        baselines = segment_baselines(rows, day, self.rules, data_start, firing)  # a firing alert's frozen ones
         level = self.rules.evaluation.level
         figures = [
             (day, level, r.sector, r.unit, r.eligible, r.active_1d, r.active_7d, r.active_28d, r.adoption_7d,
@@ -338,6 +339,10 @@ class AlertEvaluator:
         events: list[AlertEvent] = []
         dormant: list[Observation] = []
         repeat_s, by_rule = rules.evaluation.repeat_interval_hours * 3600, rules.repeat_by_rule()
+        firing = {
+            (i.rule, i.labels["sector"], i.labels["unit"]): i.values
+            for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
+        }  # fmt: skip
         if holiday:
             # a holiday is no baseline for a shop, but the whole province silent for hours is still an outage
             province = [o for o in silence_observations(self._hourly(day, hierarchy), day, rules)
@@ -354,10 +359,6 @@ class AlertEvaluator:
         else:
             silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
-            firing = {
-                (i.rule, i.labels["sector"], i.labels["unit"]): i.values
-                for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
-            }  # fmt: skip
             volumes = StoreSellerVolumes(self.store, hierarchy, level, day)
             sellers = self._sellers(day, hierarchy)
             weeks = range(rules.adoption_slide.baseline_weeks + 1)
@@ -373,7 +374,7 @@ class AlertEvaluator:
                 self.instances, observations, day, now, repeat_interval_s=repeat_s, silences=silences,
                 repeat_by_rule=by_rule,
             )  # fmt: skip
-        self._save_figures(day, rows, dormant, data_start, holiday)
+        self._save_figures(day, rows, dormant, data_start, holiday, firing)
         self._publish(events)
         mark_notified(self.instances, events)
         self._save(day, events)

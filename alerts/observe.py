@@ -84,12 +84,16 @@ def _series(rows: Iterable[SegmentDay]) -> dict[tuple[str, str], dict[dt.date, S
 
 
 def segment_baselines(
-    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min
-) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    rows: Iterable[SegmentDay], day: dt.date, rules: Rules, data_start: dt.date = dt.date.min,
+    firing: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
+) -> dict[tuple[str, str], tuple[float | None, float | None]]:  # fmt: skip
     """(baseline issuing share, baseline invoices) per segment on ``day``, as the rules see them.
 
     None where the history is too short to judge; the boards show these next to the day's figures.
+    While adoption_drop or volume_drop fires on a segment (``firing``), its baseline is the frozen one
+    the alert is judged against, not the live same-weekday mean that follows the drop down.
     """
+    firing = firing or {}
     baselines = {}
     for (sector, unit), by_day in _series(rows).items():
         if day not in by_day:
@@ -98,11 +102,24 @@ def segment_baselines(
         volume = rules.for_sector("volume_drop", sector)
         share_base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
         volume_base = _same_weekday_baseline(by_day, day, volume.baseline_weeks, rules, data_start)
-        baselines[(sector, unit)] = (
-            _baseline_share(share_base) if len(share_base) * 2 >= adoption.baseline_weeks else None,
-            _baseline_invoices(volume_base) if len(volume_base) * 2 >= volume.baseline_weeks else None,
+        share = _baseline_share(share_base) if len(share_base) * 2 >= adoption.baseline_weeks else None
+        invoices = _baseline_invoices(volume_base) if len(volume_base) * 2 >= volume.baseline_weeks else None
+        share_frozen, invoices_frozen = (
+            firing.get(("adoption_drop", sector, unit)),
+            firing.get(("volume_drop", sector, unit)),
         )
+        baselines[(sector, unit)] = (_shown_baseline(share, day, share_frozen),
+                                     _shown_baseline(invoices, day, invoices_frozen))  # fmt: skip
     return baselines
+
+
+def _shown_baseline(live: float | None, day: dt.date, frozen: Mapping[str, Any] | None) -> float | None:
+    """What a board shows as the baseline: a firing alert's frozen one for the weekday, else the live one."""
+    if frozen is not None:
+        judged, carried = _judged_baseline(live or 0.0, day, frozen)
+        if carried is not None:
+            return judged
+    return live
 
 
 def segment_observations(

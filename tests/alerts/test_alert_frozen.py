@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from alerts.lifecycle import Instance, advance, mark_notified
-from alerts.observe import FROZEN_BASELINE_RULES, segment_observations
+from alerts.observe import FROZEN_BASELINE_RULES, segment_baselines, segment_observations
 from alerts.rules import load_rules
 from analytics.adoption import SegmentDay
 
@@ -121,3 +121,19 @@ def test_a_firing_alert_carries_the_weekday_baselines_it_fired_against():
     assert alert.state == "firing"
     # six weekdays at 60 of 90 issuing; Sunday, when nobody issues, at 0
     assert alert.values["baselines"] == {**{str(d): round(60 / 90, 4) for d in range(6)}, "6": 0.0}
+
+
+def test_the_boards_show_the_frozen_baseline_while_the_alert_fires():
+    rows = figures(stopped)
+    instances: dict[str, Instance] = {}
+    for n in range(3):
+        day = START + dt.timedelta(days=n)
+        observed = [o for o in segment_observations(rows, day, RULES, DATA_START) if o.rule == "adoption_drop"]
+        mark_notified(instances, advance(instances, observed, day, 1e9 + n, repeat_interval_s=86400.0))
+    (alert,) = instances.values()
+    firing = {("adoption_drop", "5610", "380"): alert.values}
+    four_weeks_on = START + dt.timedelta(weeks=4, days=1)  # the live baseline has followed the drop down
+    live_share, _ = segment_baselines(rows, four_weeks_on, RULES, DATA_START)[("5610", "380")]
+    shown_share, _ = segment_baselines(rows, four_weeks_on, RULES, DATA_START, firing)[("5610", "380")]
+    assert abs(live_share - 33 / 90) < 1e-9  # 27 of the 60 stopped four weeks ago
+    assert shown_share == round(60 / 90, 4)
