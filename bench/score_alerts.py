@@ -500,7 +500,7 @@ def main() -> None:
     bootstrap = broker.start()
     if args.season:
         seasons = [args.season]
-    elif args.noise == "realistic":
+    elif args.noise != "poisson":
         seasons = [REALISTIC_SEASON]
     else:
         seasons = [s for s in SEASONS if s != REALISTIC_SEASON]

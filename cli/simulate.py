@@ -41,6 +41,7 @@ class PartitionBy(StrEnum):
 class Noise(StrEnum):
     poisson = "poisson"
     realistic = "realistic"
+    harsh = "harsh"
 
 
 class Codec(StrEnum):
@@ -87,7 +88,8 @@ def simulate_command(
     noise: Annotated[Noise, typer.Option(
         help="poisson: the calibrated model, sellers' days near Poisson. realistic: lumpy sellers, fixed closed "
              "weekdays, part-time sellers, churn, month turn, district shocks, a holiday with closures "
-             "(simulator/README.md); its draws go to ground_truth.json.")] = Noise.poisson,
+             "(simulator/README.md); its draws go to ground_truth.json. harsh: the same kinds pushed past "
+             "what we believe real ([noise.harsh]), to check rules on a world they were not made on.")] = Noise.poisson,
 ) -> None:  # fmt: skip
     """Generate the simulated Thanh Hóa registry and cash-register invoice feed, to Kafka or to files.
 

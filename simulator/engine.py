@@ -56,7 +56,7 @@ class SimulationConfig:
     unregistered: int = 0  # extra issuers missing from the registry feed
     scenarios: tuple[Path, ...] = ()
     reference: Path = DEFAULT_REFERENCE
-    noise: str = "poisson"  # or "realistic": lumpy, closing, churning sellers (simulator/noise.py)
+    noise: str = "poisson"  # or "realistic": lumpy, closing, churning sellers (simulator/noise.py); or "harsh"
 
     def __post_init__(self) -> None:
         if self.scale <= 0 or self.days < 1:
@@ -164,8 +164,8 @@ class Simulation:
         else:
             self.volume = config.volume
         self.noise = (
-            NoiseWorld(self.ref, self.population, config.seed, config.start, config.days)
-            if config.noise == "realistic" else None
+            NoiseWorld(self.ref, self.population, config.seed, config.start, config.days, config.noise)
+            if config.noise != "poisson" else None
         )  # fmt: skip
         exclude = self.noise.not_for_scenarios() if self.noise is not None else None
         self.effects: Effects = resolve_scenarios(self.scenarios, self.population, config.seed, self.volume, exclude)

@@ -28,7 +28,7 @@ from simulator.model import day_number, from_day_number
 from simulator.population import BRANCH, ENTERPRISE, HOUSEHOLD, Population
 from simulator.reference import Reference
 
-NOISES = ("poisson", "realistic")
+NOISES = ("poisson", "realistic", "harsh")  # harsh: the realistic world with [noise.harsh] on top
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NEVER = np.iinfo(np.int64).max // 4  # stop day of a seller who never stops
 EPOCH_WEEKDAY = 3  # 1970-01-01, day number 0, was a Thursday
@@ -69,11 +69,15 @@ class NoiseParams:
 
 
 @cache
-def load_noise(path: Path) -> NoiseParams:
-    """The ``[noise]`` table of a reference file."""
+def load_noise(path: Path, world: str = "realistic") -> NoiseParams:
+    """The ``[noise]`` table of a reference file; for the harsh world, with its ``[noise.harsh]`` on top."""
     raw = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("noise")
     if raw is None:
         raise ValueError(f"{Path(path).name} has no [noise] table: the realistic world needs one")
+    if world != "realistic":
+        if world not in raw:
+            raise ValueError(f"{Path(path).name} has no [noise.{world}] table")
+        raw = {**raw, **raw[world]}
     params = NoiseParams(
         dispersion_median=float(raw["dispersion_median"]), dispersion_sigma=float(raw["dispersion_sigma"]),
         closed_weekday_share={k: float(v) for k, v in raw["closed_weekday_share"].items()},
@@ -103,9 +107,12 @@ def load_noise(path: Path) -> NoiseParams:
 class NoiseWorld:
     """Per-seller traits and per-day factors of one run, drawn once from its seed (deterministic)."""
 
-    def __init__(self, ref: Reference, population: Population, seed: int, start: dt.date, days: int) -> None:
+    def __init__(
+        self, ref: Reference, population: Population, seed: int, start: dt.date, days: int, world: str = "realistic"
+    ) -> None:
         self.ref = ref
-        self.params = p = load_noise(ref.path)
+        self.world = world
+        self.params = p = load_noise(ref.path, world)
         self.population = pop = population
         self.first_day = day_number(start)
         self.days = days
@@ -213,7 +220,7 @@ class NoiseWorld:
         issuer = pop.adopter
         iso = lambda day: from_day_number(int(day)).isoformat()  # noqa: E731
         return {
-            "model": "realistic",
+            "model": self.world,
             "params": asdict(self.params),
             "stopped": [{"seller_id": ids[i], "from": iso(self.stop_day[i])}
                         for i in np.flatnonzero(issuer & (self.stop_day < NEVER)).tolist()],

@@ -106,6 +106,23 @@ def test_seller_days_are_over_dispersed_only_in_the_realistic_world(realistic, d
     assert np.percentile(excess, 90) > 4 * np.percentile(excess, 10)
 
 
+def test_the_harsh_world_is_the_realistic_one_pushed_further(realistic):
+    """``noise="harsh"`` reads [noise.harsh] over [noise]: lumpier sellers, more closed weekdays, more churn."""
+    sim, counts, truth = realistic
+    harsh = Simulation(SimulationConfig(scale=0.005, start=START, days=DAYS, seed=3, noise="harsh"))
+    harsh_counts, harsh_truth = seller_days(harsh), harsh.ground_truth()["noise"]
+    assert harsh_truth["model"] == "harsh" and truth["model"] == "realistic"
+    rows = regular_rows(sim, truth)
+    busy = rows[counts[rows].mean(axis=1) >= 5]
+
+    def vmr(c: np.ndarray) -> np.ndarray:
+        return c.var(axis=1, ddof=1) / c.mean(axis=1)
+
+    assert np.median(vmr(harsh_counts[busy])) > 1.5 * np.median(vmr(counts[busy]))
+    for key in ("stopped", "part_time", "closed_weekday"):
+        assert len(harsh_truth[key]) > 1.3 * len(truth[key]), key
+
+
 def test_sellers_closed_on_a_fixed_weekday_issue_nothing_that_day(realistic, default):
     sim, counts, truth = realistic
     closed = truth["closed_weekday"]
