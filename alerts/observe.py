@@ -174,7 +174,7 @@ def segment_observations(
         slide = rules.for_sector("adoption_slide", sector)
         if slide.enabled:
             frozen_slide = firing.get(("adoption_slide", sector, unit))
-            observation = _slide_observation(by_day, day, slide, rules, data_start, labels, frozen_slide, lapses)
+            observation = _slide(by_day, day, slide, rules, data_start, labels, frozen_slide, lapses)
             if observation is not None:
                 observations.append(observation)
         volume = rules.for_sector("volume_drop", sector)
@@ -371,6 +371,25 @@ def _lapses(
     return row, lapsed, active
 
 
+def _slide(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: AdoptionSlide, rules: Rules, data_start: dt.date,
+    labels: dict[str, str], frozen: Mapping[str, Any] | None, lapses: Mapping[dt.date, LapseCounts] | None,
+) -> Observation | None:  # fmt: skip
+    """adoption_slide by two counts of the lapsed, the first that fires: by the sellers' own habits (fast:
+    a regular seller that stopped counts after three days) and by a week without an invoice (steady:
+    a slow seller that stopped counts after seven days whatever its habits, and the baseline weeks do
+    not yet hold the slide's own first step). A firing alert keeps the count it fired by.
+    """
+    fired_by = (frozen or {}).get("lapse_by")
+    seen = []
+    if lapses is not None and fired_by in (None, "own_habits"):
+        seen.append(_slide_observation(by_day, day, rule, rules, data_start, labels, frozen, lapses))
+    if fired_by in (None, "seven_days"):
+        seen.append(_slide_observation(by_day, day, rule, rules, data_start, labels, frozen, None))
+    judged = [o for o in seen if o is not None]
+    return next((o for o in judged if o.active), judged[0] if judged else None)
+
+
 def _slide_observation(
     by_day: dict[dt.date, SegmentDay], day: dt.date, rule: AdoptionSlide, rules: Rules, data_start: dt.date,
     labels: dict[str, str], frozen: Mapping[str, Any] | None = None,
@@ -421,7 +440,7 @@ def _slide_observation(
         "usual_lapsed_share": round(usual, 4), "p_value": p_value, "eligible": today.eligible,
         "active_7d": today.active_7d, "adoption_7d": round(today.adoption_7d, 4), "issuing": issuing,
         "usual_issuing": usual_issuing, "usual_lapsed": usual_lapsed, "usual_active": usual_active,
-        "baseline_frozen": frozen is not None,
+        "baseline_frozen": frozen is not None, "lapse_by": "own_habits" if lapses is not None else "seven_days",
     }  # fmt: skip
     return Observation("adoption_slide", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 
