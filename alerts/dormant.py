@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from alerts.lifecycle import Observation
 from alerts.rules import DormantIssuer, Rules
 
-OPEN_WEEKDAY_SHARE = 0.5  # a weekday the seller issued on less often than this is its closed day
+# a weekday is the seller's closed day when it issued on at most a fifth of that weekday's days, seen at
+# least four times; a seller with more than two such weekdays is part-time, not closed on fixed days
+CLOSED_WEEKDAY_SHARE = 0.2
+CLOSED_WEEKDAY_SEEN = 4
+MAX_CLOSED_WEEKDAYS = 2
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ def own_history(
     for d in history:
         seen[d.weekday()] += 1
         issued[d.weekday()] += d in days
-    open_weekdays = frozenset(w for w, n in seen.items() if issued[w] >= OPEN_WEEKDAY_SHARE * n)
+    closed = {w for w, n in seen.items() if n >= CLOSED_WEEKDAY_SEEN and issued[w] <= CLOSED_WEEKDAY_SHARE * n}
+    open_weekdays = frozenset(w for w in seen if len(closed) > MAX_CLOSED_WEEKDAYS or w not in closed)
     missed = run = longest = 0
     open_days = [d for d in history if d.weekday() in open_weekdays]
     for d in open_days:

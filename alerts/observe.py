@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from alerts.lapses import LapseCounts
 from alerts.lifecycle import PROVINCE, Observation
-from alerts.rules import AdoptionSlide, Rules, VolumeDrop
+from alerts.rules import AdoptionDrop, AdoptionSlide, Rules, VolumeDrop
 from alerts.statistics import fisher_greater, wilson_upper
 from analytics.adoption import SegmentDay
 
@@ -138,39 +138,18 @@ def segment_observations(
     """
     firing = firing or {}
     observations = []
-    for (sector, unit), by_day in sorted(_series(rows).items()):
+    series = _series(rows)
+    for (sector, unit), by_day in sorted(series.items()):
         today = by_day.get(day)
         if today is None:
             continue
         labels = {"sector": sector, "unit": unit}
         adoption = rules.for_sector("adoption_drop", sector)
         if adoption.enabled:
-            base = _same_weekday_baseline(by_day, day, adoption.baseline_weeks, rules, data_start)
-            if len(base) * 2 >= adoption.baseline_weeks:  # enough history to judge
-                baseline, frozen = _judged_baseline(
-                    _baseline_share(base), day, firing.get(("adoption_drop", sector, unit))
-                )
-                share = today.active_1d / today.eligible if today.eligible else 0.0
-                upper = wilson_upper(today.active_1d, today.eligible, adoption.confidence)
-                active = (
-                    today.eligible >= adoption.min_eligible
-                    and baseline - share >= adoption.min_drop
-                    and upper < baseline
-                )
-                values = {
-                    "issuing_share": round(share, 4), "baseline_share": round(baseline, 4),
-                    "upper_bound": round(upper, 4), "eligible": today.eligible, "active_today": today.active_1d,
-                    "adoption_7d": round(today.adoption_7d, 4), "active_7d": today.active_7d,
-                    "baseline_frozen": frozen is not None,
-                    "baselines": frozen if frozen is not None else _weekday_baselines(
-                        by_day, day, adoption.baseline_weeks, rules, data_start, _baseline_share
-                    ) if active else {},
-                }  # fmt: skip
-                observations.append(
-                    Observation(
-                        "adoption_drop", labels, active, adoption.severity, adoption.for_, adoption.clear_for, values
-                    )
-                )
+            frozen_drop = firing.get(("adoption_drop", sector, unit))
+            observation = _drop_observation(by_day, day, adoption, rules, data_start, labels, frozen_drop)
+            if observation is not None:
+                observations.append(observation)
         slide = rules.for_sector("adoption_slide", sector)
         if slide.enabled:
             frozen_slide = firing.get(("adoption_slide", sector, unit))
@@ -180,10 +159,68 @@ def segment_observations(
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
             frozen_volume = firing.get(("volume_drop", sector, unit))
-            observation = _volume_observation(by_day, day, volume, rules, data_start, labels, frozen_volume, sellers)
+            in_unit = series.get((PROVINCE, unit)) if PROVINCE not in (sector, unit) else None
+            observation = _volume_observation(
+                by_day, day, volume, rules, data_start, labels, frozen_volume, sellers, in_unit
+            )
             if observation is not None:
                 observations.append(observation)
     return _broad_rollups(observations, rules)
+
+
+def _drop_observation(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: AdoptionDrop, rules: Rules, data_start: dt.date,
+    labels: dict[str, str], frozen: Mapping[str, Any] | None = None,
+) -> Observation | None:  # fmt: skip
+    """adoption_drop: the day's issuing share against the same weekday's, on the day alone or with the day before.
+
+    The day is ``min_drop`` below its baseline and, on its own or together with the judged day
+    before it (both ``min_drop`` down), the upper end of the Wilson interval is still below the
+    baseline: in a segment of two dozen businesses one day cannot tell a drop from lumpy days, two
+    days can. Firing, the baseline stays the one it fired against.
+    """
+    today = by_day[day]
+    base = _same_weekday_baseline(by_day, day, rule.baseline_weeks, rules, data_start)
+    if len(base) * 2 < rule.baseline_weeks:  # too little history to judge
+        return None
+    baseline, frozen_baselines = _judged_baseline(_baseline_share(base), day, frozen)
+    share = today.active_1d / today.eligible if today.eligible else 0.0
+    upper = wilson_upper(today.active_1d, today.eligible, rule.confidence)
+    down = today.eligible >= rule.min_eligible and baseline - share >= rule.min_drop
+    active = down and upper < baseline
+    values: dict[str, Any] = {
+        "issuing_share": round(share, 4), "baseline_share": round(baseline, 4), "upper_bound": round(upper, 4),
+        "eligible": today.eligible, "active_today": today.active_1d, "adoption_7d": round(today.adoption_7d, 4),
+        "active_7d": today.active_7d, "baseline_frozen": frozen_baselines is not None, "window_days": 1,
+    }  # fmt: skip
+    before = _judged_day_before(by_day, day, rules, data_start)
+    if down and not active and before is not None:
+        prev_base = _same_weekday_baseline(by_day, before.day, rule.baseline_weeks, rules, data_start)
+        if len(prev_base) * 2 >= rule.baseline_weeks:
+            prev_baseline, _ = _judged_baseline(_baseline_share(prev_base), before.day, frozen)
+            prev_share = before.active_1d / before.eligible if before.eligible else 0.0
+            issued, eligible = today.active_1d + before.active_1d, today.eligible + before.eligible
+            pair_baseline = (baseline + prev_baseline) / 2
+            pair_upper = wilson_upper(issued, eligible, rule.confidence)
+            active = prev_baseline - prev_share >= rule.min_drop and pair_upper < pair_baseline
+            if active:
+                values.update(window_days=2, upper_bound=round(pair_upper, 4))
+    values["baselines"] = (
+        frozen_baselines if frozen_baselines is not None
+        else _weekday_baselines(by_day, day, rule.baseline_weeks, rules, data_start, _baseline_share) if active
+        else {}
+    )  # fmt: skip
+    return Observation("adoption_drop", labels, active, rule.severity, rule.for_, rule.clear_for, values)
+
+
+def _judged_day_before(
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rules: Rules, data_start: dt.date
+) -> SegmentDay | None:
+    """The last day before ``day`` that is judged (not a holiday), if the segment has figures for it."""
+    d = day - dt.timedelta(days=1)
+    while d >= data_start and rules.evaluation.is_holiday(d):
+        d -= dt.timedelta(days=1)
+    return by_day.get(d) if d >= data_start else None
 
 
 def _log_ratio(invoices: float, baseline: float) -> float:
@@ -196,25 +233,47 @@ class _JudgedDay:
     invoices: int
     baseline: float
     baseline_days: tuple[dt.date, ...]
+    rest_invoices: int = 0  # the rest of the segment's unit (its other sectors) that day, and their baseline
+    rest_baseline: float = 0.0
 
 
 def _judged_days(
-    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date
-) -> list[_JudgedDay]:
-    """The segment's days up to ``day`` that have a baseline, each with it: no holiday, none before the data."""
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
+    unit_by_day: dict[dt.date, SegmentDay] | None = None,
+) -> list[_JudgedDay]:  # fmt: skip
+    """The segment's days up to ``day`` that have a baseline, each with it: no holiday, none before the data.
+
+    With ``unit_by_day`` (the unit's all-sector figures), each day also carries the rest of the unit
+    and its baseline, so that a shock the whole unit had (a storm, a market day) is taken out.
+    """
+    rest = {
+        d: dataclasses.replace(u, invoices=u.invoices - by_day[d].invoices)
+        for d, u in (unit_by_day or {}).items() if d in by_day
+    }  # fmt: skip
     out = []
     for back in range(rule.spread_days + rule.window_days, -1, -1):
         d = day - dt.timedelta(days=back)
         if d < data_start or d not in by_day or rules.evaluation.is_holiday(d):
             continue
         base = _same_weekday_baseline(by_day, d, rule.baseline_weeks, rules, data_start)
-        if len(base) * 2 >= rule.baseline_weeks:
-            out.append(_JudgedDay(d, by_day[d].invoices, _baseline_invoices(base), tuple(b.day for b in base)))
+        if len(base) * 2 < rule.baseline_weeks:
+            continue
+        judged = _JudgedDay(d, by_day[d].invoices, _baseline_invoices(base), tuple(b.day for b in base))
+        rest_base = _same_weekday_baseline(rest, d, rule.baseline_weeks, rules, data_start) if d in rest else []
+        if len(rest_base) * 2 >= rule.baseline_weeks:
+            judged = dataclasses.replace(
+                judged, rest_invoices=rest[d].invoices, rest_baseline=_baseline_invoices(rest_base)
+            )
+        out.append(judged)
     return out
 
 
 def _window_ratio(days: Sequence[_JudgedDay]) -> float:
-    return _log_ratio(sum(j.invoices for j in days), sum(j.baseline for j in days))
+    """The window's log ratio to its baseline, less the rest of its unit's (0 when it has none)."""
+    own = _log_ratio(sum(j.invoices for j in days), sum(j.baseline for j in days))
+    if all(j.rest_baseline > 0 for j in days):
+        return own - _log_ratio(sum(j.rest_invoices for j in days), sum(j.rest_baseline for j in days))
+    return own
 
 
 def _window_test(judged: list[_JudgedDay], size: int, rule: VolumeDrop) -> tuple[float, float] | None:
@@ -280,6 +339,7 @@ def _week_ratio(
 def _volume_observation(
     by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
     labels: dict[str, str], frozen: Mapping[str, Any] | None = None, sellers: SellerVolumes | None = None,
+    unit_by_day: dict[dt.date, SegmentDay] | None = None,
 ) -> Observation | None:  # fmt: skip
     """volume_drop: the day's invoices against the same weekdays before, judged by the segment's own spread.
 
@@ -288,9 +348,9 @@ def _volume_observation(
     the ``p_value`` quantile of a normal with the segment's own spread for windows of that size,
     never less than Poisson's), and the segment without its ``max_carriers`` biggest fallers still
     fell by ``others_drop_share`` of ``min_drop_ratio``. Once firing, the weekday baselines stay
-    those it fired against and it resolves when a week is back within half of ``min_drop_ratio``.
+    those it fired against and it resolves when a week is back at ``recovered_share`` of them.
     """
-    judged = _judged_days(by_day, day, rule, rules, data_start)
+    judged = _judged_days(by_day, day, rule, rules, data_start, unit_by_day)
     if not judged or judged[-1].day != day:
         return None
     today = by_day[day]
@@ -301,7 +361,7 @@ def _volume_observation(
     }  # fmt: skip
     if frozen_baselines is not None:  # firing: resolved only when its last week is back near what it was
         values["week_ratio"] = week = _week_ratio(by_day, day, frozen_baselines, rules)
-        active = week is None or week <= 1 - rule.min_drop_ratio / 2
+        active = week is None or week < rule.recovered_share
     else:
         active = False
         for size in range(2, rule.window_days + 1):  # one day alone is too lumpy to judge a segment by

@@ -77,6 +77,7 @@ class VolumeDrop(Rule):
     spread_days: int = 28
     max_carriers: int = 2
     others_drop_share: float = 0.5
+    recovered_share: float = 0.9
     rollup_min_segments: int = 3
 
 

@@ -7,6 +7,7 @@ same patterns, so the breadth check sees what the totals came from.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -112,3 +113,23 @@ def test_a_fall_carried_by_two_big_sellers_is_theirs_not_the_segments():
     until = DROP + dt.timedelta(weeks=1)
     assert fired_on(two_big, until) == []
     assert fired_on(two_big, until, breadth=False) == [DROP + dt.timedelta(days=1)]  # the check is what stops it
+
+
+def test_a_shock_the_whole_unit_had_is_no_volume_drop_of_one_sector():
+    """Two stormy days halve every sector of the unit: taken out against the unit's other sectors."""
+
+    def storm(i: int, day: dt.date) -> int:
+        return steady(i, day) // 2 if DROP <= day < DROP + dt.timedelta(days=2) else steady(i, day)
+
+    until = DROP + dt.timedelta(weeks=1)
+    segment = figures(storm, until)
+    other = [dataclasses.replace(r, sector="5610") for r in segment]
+    unit = [dataclasses.replace(r, sector="*", invoices=2 * r.invoices) for r in segment]
+    fired = []
+    for rows in (segment + other + unit, segment):  # with the unit's figures, and without them
+        days = [DROP + dt.timedelta(days=n) for n in range(3)]
+        fired.append([
+            d for d in days for o in segment_observations(rows, d, RULES, DATA_START, sellers=PatternVolumes(storm))
+            if o.rule == "volume_drop" and o.labels == {"sector": "4711", "unit": "380"} and o.active
+        ])  # fmt: skip
+    assert fired == [[], [DROP + dt.timedelta(days=1)]]
