@@ -527,26 +527,37 @@ def _broad_rollups(observations: list[Observation], rules: Rules) -> list[Observ
 
 
 def silence_observations(hourly: dict[str, dict[dt.datetime, int]], day: dt.date, rules: Rules) -> list[Observation]:
-    """pipeline_silence per unit and for the province ('*'): runs of silent hours on ``day``."""
+    """pipeline_silence per unit and for the province ('*'): runs of silent hours on ``day``.
+
+    An hour is expected to carry the mean of the same hour over the ``baseline_days`` before, scaled
+    by how the day's hours that did carry invoices compare with theirs: a storm that halves a unit's
+    trade halves what its silent hours were expected to carry, an outage leaves the other hours as
+    they were.
+    """
     rule = rules.pipeline_silence
     if not rule.enabled:
         return []
     observations = []
     for unit, counts in sorted(hourly.items()):
+        at = [dt.datetime.combine(day, dt.time(hour)) for hour in range(24)]
+        expected = [
+            sum(counts.get(a - dt.timedelta(days=k), 0) for k in range(1, rule.baseline_days + 1)) / rule.baseline_days
+            for a in at
+        ]  # fmt: skip
+        carried = [h for h in range(24) if counts.get(at[h], 0) > 0]
+        usual = sum(expected[h] for h in carried)
+        level = min(1.0, sum(counts[at[h]] for h in carried) / usual) if usual > 0 else 1.0
         run = longest = 0
         silent_hours: list[int] = []
         for hour in range(24):
-            at = dt.datetime.combine(day, dt.time(hour))
-            expected = sum(counts.get(at - dt.timedelta(days=k), 0) for k in range(1, rule.baseline_days + 1))
-            expected /= rule.baseline_days
-            if counts.get(at, 0) == 0 and expected >= rule.min_expected_per_hour:
+            if counts.get(at[hour], 0) == 0 and expected[hour] * level >= rule.min_expected_per_hour:
                 run += 1
                 silent_hours.append(hour)
                 longest = max(longest, run)
             else:
                 run = 0
         active = longest >= rule.min_silent_hours
-        values = {"longest_silent_hours": longest, "silent_hours": silent_hours}
+        values = {"longest_silent_hours": longest, "silent_hours": silent_hours, "day_level": round(level, 3)}
         observations.append(
             Observation("pipeline_silence", {"unit": unit}, active, rule.severity, rule.for_, rule.clear_for, values)
         )

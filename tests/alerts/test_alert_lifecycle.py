@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from alerts.lifecycle import Observation, Silence, advance, fingerprint, mark_notified
+from alerts.observe import silence_observations
 from alerts.rules import load_rules
 from alerts.statistics import poisson_cdf, wilson_upper
 
@@ -156,3 +157,23 @@ def test_a_rule_with_its_own_repeat_interval_reminds_at_it():
                 reminders[event.rule].append(n)
     assert reminders["dormant_issuer"] == [7, 14]
     assert reminders["adoption_drop"] == list(range(2, 16))
+
+
+def test_silent_hours_are_judged_against_the_days_own_level():
+    """Two hours without invoices: an outage on an ordinary day, not on a stormy day at a third of its trade."""
+    day = dt.date(2024, 6, 10)
+    usual = {h: 12 for h in range(7, 21)}  # twelve invoices an hour from 7 to 21, every day of the week before
+
+    def hourly(today: dict[int, int]) -> dict[str, dict[dt.datetime, int]]:
+        counts = {dt.datetime.combine(day - dt.timedelta(days=k), dt.time(h)): n
+                  for k in range(1, 8) for h, n in usual.items()}  # fmt: skip
+        counts |= {dt.datetime.combine(day, dt.time(h)): n for h, n in today.items()}
+        return {"399": counts}
+
+    rules = load_rules()
+    outage = {h: (0 if h in (10, 11) else 12) for h in usual}
+    storm = {h: (0 if h in (10, 11) else 4) for h in usual}
+    [seen] = silence_observations(hourly(outage), day, rules)
+    assert seen.active and seen.values["silent_hours"] == [10, 11]
+    [seen] = silence_observations(hourly(storm), day, rules)
+    assert not seen.active and seen.values["day_level"] == round(4 / 12, 3)
