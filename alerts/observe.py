@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,20 @@ def segment_observations(
     firing = firing or {}
     observations = []
     series = _series(rows)
+    sectors_of: dict[str, list[str]] = defaultdict(list)
+    for sector, unit in series:
+        if PROVINCE not in (sector, unit):
+            sectors_of[unit].append(sector)
+    judged_cache: dict[tuple[str, str], dict[dt.date, _JudgedDay]] = {}
+
+    def judged_volume(sector: str, unit: str) -> dict[dt.date, _JudgedDay]:
+        """Another segment's judged days, by day (for the unit's median shift; computed once a call)."""
+        if (sector, unit) not in judged_cache:
+            rule = rules.for_sector("volume_drop", sector)
+            judged = _judged_days(series[(sector, unit)], day, rule, rules, data_start)
+            judged_cache[(sector, unit)] = {j.day: j for j in judged}
+        return judged_cache[(sector, unit)]
+
     for (sector, unit), by_day in sorted(series.items()):
         today = by_day.get(day)
         if today is None:
@@ -159,9 +174,12 @@ def segment_observations(
         volume = rules.for_sector("volume_drop", sector)
         if volume.enabled:
             frozen_volume = firing.get(("volume_drop", sector, unit))
-            in_unit = series.get((PROVINCE, unit)) if PROVINCE not in (sector, unit) else None
+            others = (
+                [judged_volume(s, unit) for s in sectors_of[unit] if s != sector]
+                if PROVINCE not in (sector, unit) else []
+            )  # fmt: skip
             observation = _volume_observation(
-                by_day, day, volume, rules, data_start, labels, frozen_volume, sellers, in_unit
+                by_day, day, volume, rules, data_start, labels, frozen_volume, sellers, others
             )
             if observation is not None:
                 observations.append(observation)
@@ -233,50 +251,47 @@ class _JudgedDay:
     invoices: int
     baseline: float
     baseline_days: tuple[dt.date, ...]
-    rest_invoices: int = 0  # the rest of the segment's unit (its other sectors) that day, and their baseline
-    rest_baseline: float = 0.0
 
 
 def _judged_days(
-    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
-    unit_by_day: dict[dt.date, SegmentDay] | None = None,
-) -> list[_JudgedDay]:  # fmt: skip
-    """The segment's days up to ``day`` that have a baseline, each with it: no holiday, none before the data.
-
-    With ``unit_by_day`` (the unit's all-sector figures), each day also carries the rest of the unit
-    and its baseline, so that a shock the whole unit had (a storm, a market day) is taken out.
-    """
-    rest = {
-        d: dataclasses.replace(u, invoices=u.invoices - by_day[d].invoices)
-        for d, u in (unit_by_day or {}).items() if d in by_day
-    }  # fmt: skip
+    by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date
+) -> list[_JudgedDay]:
+    """The segment's days up to ``day`` that have a baseline, each with it: no holiday, none before the data."""
     out = []
     for back in range(rule.spread_days + rule.window_days, -1, -1):
         d = day - dt.timedelta(days=back)
         if d < data_start or d not in by_day or rules.evaluation.is_holiday(d):
             continue
         base = _same_weekday_baseline(by_day, d, rule.baseline_weeks, rules, data_start)
-        if len(base) * 2 < rule.baseline_weeks:
-            continue
-        judged = _JudgedDay(d, by_day[d].invoices, _baseline_invoices(base), tuple(b.day for b in base))
-        rest_base = _same_weekday_baseline(rest, d, rule.baseline_weeks, rules, data_start) if d in rest else []
-        if len(rest_base) * 2 >= rule.baseline_weeks:
-            judged = dataclasses.replace(
-                judged, rest_invoices=rest[d].invoices, rest_baseline=_baseline_invoices(rest_base)
-            )
-        out.append(judged)
+        if len(base) * 2 >= rule.baseline_weeks:
+            out.append(_JudgedDay(d, by_day[d].invoices, _baseline_invoices(base), tuple(b.day for b in base)))
     return out
 
 
 def _window_ratio(days: Sequence[_JudgedDay]) -> float:
-    """The window's log ratio to its baseline, less the rest of its unit's (0 when it has none)."""
-    own = _log_ratio(sum(j.invoices for j in days), sum(j.baseline for j in days))
-    if all(j.rest_baseline > 0 for j in days):
-        return own - _log_ratio(sum(j.rest_invoices for j in days), sum(j.rest_baseline for j in days))
-    return own
+    return _log_ratio(sum(j.invoices for j in days), sum(j.baseline for j in days))
 
 
-def _window_test(judged: list[_JudgedDay], size: int, rule: VolumeDrop) -> tuple[float, float] | None:
+def _unit_shift(days: Sequence[_JudgedDay], others: Sequence[Mapping[dt.date, _JudgedDay]], rule: VolumeDrop) -> float:
+    """How the unit's other sectors moved over the same days: the median of their log ratios (0 with fewer
+    than ``min_reference_sectors`` of ``min_baseline_invoices`` / 10 a day or more).
+
+    A storm or a market day moves every sector of a unit; one sector's own fall (or another
+    segment's real drop) does not move the median.
+    """
+    ratios = []
+    for other in others:
+        window = [other.get(j.day) for j in days]
+        if all(w is not None for w in window):
+            judged = [w for w in window if w is not None]
+            if sum(w.baseline for w in judged) >= rule.min_baseline_invoices / 10 * len(judged):
+                ratios.append(_window_ratio(judged))
+    return statistics.median(ratios) if len(ratios) >= rule.min_reference_sectors else 0.0
+
+
+def _window_test(
+    judged: list[_JudgedDay], size: int, rule: VolumeDrop, others: Sequence[Mapping[dt.date, _JudgedDay]] = ()
+) -> tuple[float, float] | None:
     """(ratio, p-value) of the last ``size`` judged days together, against the segment's own spread.
 
     The spread is the root mean square of the log ratios of the windows of that size over the
@@ -286,14 +301,18 @@ def _window_test(judged: list[_JudgedDay], size: int, rule: VolumeDrop) -> tuple
     """
     if len(judged) < size:
         return None
+
+    def relative(days: Sequence[_JudgedDay]) -> float:
+        return _window_ratio(days) - _unit_shift(days, others, rule)
+
     window = judged[-size:]
-    earlier = [_window_ratio(judged[i - size + 1 : i + 1]) for i in range(size - 1, len(judged) - 1)]
+    earlier = [relative(judged[i - size + 1 : i + 1]) for i in range(size - 1, len(judged) - 1)]
     earlier = earlier[-rule.spread_days :]
     if len(earlier) * 2 < rule.spread_days:
         return None
     baseline = sum(j.baseline for j in window)
     spread = max(math.sqrt(sum(r * r for r in earlier) / len(earlier)), 1 / math.sqrt(baseline + 1))
-    ratio = _window_ratio(window)
+    ratio = relative(window)
     return math.exp(ratio), NormalDist().cdf(ratio / spread)
 
 
@@ -339,7 +358,7 @@ def _week_ratio(
 def _volume_observation(
     by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
     labels: dict[str, str], frozen: Mapping[str, Any] | None = None, sellers: SellerVolumes | None = None,
-    unit_by_day: dict[dt.date, SegmentDay] | None = None,
+    others: Sequence[Mapping[dt.date, _JudgedDay]] = (),
 ) -> Observation | None:  # fmt: skip
     """volume_drop: the day's invoices against the same weekdays before, judged by the segment's own spread.
 
@@ -350,7 +369,7 @@ def _volume_observation(
     fell by ``others_drop_share`` of ``min_drop_ratio``. Once firing, the weekday baselines stay
     those it fired against and it resolves when a week is back at ``recovered_share`` of them.
     """
-    judged = _judged_days(by_day, day, rule, rules, data_start, unit_by_day)
+    judged = _judged_days(by_day, day, rule, rules, data_start)
     if not judged or judged[-1].day != day:
         return None
     today = by_day[day]
@@ -365,7 +384,7 @@ def _volume_observation(
     else:
         active = False
         for size in range(2, rule.window_days + 1):  # one day alone is too lumpy to judge a segment by
-            tested = _window_test(judged, size, rule)
+            tested = _window_test(judged, size, rule, others)
             if tested is None:
                 continue
             ratio, p_value = tested

@@ -78,6 +78,7 @@ class VolumeDrop(Rule):
     max_carriers: int = 2
     others_drop_share: float = 0.5
     recovered_share: float = 0.9
+    min_reference_sectors: int = 3
     rollup_min_segments: int = 3
 
 

@@ -116,20 +116,37 @@ def test_a_fall_carried_by_two_big_sellers_is_theirs_not_the_segments():
 
 
 def test_a_shock_the_whole_unit_had_is_no_volume_drop_of_one_sector():
-    """Two stormy days halve every sector of the unit: taken out against the unit's other sectors."""
+    """Two stormy days halve every sector of the unit: taken out by the median of the unit's other sectors."""
 
     def storm(i: int, day: dt.date) -> int:
         return steady(i, day) // 2 if DROP <= day < DROP + dt.timedelta(days=2) else steady(i, day)
 
     until = DROP + dt.timedelta(weeks=1)
     segment = figures(storm, until)
-    other = [dataclasses.replace(r, sector="5610") for r in segment]
-    unit = [dataclasses.replace(r, sector="*", invoices=2 * r.invoices) for r in segment]
+    others = [dataclasses.replace(r, sector=s) for s in ("5610", "5630", "4719") for r in segment]
     fired = []
-    for rows in (segment + other + unit, segment):  # with the unit's figures, and without them
+    for rows in (segment + others, segment):  # with the unit's other sectors, and without them
         days = [DROP + dt.timedelta(days=n) for n in range(3)]
         fired.append([
             d for d in days for o in segment_observations(rows, d, RULES, DATA_START, sellers=PatternVolumes(storm))
             if o.rule == "volume_drop" and o.labels == {"sector": "4711", "unit": "380"} and o.active
         ])  # fmt: skip
     assert fired == [[], [DROP + dt.timedelta(days=1)]]
+
+
+def test_a_real_fall_of_another_sector_in_the_unit_does_not_hide_this_ones():
+    """The restaurants of the unit stop while its supermarkets halve: the median of the others does not move."""
+
+    def halved(i: int, day: dt.date) -> int:
+        return steady(i, day) // 2 if day >= DROP else steady(i, day)
+
+    def stopped(i: int, day: dt.date) -> int:
+        return 0 if day >= DROP else steady(i, day)
+
+    until = DROP + dt.timedelta(weeks=1)
+    rows = figures(halved, until) + [dataclasses.replace(r, sector="5610") for r in figures(stopped, until)]
+    rows += [dataclasses.replace(r, sector=s) for s in ("5630", "4719") for r in figures(steady, until)]
+    day = DROP + dt.timedelta(days=1)
+    [seen] = [o for o in segment_observations(rows, day, RULES, DATA_START, sellers=PatternVolumes(halved))
+              if o.rule == "volume_drop" and o.labels == {"sector": "4711", "unit": "380"}]  # fmt: skip
+    assert seen.active and seen.values["window_ratio"] < 0.6
