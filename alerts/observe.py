@@ -365,7 +365,8 @@ def _volume_observation(
     Fires when the last two, or up to ``window_days``, judged days together are
     ``min_drop_ratio`` below their baselines and that far out for this segment (the log ratio beyond
     the ``p_value`` quantile of a normal with the segment's own spread for windows of that size,
-    never less than Poisson's), and the segment without its ``max_carriers`` biggest fallers still
+    never less than Poisson's), each ratio less the median of the unit's ``others`` over the same
+    days (a storm moves them all), and the segment without its ``max_carriers`` biggest fallers still
     fell by ``others_drop_share`` of ``min_drop_ratio``. Once firing, the weekday baselines stay
     those it fired against and it resolves when a week is back at ``recovered_share`` of them.
     """
