@@ -70,6 +70,11 @@ class OwnHistory:
         """How likely this seller is to be silent that many open days in a row by its own habits."""
         return self.miss_rate**silent_days
 
+    def unusual(self, silent_days: int, at_least: int, max_chance: float) -> bool:
+        """Whether a silence of that many open days is beyond its habits: at least ``at_least``, longer than any
+        quiet spell it had, and less likely than ``max_chance`` (dormant_issuer and adoption_slide's lapses)."""
+        return silent_days >= at_least and silent_days > self.longest_gap and self.chance(silent_days) < max_chance
+
 
 def _counted(first: dt.date, last: dt.date, rules: Rules, data_start: dt.date) -> list[dt.date]:
     """The days from ``first`` to ``last`` (both included) that say something: no holiday, none before the data."""
@@ -154,8 +159,7 @@ def dormant_observations(
         if seller.usual_daily_invoices * history.issuing_share < rule.min_daily_invoices:
             continue  # a seller issuing a couple of invoices a day says little by a quiet spell
         silent = silent_open_days(last, day, history, rules, data_start)
-        chance = history.chance(silent)
-        if silent < rule.silent_days or silent <= history.longest_gap or chance >= rule.max_chance:
+        if not history.unusual(silent, rule.silent_days, rule.max_chance):
             continue
         silent_by_unit[seller.unit].append(
             {
@@ -165,7 +169,7 @@ def dormant_observations(
                 "silent_days": silent,
                 "usual_daily_invoices": round(seller.usual_daily_invoices * history.issuing_share, 1),
                 "longest_usual_gap": history.longest_gap,
-                "chance": float(f"{chance:.2g}"),
+                "chance": float(f"{history.chance(silent):.2g}"),
             }
         )
     observations = []

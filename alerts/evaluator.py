@@ -289,6 +289,16 @@ class AlertEvaluator:
             day += dt.timedelta(days=1)
         return results
 
+    def _advance(
+        self, observations: list[Observation], day: dt.date, now: float, silences: list[Silence] | None = None
+    ) -> list[AlertEvent]:
+        """The lifecycle's step, with the rules' reminder intervals (each rule's own, else the evaluation's)."""
+        return advance(
+            self.instances, observations, day, now, silences=silences or (),
+            repeat_interval_s=self.rules.evaluation.repeat_interval_hours * 3600,
+            repeat_by_rule=self.rules.repeat_by_rule(),
+        )  # fmt: skip
+
     def _observe_lag(self, consumer_lag: int, now: float) -> None:
         """pipeline_lag, judged by burn-down (alerts/lag.py): over the limit and not clearing in time.
 
@@ -313,15 +323,7 @@ class AlertEvaluator:
         # before the first evaluated day, the lag belongs to today; no progress row then, or the
         # evaluation would resume from that day instead of from the first day with data
         day = self.last_day or dt.datetime.now(LOCAL_TZ).date()
-        repeat = self.rules.evaluation.repeat_interval_hours * 3600
-        events = advance(
-            self.instances,
-            [observation],
-            day,
-            now,
-            repeat_interval_s=repeat,
-            repeat_by_rule=self.rules.repeat_by_rule(),
-        )
+        events = self._advance([observation], day, now)
         if events:
             self._publish(events)
             mark_notified(self.instances, events)
@@ -336,28 +338,16 @@ class AlertEvaluator:
         rows = adoption(self.store, start, day, level=level, hierarchy=hierarchy)
         data_start = self.first_day() or day
         holiday = rules.evaluation.is_holiday(day)
-        events: list[AlertEvent] = []
         dormant: list[Observation] = []
-        repeat_s, by_rule = rules.evaluation.repeat_interval_hours * 3600, rules.repeat_by_rule()
         firing = {
             (i.rule, i.labels["sector"], i.labels["unit"]): i.values
             for i in self.instances.values() if i.state == "firing" and i.rule in FROZEN_BASELINE_RULES
         }  # fmt: skip
+        silent = silence_observations(self._hourly(day, hierarchy), day, rules)
         if holiday:
             # a holiday is no baseline for a shop, but the whole province silent for hours is still an outage
-            province = [o for o in silence_observations(self._hourly(day, hierarchy), day, rules)
-                        if o.labels["unit"] == PROVINCE]  # fmt: skip
-            events = advance(
-                self.instances,
-                province,
-                day,
-                now,
-                repeat_interval_s=repeat_s,
-                silences=silences,
-                repeat_by_rule=by_rule,
-            )
+            observations = [o for o in silent if o.labels["unit"] == PROVINCE]
         else:
-            silent = silence_observations(self._hourly(day, hierarchy), day, rules)
             units = sorted({r.unit for r in rows if r.unit != PROVINCE})
             volumes = StoreSellerVolumes(self.store, hierarchy, level, day)
             sellers = self._sellers(day, hierarchy)
@@ -370,10 +360,7 @@ class AlertEvaluator:
             )
             dormant = dormant_observations(sellers, units, day, rules, data_start)
             observations = hold_segments(observations + dormant, silent) + silent
-            events = advance(
-                self.instances, observations, day, now, repeat_interval_s=repeat_s, silences=silences,
-                repeat_by_rule=by_rule,
-            )  # fmt: skip
+        events = self._advance(observations, day, now, silences)
         self._save_figures(day, rows, dormant, data_start, holiday, firing)
         self._publish(events)
         mark_notified(self.instances, events)

@@ -28,16 +28,11 @@ def is_lapsed(
 ) -> bool:
     """Whether a seller with these issuing days (none after ``day``) is silent on ``day`` beyond its habits."""
     rule = rules.adoption_slide
-    last = max(days)
-    if (day - last).days < rule.lapse_silent_days:  # cheap first cut: most sellers issued lately
-        return False
     history = own_history(days, rules.dormant_issuer, rules, data_start, daily)
     if history is None:
         return False
-    silent = silent_open_days(last, day, history, rules, data_start)
-    return (
-        silent >= rule.lapse_silent_days and silent > history.longest_gap and history.chance(silent) < rule.lapse_chance
-    )
+    silent = silent_open_days(max(days), day, history, rules, data_start)
+    return history.unusual(silent, rule.lapse_silent_days, rule.lapse_chance)
 
 
 def lapse_counts(sellers: Iterable[SellerActivity], day: dt.date, rules: Rules, data_start: dt.date) -> LapseCounts:

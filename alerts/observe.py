@@ -62,6 +62,17 @@ def _weekday_baselines(
     return out
 
 
+def _carried_baselines(
+    frozen: dict[str, float] | None, active: bool, by_day: dict[dt.date, SegmentDay], day: dt.date, weeks: int,
+    rules: Rules, data_start: dt.date, measure: Callable[[list[SegmentDay]], float],
+) -> dict[str, float]:  # fmt: skip
+    """The weekday baselines an observation carries: a firing alert's frozen ones, today's if it is active
+    (what it will be judged against if it fires), else none."""
+    if frozen is not None:
+        return frozen
+    return _weekday_baselines(by_day, day, weeks, rules, data_start, measure) if active else {}
+
+
 def _judged_baseline(
     live: float, day: dt.date, frozen: Mapping[str, Any] | None
 ) -> tuple[float, dict[str, float] | None]:
@@ -147,7 +158,8 @@ def segment_observations(
     judged_cache: dict[tuple[str, str], dict[dt.date, _JudgedDay]] = {}
 
     def judged_volume(sector: str, unit: str) -> dict[dt.date, _JudgedDay]:
-        """Another segment's judged days, by day (for the unit's median shift; computed once a call)."""
+        """A segment's judged days for volume_drop, by day and in order: its own, and the reference of the
+        unit's other sectors (computed once a call)."""
         if (sector, unit) not in judged_cache:
             rule = rules.for_sector("volume_drop", sector)
             judged = _judged_days(series[(sector, unit)], day, rule, rules, data_start)
@@ -178,8 +190,9 @@ def segment_observations(
                 [judged_volume(s, unit) for s in sectors_of[unit] if s != sector]
                 if PROVINCE not in (sector, unit) else []
             )  # fmt: skip
+            judged = list(judged_volume(sector, unit).values())
             observation = _volume_observation(
-                by_day, day, volume, rules, data_start, labels, frozen_volume, sellers, others
+                by_day, day, volume, rules, data_start, labels, judged, frozen_volume, sellers, others
             )
             if observation is not None:
                 observations.append(observation)
@@ -223,11 +236,9 @@ def _drop_observation(
             active = prev_baseline - prev_share >= rule.min_drop and pair_upper < pair_baseline
             if active:
                 values.update(window_days=2, upper_bound=round(pair_upper, 4))
-    values["baselines"] = (
-        frozen_baselines if frozen_baselines is not None
-        else _weekday_baselines(by_day, day, rule.baseline_weeks, rules, data_start, _baseline_share) if active
-        else {}
-    )  # fmt: skip
+    values["baselines"] = _carried_baselines(
+        frozen_baselines, active, by_day, day, rule.baseline_weeks, rules, data_start, _baseline_share
+    )
     return Observation("adoption_drop", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 
 
@@ -357,7 +368,8 @@ def _week_ratio(
 
 def _volume_observation(
     by_day: dict[dt.date, SegmentDay], day: dt.date, rule: VolumeDrop, rules: Rules, data_start: dt.date,
-    labels: dict[str, str], frozen: Mapping[str, Any] | None = None, sellers: SellerVolumes | None = None,
+    labels: dict[str, str], judged: list[_JudgedDay], frozen: Mapping[str, Any] | None = None,
+    sellers: SellerVolumes | None = None,
     others: Sequence[Mapping[dt.date, _JudgedDay]] = (),
 ) -> Observation | None:  # fmt: skip
     """volume_drop: the day's invoices against the same weekdays before, judged by the segment's own spread.
@@ -369,8 +381,8 @@ def _volume_observation(
     days (a storm moves them all), and the segment without its ``max_carriers`` biggest fallers still
     fell by ``others_drop_share`` of ``min_drop_ratio``. Once firing, the weekday baselines stay
     those it fired against and it resolves when a week is back at ``recovered_share`` of them.
+    ``judged``: the segment's judged days up to ``day`` (``_judged_days``).
     """
-    judged = _judged_days(by_day, day, rule, rules, data_start)
     if not judged or judged[-1].day != day:
         return None
     today = by_day[day]
@@ -406,11 +418,9 @@ def _volume_observation(
             active = values["others_drop"] is not None and values["others_drop"] >= (
                 rule.min_drop_ratio * rule.others_drop_share
             )
-    values["baselines"] = (
-        frozen_baselines if frozen_baselines is not None
-        else _weekday_baselines(by_day, day, rule.baseline_weeks, rules, data_start, _baseline_invoices) if active
-        else {}
-    )  # fmt: skip
+    values["baselines"] = _carried_baselines(
+        frozen_baselines, active, by_day, day, rule.baseline_weeks, rules, data_start, _baseline_invoices
+    )
     return Observation("volume_drop", labels, active, rule.severity, rule.for_, rule.clear_for, values)
 
 

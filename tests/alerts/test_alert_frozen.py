@@ -110,14 +110,20 @@ def test_a_volume_halving_for_six_weeks_fires_for_six_weeks_and_resolves_when_it
     assert unfrozen_last < START + dt.timedelta(weeks=WEEKS - 1)
 
 
-def test_a_firing_alert_carries_the_weekday_baselines_it_fired_against():
-    rows = figures(stopped)
+def fired_drop(rows: list[SegmentDay]) -> Instance:
+    """The segment's adoption_drop after the drop's first three days (it fires on the second)."""
     instances: dict[str, Instance] = {}
     for n in range(3):
         day = START + dt.timedelta(days=n)
         observed = [o for o in segment_observations(rows, day, RULES, DATA_START) if o.rule == "adoption_drop"]
         mark_notified(instances, advance(instances, observed, day, 1e9 + n, repeat_interval_s=86400.0))
     (alert,) = instances.values()
+    return alert
+
+
+def test_a_firing_alert_carries_the_weekday_baselines_it_fired_against():
+    rows = figures(stopped)
+    alert = fired_drop(rows)
     assert alert.state == "firing"
     # six weekdays at 60 of 90 issuing; Sunday, when nobody issues, at 0
     assert alert.values["baselines"] == {**{str(d): round(60 / 90, 4) for d in range(6)}, "6": 0.0}
@@ -125,12 +131,7 @@ def test_a_firing_alert_carries_the_weekday_baselines_it_fired_against():
 
 def test_the_boards_show_the_frozen_baseline_while_the_alert_fires():
     rows = figures(stopped)
-    instances: dict[str, Instance] = {}
-    for n in range(3):
-        day = START + dt.timedelta(days=n)
-        observed = [o for o in segment_observations(rows, day, RULES, DATA_START) if o.rule == "adoption_drop"]
-        mark_notified(instances, advance(instances, observed, day, 1e9 + n, repeat_interval_s=86400.0))
-    (alert,) = instances.values()
+    alert = fired_drop(rows)
     firing = {("adoption_drop", "5610", "380"): alert.values}
     four_weeks_on = START + dt.timedelta(weeks=4, days=1)  # the live baseline has followed the drop down
     live_share, _ = segment_baselines(rows, four_weeks_on, RULES, DATA_START)[("5610", "380")]
