@@ -4,6 +4,8 @@
 # The offline report's browser test needs Debian's Chromium (/usr/bin/chromium): `make chromium` installs it.
 # The board tests run Grafana's own frontend code under Node: `make grafana-js` installs its npm packages.
 # The invoice path's compiled batch core (native/, Rust with PyO3) is built by `make native` with cargo.
+# Prometheus's promtool, prometheus, alertmanager and amtool (the pipeline's own health alerts, deploy/prometheus/)
+# are built from their Go modules by `make prometheus` into the cache beside Kafka's jars: minutes once, then instant.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -15,7 +17,7 @@ NATIVE_STAMP := $(VENV)/.native-$(shell cat $(NATIVE_SRC) 2>/dev/null | sha1sum 
 GRAFANA_JS := tests/grafana_js
 GRAFANA_JS_STAMP := $(GRAFANA_JS)/node_modules/.installed-$(shell cat $(GRAFANA_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: install native kafka chromium grafana-js demo test test-fast lint format bench fuzz chaos clean
+.PHONY: install native kafka prometheus chromium grafana-js demo test test-fast lint format bench fuzz chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +48,9 @@ native: $(NATIVE_STAMP)
 kafka: install
 	$(BIN)/einvoice-monitor broker install
 
+prometheus: install
+	$(BIN)/python -m deploy.prometheus.tools
+
 # Debian's package, not `playwright install`: the test drives it through playwright's executable_path.
 chromium:
 	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; apt-get update && \
@@ -62,10 +67,10 @@ grafana-js: $(GRAFANA_JS_STAMP)
 demo: kafka native
 	$(BIN)/einvoice-monitor demo
 
-test: kafka native lint chromium grafana-js
+test: kafka native prometheus lint chromium grafana-js
 	$(BIN)/python -m pytest
 
-test-fast: kafka native chromium grafana-js
+test-fast: kafka native prometheus chromium grafana-js
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

@@ -57,6 +57,7 @@ class Settings:
     invoice_code_pattern: str = r"^M(\d)-(\d{2})-[0-9A-Z]{5}-\d{11}$"
     session_timeout_s: float = 30.0
     metrics_interval_s: float = 10.0
+    kafka_probe_interval_s: float = 15.0
     rules_file: Path | None = None
     webhooks_file: Path | None = None
     webhook_http_allowlist: str = ""
@@ -146,6 +147,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "invoice_code_pattern": ("EINVOICE_INVOICE_CODE_PATTERN", "Regex of the cash-register code: (form)(yy) groups."),
     "session_timeout_s": ("EINVOICE_SESSION_TIMEOUT_S", "Kafka consumer session timeout, seconds."),
     "metrics_interval_s": ("EINVOICE_METRICS_INTERVAL_S", "How often metrics are copied to ClickHouse, seconds."),
+    "kafka_probe_interval_s": (
+        "EINVOICE_KAFKA_PROBE_INTERVAL_S",
+        "How often the group's offsets are read from the broker for /metrics (Prometheus's rules), seconds.",
+    ),
     "rules_file": ("EINVOICE_RULES_FILE", "Alert rules (YAML); unset = alerts/default_rules.yaml."),
     "webhooks_file": ("EINVOICE_WEBHOOKS_FILE", "Webhook endpoints (YAML, as alerts/endpoints.example.yaml)."),
     "webhook_http_allowlist": ("EINVOICE_WEBHOOK_HTTP_ALLOWLIST", "Hosts webhooks may reach over plain http (a,b)."),

@@ -28,7 +28,7 @@ from alerts.rules import load_rules
 from analytics.adoption import unregistered
 from analytics.report import period_report
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT, Settings
-from base.localtime import HOUR_MS
+from base.localtime import HOUR_MS, LOCAL_TZ
 from base.outages import OUTAGES
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
@@ -38,7 +38,7 @@ from streams.batch_fetch import BatchFetchApp, FetchedBatches, unpack_in_core
 from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import InvoiceIngest, PartitionRecords, PartitionsMoved, PreparedBatch, SourceRecord
 from streams.metrics import IngestMetrics
-from streams.offsets import end_offsets, fetch_range, group_lag, group_positions, missing_ranges
+from streams.offsets import end_offsets, fetch_range, group_offsets, group_positions, missing_ranges
 from streams.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
 from streams.validation import InvoiceRules, InvoiceValidator
 
@@ -419,6 +419,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     commits = CommitChain(pipeline.commit)  # a written batch's offsets, committed after it, in order
     pipeline.app = app
     app.pipeline = pipeline  # type: ignore[attr-defined]
+    pipeline.metrics.ready.set_function(lambda: float(pipeline.ingest is not None))  # as /health says "ok"
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
@@ -565,14 +566,41 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         if pipeline.evaluator is None:
             pipeline.evaluator = AlertEvaluator(pipeline.store, rules, bootstrap, topics.alerts, topics.silences)
         try:  # an exception escaping a Faust timer crashes the app; Kafka or ClickHouse away is retried next time
-            lag = await asyncio.to_thread(group_lag, bootstrap, settings.app_id, topics.invoices, settings.partitions)
+            offsets = await asyncio.to_thread(
+                group_offsets, bootstrap, settings.app_id, topics.invoices, settings.partitions
+            )
+            lag = sum(max(0, end - position) for end, position in offsets.values())
             results = await asyncio.to_thread(pipeline.evaluator.run, lag)
         except Exception:
             log.exception("alert evaluation failed; retrying at the next interval")
+            pipeline.metrics.alert_evaluation_failures.inc()
             pipeline.evaluator = None  # reload state from ClickHouse next time
             return
         for result in results:
             pipeline.metrics.alert_events.inc(len(result.events))
+        if pipeline.evaluator.last_day is not None:
+            day_after = pipeline.evaluator.last_day + dt.timedelta(days=1)
+            pipeline.metrics.evaluator_progress.evaluated_through = dt.datetime.combine(
+                day_after, dt.time(), LOCAL_TZ
+            ).timestamp()
+
+    @app.timer(interval=settings.kafka_probe_interval_s)
+    async def probe_kafka() -> None:
+        """The group's position as the broker sees it, for Prometheus: it moves only if some worker commits."""
+        try:
+            offsets = await asyncio.to_thread(
+                group_offsets, bootstrap, settings.app_id, topics.invoices, settings.partitions
+            )
+        except Exception as exc:  # the broker away: the last contact stops moving, and Prometheus says so
+            log.warning("could not read the group's offsets from Kafka", extra={"error": type(exc).__name__})
+            return
+        metrics = pipeline.metrics
+        metrics.kafka_last_contact.set(time.time())
+        for partition, (end, position) in offsets.items():
+            labels = (topics.invoices, str(partition))
+            metrics.topic_end_offset.labels(*labels).set(end)
+            metrics.group_committed_offset.labels(*labels).set(position)
+            metrics.group_lag.labels(*labels).set(max(0, end - position))
 
     @app.timer(interval=settings.metrics_interval_s)
     async def write_metrics() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sinks.clickhouse.client import ClickHouseStore
@@ -32,6 +32,25 @@ class FetchReaders(Collector):
         for reader in ("core", "aiokafka"):
             family.add_metric([reader], FETCHES[reader])
         yield family
+
+
+class EvaluatorProgress(Collector):
+    """Where the alert evaluator stands: exported only once this worker's evaluator has judged a day.
+
+    A worker that is not the leader, or a new deployment without a complete day yet, exports nothing
+    rather than a zero that would read as "stalled since 1970" (deploy/prometheus/rules.yml).
+    """
+
+    def __init__(self) -> None:
+        self.evaluated_through: float | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.evaluated_through is not None:
+            yield GaugeMetricFamily(
+                "einvoice_alerts_evaluated_through_seconds",
+                "End of the newest day the alert rules judged (local midnight after it), UTC epoch seconds",
+                value=self.evaluated_through,
+            )
 
 
 class IngestMetrics:
@@ -80,8 +99,35 @@ class IngestMetrics:
         self.alert_events = Counter("einvoice_alert_events", "Alert events the evaluator produced", registry=r)
         self.dedup_keys = Gauge("einvoice_dedup_keys", "Invoice keys held for dedup", registry=r)
         self.registry_sellers = Gauge("einvoice_registry_sellers", "Sellers in the local registry table", registry=r)
+        # What Prometheus's rules (deploy/prometheus/rules.yml) need beyond the figures above:
+        # process_start_time_seconds (a crash loop), readiness, the group's position read from the
+        # broker itself (a stuck worker does not update it), the evaluator's progress.
+        self.ready = Gauge("einvoice_worker_ready", "1 once the worker consumes (as /health: ok), else 0", registry=r)
+        self.topic_end_offset = Gauge(
+            "einvoice_topic_end_offset", "A partition's end (high watermark), read from the broker",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.group_committed_offset = Gauge(
+            "einvoice_group_committed_offset", "The consumer group's committed offset, read from the broker",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.group_lag = Gauge(
+            "einvoice_group_lag", "Records the group has not committed yet, read from the broker",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.kafka_last_contact = Gauge(
+            "einvoice_kafka_last_contact_seconds", "When the broker last answered this worker's probe, UTC epoch "
+            "seconds (0: never)", registry=r,
+        )  # fmt: skip
+        self.alert_evaluation_failures = Counter(
+            "einvoice_alert_evaluation_failures", "Alert evaluations that raised (retried at the next interval)",
+            registry=r,
+        )  # fmt: skip
+        self.evaluator_progress = EvaluatorProgress()
+        r.register(self.evaluator_progress)
         r.register(ClickHouseRetries())
         r.register(FetchReaders())
+        ProcessCollector(registry=r)
 
     def snapshot(self) -> list[tuple[str, str, float]]:
         """(metric, label, value) for every sample, for the ClickHouse copy."""

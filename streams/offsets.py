@@ -64,12 +64,12 @@ def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[i
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
-def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    """Records of ``topic`` the group has not committed yet, over all partitions (blocking)."""
+def group_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: (its end, where the group continues), as the broker says (blocking)."""
     every = list(range(partitions))
     ends = end_offsets(bootstrap, topic, every)
     positions = group_positions(bootstrap, group, topic, every)
-    return sum(max(0, ends[p] - positions[p]) for p in every)
+    return {p: (ends[p], positions[p]) for p in every}
 
 
 def missing_ranges(offsets: Sequence[int], expected: int) -> list[tuple[int, int]]:
