@@ -445,6 +445,60 @@ def check_grafana(compose: Compose) -> list[str]:
     return problems
 
 
+def check_prometheus(compose: Compose) -> list[str]:
+    """Prometheus scrapes the worker's web port with rules.yml and reaches Alertmanager, whose receivers' URL files
+    are mounted secrets; both images are the versions `make prometheus` builds and tests."""
+    from deploy.prometheus import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG
+    from deploy.prometheus.tools import ALERTMANAGER_VERSION, PROMETHEUS_VERSION
+
+    services = compose["services"]
+    prometheus, alertmanager = services.get("prometheus"), services.get("alertmanager")
+    if prometheus is None or alertmanager is None:
+        return ["no prometheus or no alertmanager service"]
+    problems = []
+    # the Go module v0.316.0 is Prometheus 3.16.0
+    release = "v3." + str(int(PROMETHEUS_VERSION.split(".")[1]) - 300) + "." + PROMETHEUS_VERSION.split(".")[2]
+    if prometheus.get("image") != f"prom/prometheus:{release}":
+        problems.append(f"prometheus: image should be prom/prometheus:{release} (what the tests run)")
+    if alertmanager.get("image") != f"prom/alertmanager:{ALERTMANAGER_VERSION}":
+        problems.append(f"alertmanager: image should be prom/alertmanager:{ALERTMANAGER_VERSION}")
+    mounts = {target: ROOT / source for kind, source, target in volume_mounts(prometheus) if kind == "bind"}
+    config_arg = next((a.split("=", 1)[1] for a in prometheus.get("command", []) if a.startswith("--config.file=")), "")
+    config_dir = mounts.get(str(Path(config_arg).parent))
+    if config_dir is None or (config_dir / Path(config_arg).name).resolve() != PROMETHEUS_CONFIG.resolve():
+        problems.append(f"prometheus: --config.file={config_arg} is not deploy/prometheus/prometheus.yml mounted")
+    else:
+        config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+        for rules in config.get("rule_files", []):
+            if not (config_dir / rules).is_file():
+                problems.append(f"prometheus: rule file {rules} is not in the mounted folder")
+        web = resolved_environment(compose, "worker").get("EINVOICE_WEB_PORT", "6066")
+        targets = [t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]]
+        if f"worker:{web}" not in targets:
+            problems.append(f"prometheus: scrapes {targets}, not the worker's web port worker:{web}")
+        managers = [
+            t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
+        ]
+        if managers != ["alertmanager:9093"]:
+            problems.append(f"prometheus: sends alerts to {managers}, not the alertmanager service")
+    am_config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"))
+    secrets = compose.get("secrets") or {}
+    for receiver in am_config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            name = Path(webhook.get("url_file", "")).name
+            if not webhook.get("url_file", "").startswith("/run/secrets/") or name not in alertmanager.get(
+                "secrets", []
+            ):
+                problems.append(
+                    f"alertmanager: receiver {receiver['name']} reads {webhook.get('url_file')}, not a secret"
+                )
+            elif name not in secrets:
+                problems.append(f"secret {name} is not declared")
+            elif not re.search(rf"^{secrets[name].get('environment')}=", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M):
+                problems.append(f"secret {name}: {secrets[name].get('environment')} is not in .env.example")
+    return problems
+
+
 CHECKS: list[Callable[[Compose], list[str]]] = [
     check_images_and_builds,
     check_bind_mounts,
@@ -460,6 +514,7 @@ CHECKS: list[Callable[[Compose], list[str]]] = [
     check_clickhouse_config,
     check_cli_commands,
     check_grafana,
+    check_prometheus,
 ]
 
 
@@ -538,6 +593,11 @@ MUTATIONS = [
     (check_grafana, _set("services.grafana.environment.CLICKHOUSE_GRAFANA_PASSWORD", ...)),
     (check_grafana, _move_grafana_boards),
     (check_grafana, _set("services.grafana.depends_on", {})),
+    (check_prometheus, _set("services.prometheus.image", "prom/prometheus:v3.1.0")),
+    (check_prometheus, _set("services.prometheus.command", ["--config.file=/etc/prometheus/other.yml"])),
+    (check_prometheus, _set("services.worker.environment.EINVOICE_WEB_PORT", "7077")),
+    (check_prometheus, _set("services.alertmanager.secrets", ["pipeline_pager_url"])),
+    (check_prometheus, _set("secrets.pipeline_tickets_url", ...)),
 ]
 
 
