@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge, common, dashboard, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, common, dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -21,12 +21,17 @@ from grafana_foundation_sdk.models import dashboard as models
 from base.localtime import TIME_ZONE
 from boards.i18n import column, t
 from boards.macros import ALL, Variable, sqlstring
+from boards.promql import PIPELINE as PIPELINE_PROMQL
+from boards.promql import PromQuery
 from boards.queries import BOARDS, COMPARISONS, NO_COMPARISON, ROLLUP, PanelQuery
 
 PLUGIN = "grafana-clickhouse-datasource"
 DATASOURCE_UID = "einvoice-clickhouse"
 DATASOURCE = models.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
 PLUGIN_VERSION = "4.11.2"
+# The pipeline's Prometheus (deploy/grafana/provisioning/datasources/prometheus.yaml)
+PROMETHEUS_UID = "einvoice-prometheus"
+PROMETHEUS = models.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 TAGS = ["einvoice", "thanh-hoa"]
 # Grafana inserts a custom "All" value as it is, whatever the format (@grafana/scenes CustomAllValue), so the
 # roll-up marker is stored already quoted: `${sector:sqlstring}` reads '*' at "All" and '5610' otherwise.
@@ -141,6 +146,16 @@ def _table(board: str, key: str, query: PanelQuery, lang: str, width: int = 24, 
 
 def _series(board: str, key: str, query: PanelQuery, lang: str, width: int = 12, height: int = 8) -> Any:
     panel = _display_names(_common(timeseries.Panel(), board, key, query, lang, width, height), query, lang)
+    return panel.line_width(2).fill_opacity(10).show_points(common_models.VisibilityMode.AUTO)
+
+
+def _prometheus_series(key: str, queries: tuple[PromQuery, ...], lang: str, unit: str = "") -> Any:
+    """A time series panel of the pipeline board read from Prometheus."""
+    panel = timeseries.Panel().title(t(f"pipeline.{key}", lang)).datasource(PROMETHEUS).span(12).height(8)
+    for ref, query in zip("ABCDEFGH", queries, strict=False):
+        target = prometheus.Dataquery().expr(query.expr).legend_format(query.legend).range().ref_id(ref)
+        panel = panel.with_target(target.datasource(PROMETHEUS))
+    panel = panel.unit(unit) if unit else panel
     return panel.line_width(2).fill_opacity(10).show_points(common_models.VisibilityMode.AUTO)
 
 
@@ -362,6 +377,10 @@ def build_pipeline(lang: str) -> Any:
         .with_panel(_series("pipeline", "consumer_lag", q["consumer_lag"], lang))
         .with_panel(_series("pipeline", "watermark_delay", q["watermark_delay"], lang).unit("s"))
         .with_panel(_table("pipeline", "dlq_reasons", q["dlq_reasons"], lang, height=8))
+        .with_panel(_prometheus_series("workers_up", PIPELINE_PROMQL["workers_up"], lang))
+        .with_panel(_prometheus_series("health_alerts", PIPELINE_PROMQL["health_alerts"], lang))
+        .with_panel(_prometheus_series("latency_p99", PIPELINE_PROMQL["latency_p99"], lang, unit="s"))
+        .with_panel(_prometheus_series("group_lag_by_partition", PIPELINE_PROMQL["group_lag_by_partition"], lang))
     )
 
 

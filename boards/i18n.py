@@ -53,6 +53,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "pipeline.watermark_delay": ("Watermark chậm hơn thời gian thực", "Watermark behind wall clock"),
     "pipeline.freshness": ("Dữ liệu mới nhất", "Newest data"),
     "pipeline.dlq_reasons": ("Bản ghi lỗi trong kỳ", "Dead letters in the period"),
+    "pipeline.workers_up": ("Worker trả lời Prometheus (1 = có)", "Workers answering Prometheus (1 = yes)"),
+    "pipeline.health_alerts": ("Cảnh báo hệ thống đang bật", "Pipeline health alerts firing"),
+    "pipeline.latency_p99": ("Độ trễ xử lý p99 (giây)", "Processing latency p99 (s)"),
+    "pipeline.group_lag_by_partition": ("Độ trễ theo phân vùng (theo broker)", "Lag by partition (as the broker says)"),
     # columns
     "col.unit_name": ("Đơn vị", "Unit"),
     "col.sector_name": ("Ngành", "Sector"),

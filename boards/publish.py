@@ -1,7 +1,9 @@
 """Put the boards into a running Grafana over its HTTP API (grafana-client), idempotently by uid.
 
 For a Grafana that is not provisioned from deploy/grafana (a shared company instance): creates or
-updates the folder, the ClickHouse data source (uid ``einvoice-clickhouse``) and every board.
+updates the folder, the ClickHouse data source (uid ``einvoice-clickhouse``), with a Prometheus URL the
+pipeline's Prometheus data source (uid ``einvoice-prometheus``, which the pipeline board's health panels
+read), and every board.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
-from boards.grafana import DATASOURCE_UID, PLUGIN, dashboards
+from boards.grafana import DATASOURCE_UID, PLUGIN, PROMETHEUS_UID, dashboards
 from boards.i18n import t
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class PublishResult:
     folder_uid: str
     datasource: str  # created or updated
     dashboards: dict[str, str]  # uid -> url
+    prometheus: str | None = None  # created, updated, or None when no Prometheus URL was given
 
 
 def datasource_model(connection: ClickHouseConnection) -> dict[str, Any]:
@@ -54,12 +57,35 @@ def datasource_model(connection: ClickHouseConnection) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def prometheus_model(url: str) -> dict[str, Any]:
+    """The pipeline's Prometheus, as deploy/grafana/provisioning/datasources/prometheus.yaml provisions it."""
+    return {
+        "name": "Prometheus (pipeline)", "uid": PROMETHEUS_UID, "type": "prometheus", "access": "proxy",
+        "url": url, "jsonData": {"timeInterval": "15s"},
+    }  # fmt: skip
+
+
 def _missing(exc: GrafanaClientError) -> bool:
     return getattr(exc, "status_code", None) == 404
 
 
-def publish(api: GrafanaApi, connection: ClickHouseConnection, lang: str = "vi") -> PublishResult:
-    """Folder, data source, boards; each created when missing, else updated in place."""
+def _put_datasource(api: GrafanaApi, uid: str, model: dict[str, Any]) -> str:
+    """Create the data source, or update it in place by uid: "created" or "updated"."""
+    try:
+        api.datasource.get_datasource_by_uid(uid)
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        api.datasource.create_datasource(model)
+        return "created"
+    api.datasource.update_datasource_by_uid(uid, model)
+    return "updated"
+
+
+def publish(
+    api: GrafanaApi, connection: ClickHouseConnection, lang: str = "vi", prometheus_url: str | None = None
+) -> PublishResult:
+    """Folder, data sources, boards; each created when missing, else updated in place."""
     folder_uid = "einvoice" if lang == "vi" else "einvoice-en"
     try:
         api.folder.get_folder(folder_uid)
@@ -68,16 +94,8 @@ def publish(api: GrafanaApi, connection: ClickHouseConnection, lang: str = "vi")
             raise
         api.folder.create_folder(t("folder", lang), uid=folder_uid)
         log.info("grafana folder created", extra={"folder_uid": folder_uid})
-    model = datasource_model(connection)
-    try:
-        api.datasource.get_datasource_by_uid(DATASOURCE_UID)
-        api.datasource.update_datasource_by_uid(DATASOURCE_UID, model)
-        datasource = "updated"
-    except GrafanaClientError as exc:
-        if not _missing(exc):
-            raise
-        api.datasource.create_datasource(model)
-        datasource = "created"
+    datasource = _put_datasource(api, DATASOURCE_UID, datasource_model(connection))
+    prometheus = _put_datasource(api, PROMETHEUS_UID, prometheus_model(prometheus_url)) if prometheus_url else None
     urls = {}
     for board in dashboards(lang).values():
         answer = api.dashboard.update_dashboard(
@@ -85,4 +103,4 @@ def publish(api: GrafanaApi, connection: ClickHouseConnection, lang: str = "vi")
              "message": "einvoice-monitor dashboards publish"}
         )  # fmt: skip
         urls[board["uid"]] = str(answer.get("url", ""))
-    return PublishResult(folder_uid, datasource, urls)
+    return PublishResult(folder_uid, datasource, urls, prometheus)

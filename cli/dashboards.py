@@ -67,8 +67,15 @@ def publish_command(
     clickhouse_database: Annotated[str, typer.Option(help="The pipeline's database.")] = "einvoice",
     clickhouse_secure: Annotated[bool, typer.Option(help="HTTPS to ClickHouse.")] = False,
     lang: Annotated[str, typer.Option(help="vi, en or all.")] = "vi",
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The pipeline's Prometheus as Grafana reaches it (the pipeline board's health panels).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Create or update (by uid) the folder, the ClickHouse data source and the boards in a Grafana.
+    """Create or update (by uid) the folder, the data sources and the boards in a Grafana.
 
     The ClickHouse password is read from $CLICKHOUSE_GRAFANA_PASSWORD, never from the command line.
     """
@@ -88,10 +95,17 @@ def publish_command(
     api = GrafanaApi.from_url(url, credential=token)
     for language in _languages(lang):
         try:
-            result = publish(api, connection, language)
+            result = publish(api, connection, language, prometheus_url)
         except (GrafanaClientError, OSError) as exc:
             console.print(f"[red]Grafana at {url} refused or failed:[/] {exc}")
             raise typer.Exit(1) from None
         console.print(f"data source {result.datasource}; folder {result.folder_uid}")
+        if result.prometheus is None:
+            console.print(
+                "[yellow]no --prometheus-url:[/] the pipeline board's health panels read a Prometheus data source "
+                "with uid einvoice-prometheus; give its URL, or provision one with that uid"
+            )
+        else:
+            console.print(f"Prometheus data source {result.prometheus}")
         for uid, path in result.dashboards.items():
             console.print(f"  {uid}: {url.rstrip('/')}{path}")

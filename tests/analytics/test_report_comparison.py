@@ -183,7 +183,7 @@ def grafana_shows(board: str, key: str, result: PanelResult) -> dict[str, list[s
     """What Grafana's own display code draws for each field of the panel, from this result."""
     panel = next(
         p for p in dashboards("en")[board]["panels"]
-        if any(t["rawSql"] == BOARDS[board]("en")[key].sql.strip() for t in p.get("targets", []))
+        if any(t.get("rawSql") == BOARDS[board]("en")[key].sql.strip() for t in p.get("targets", []))
     )  # fmt: skip
     kinds = BOARDS[board]("en")[key].columns
     frame = {"fields": [{"name": name, "type": kinds[name], "values": [r[name] for r in result.records()]}

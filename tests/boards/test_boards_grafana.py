@@ -109,7 +109,8 @@ def reachable_states(
 
 
 def targets(board: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    out = [(p["title"], t) for p in board["panels"] for t in p.get("targets", [])]
+    # the ClickHouse targets; the pipeline board's Prometheus ones are checked in tests/deploy/test_prometheus_rules.py
+    out = [(p["title"], t) for p in board["panels"] for t in p.get("targets", []) if "rawSql" in t]
     out += [(a["name"], a["target"]) for a in board.get("annotations", {}).get("list", []) if "target" in a]
     return out
 
@@ -298,7 +299,7 @@ def frame(store: ClickHouseStore, case_sql: str, query: PanelQuery) -> dict[str,
 
 
 def panel_of(board: dict[str, Any], sql: str) -> dict[str, Any]:
-    return next(p for p in board["panels"] if any(t["rawSql"] == sql for t in p.get("targets", [])))
+    return next(p for p in board["panels"] if any(t.get("rawSql") == sql for t in p.get("targets", [])))
 
 
 def shown(store, cases, grafana_sql, lang: str, board: str, key: str, state: str = "default") -> dict[str, Any]:

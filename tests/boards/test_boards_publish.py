@@ -131,6 +131,24 @@ def test_publish_creates_then_updates_in_place_by_uid(grafana):
     assert TOKEN not in first.output + second.output and "ro-Secret-42" not in first.output + second.output
 
 
+def test_publish_with_a_prometheus_url_puts_the_pipeline_boards_second_data_source(grafana):
+    from boards.grafana import PROMETHEUS_UID
+
+    url, state = grafana
+    without = publish(url)
+    assert without.exit_code == 0 and "no --prometheus-url" in without.output
+    assert PROMETHEUS_UID not in state.datasources
+    first = publish(url, "--prometheus-url", "http://prometheus.internal:9090")
+    second = publish(url, "--prometheus-url", "http://prometheus.internal:9091")
+    assert "Prometheus data source created" in first.output and "Prometheus data source updated" in second.output
+    ds = state.datasources[PROMETHEUS_UID]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus.internal:9091"
+    # the uid the board's Prometheus panels read
+    board = dashboards("vi")["pipeline"]
+    uids = {t["datasource"]["uid"] for p in board["panels"] for t in p.get("targets", []) if "expr" in t}
+    assert uids == {PROMETHEUS_UID}
+
+
 def test_publish_all_languages_uses_one_folder_each(grafana):
     url, state = grafana
     result = publish(url, "--lang", "all")

@@ -73,6 +73,14 @@ def test_a_killed_and_a_hung_worker_page_then_resolve(kafka_bootstrap: str, tmp_
         )  # fmt: skip
         ready = prometheus.query("einvoice_worker_ready")
         assert sorted(float(s["value"][1]) for s in ready) == [1.0, 1.0]
+        # what the ingest rules read: the group's offsets from the broker, per partition, from each worker
+        partitions = killed_settings.partitions + hung_settings.partitions
+        wait_until(
+            lambda: len(prometheus.query("einvoice_group_lag")) == partitions, timeout=6 * scrape_s,
+            what="the group's offsets probed from the broker",
+        )  # fmt: skip
+        contact = prometheus.query("time() - einvoice_kafka_last_contact_seconds")
+        assert len(contact) == 2 and all(float(s["value"][1]) < 4 * scrape_s for s in contact), contact
 
         # -- the crash and the hang ------------------------------------------------------------------------------
         struck = time.time()

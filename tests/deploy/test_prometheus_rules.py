@@ -8,6 +8,7 @@ the cases could not tell a working rule from a broken one.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -104,3 +105,42 @@ def test_a_broken_alert_fails_its_cases(tools: Path, tmp_path: Path, name: str) 
         done = promtool(tools, "test", "rules", *copies)
         assert done.returncode != 0, f"{name} {kind}: its cases still pass\n{done.stdout}{done.stderr}"
         assert "FAILED" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def served_metric_names() -> set[str]:
+    """Every sample name a worker's /metrics can carry (labelled families included before their first child)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sinks.webhook.metrics import WebhookMetrics
+    from streams.metrics import IngestMetrics
+
+    metrics = IngestMetrics()
+    WebhookMetrics(metrics.metrics_registry)
+    metrics.evaluator_progress.evaluated_through = 1.0
+    from prometheus_client import generate_latest
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    names = set()
+    for family in text_string_to_metric_families(generate_latest(metrics.metrics_registry).decode()):
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    return names | {"up"}  # what Prometheus adds per target
+
+
+def test_rules_and_board_queries_parse_and_name_only_metrics_the_worker_serves(tools: Path, tmp_path: Path) -> None:
+    """A rule or panel naming a metric nobody serves would never fire, or stay empty, without an error."""
+    from boards.promql import PIPELINE, RATE_WINDOW
+
+    board = [query.expr.replace(RATE_WINDOW, "5m") for queries in PIPELINE.values() for query in queries]
+    rules = [
+        rule["expr"] for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"] for rule in group["rules"]
+    ]
+    as_rules = {
+        "groups": [{"name": "board", "rules": [{"record": f"board:q{i}", "expr": e} for i, e in enumerate(board)]}]
+    }
+    (tmp_path / "board.yml").write_text(yaml.safe_dump(as_rules), encoding="utf-8")
+    checked = promtool(tools, "check", "rules", tmp_path / "board.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    served = served_metric_names()
+    named = {name for expr in [*board, *rules] for name in re.findall(r"\b((?:einvoice|process)_[a-z_]+|up)\b", expr)}
+    assert named - served == set(), f"named but never served: {named - served}"
+    assert {"einvoice_group_lag", "einvoice_worker_ready", "process_start_time_seconds", "up"} <= named
