@@ -93,7 +93,7 @@ fuzz: install native
 		-artifact_prefix=fuzz/crashes/ fuzz/corpus
 
 # The chaos cases at full size (1 M events and 20 SIGKILLs, a 45 s broker outage, ClickHouse failing for
-# a minute, a misbehaving webhook receiver); their fast variants run in `make test`. See README, Chaos.
+# a minute, a misbehaving webhook receiver); their fast variants run in `make test`. See docs/chaos.md.
 chaos: kafka native
 	EINVOICE_CHAOS=full $(BIN)/python -m pytest -m chaos -v --timeout=3600
 

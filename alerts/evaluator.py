@@ -38,7 +38,7 @@ from alerts.rules import Rules
 from analytics.adoption import SegmentDay, adoption, load_units
 from analytics.units import UnitHierarchy
 from base.kafka import DURABLE_PRODUCER
-from base.localtime import LOCAL_TZ
+from base.localtime import LOCAL_TZ, TIME_ZONE
 from sinks.clickhouse.client import ClickHouseStore
 
 log = logging.getLogger(__name__)
@@ -381,9 +381,9 @@ class AlertEvaluator:
         rows = self.store.query_rows(
             "SELECT toDate(received_hour) AS d, toHour(received_hour) AS h, "
             "transform(admin_unit_code, {codes:Array(String)}, {targets:Array(String)}, '') AS u, sum(invoices) "
-            "FROM receipts_hourly WHERE received_hour >= toDateTime({start:Date}, 'Asia/Ho_Chi_Minh') "
-            "AND received_hour < toDateTime({end:Date}, 'Asia/Ho_Chi_Minh') AND u != '' GROUP BY d, h, u",
-            {"codes": codes, "targets": targets, "start": start, "end": day + dt.timedelta(days=1)},
+            "FROM receipts_hourly WHERE received_hour >= toDateTime({start:Date}, {tz:String}) "
+            "AND received_hour < toDateTime({end:Date}, {tz:String}) AND u != '' GROUP BY d, h, u",
+            {"codes": codes, "targets": targets, "start": start, "end": day + dt.timedelta(days=1), "tz": TIME_ZONE},
         )
         hourly: dict[str, dict[dt.datetime, int]] = defaultdict(lambda: defaultdict(int))
         for local_day, hour, unit, count in rows:

@@ -1,6 +1,6 @@
 """Adoption per sector × administrative unit × local day, with roll-ups, from ClickHouse.
 
-Definitions (``../shared/DOMAIN.md``): *eligible* = registered, ACTIVE, obliged, per the
+Definitions (docs/domain.md): *eligible* = registered, ACTIVE, obliged, per the
 registry as of that day (the newest version with ``valid_from`` <= day); *active adopter* =
 eligible and issued at least one cash-register invoice in the trailing 7 (and 28) days
 (``active_1d``: on that day itself, the fast signal of the adoption-drop rule);

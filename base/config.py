@@ -14,6 +14,20 @@ from pathlib import Path
 APP_ID = "einvoice-monitor"
 INVOICE_SUBJECT = "einvoice.issued-value"
 REGISTRY_SUBJECT = "business.registry-value"
+DEFAULT_DATA_DIR = Path(".data")
+DEFAULT_GRAFANA_URL = "http://localhost:3000/d/einvoice-drilldown"
+# The worker's Faust table of registrations: Faust names its changelog topic after the app and the table.
+REGISTRY_TABLE = "registry"
+
+
+def registry_changelog(app_id: str) -> str:
+    """The registry table's changelog topic, as Faust names it (``<app id>-<table>-changelog``)."""
+    return f"{app_id}-{REGISTRY_TABLE}-changelog"
+
+
+def leader_topic(app_id: str) -> str:
+    """Faust's leader-election topic (the alert evaluator runs on the leader)."""
+    return f"{app_id}-__assignor-__leader"
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class Topics:
 class Settings:
     """One snapshot of the configuration; build it with :meth:`from_env`."""
 
-    data_dir: Path = Path(".data")
+    data_dir: Path = DEFAULT_DATA_DIR
     kafka_brokers: str | None = None
     clickhouse_url: str | None = None
     topic_prefix: str = ""
@@ -61,7 +75,7 @@ class Settings:
     rules_file: Path | None = None
     webhooks_file: Path | None = None
     webhook_http_allowlist: str = ""
-    grafana_url: str = "http://localhost:3000/d/einvoice-drilldown"
+    grafana_url: str = DEFAULT_GRAFANA_URL
     role: str = "live"
     batch_core: str = "auto"
     fence: str = "on"
@@ -118,6 +132,15 @@ class Settings:
     def broker_dir(self) -> Path:
         return self.data_dir / "kafka"
 
+
+# Variables outside Settings: the tools' and the tests', never a deployment's configuration. The README's
+# table lists them too.
+CACHE_DIR_VARIABLE = "EINVOICE_CACHE_DIR"
+FAULT_POINTS_VARIABLE = "EINVOICE_FAULT_POINTS"
+TOOL_ENVIRONMENT: dict[str, str] = {
+    CACHE_DIR_VARIABLE: "Where Kafka's jars and the Prometheus tools are cached (never in git).",
+    FAULT_POINTS_VARIABLE: "1: the tests' fault points (streams/freeze.py) are live; never set in production.",
+}
 
 # field -> (environment variable, what it means); the README's table lists the same.
 ENVIRONMENT: dict[str, tuple[str, str]] = {

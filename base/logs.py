@@ -50,7 +50,7 @@ def register_environment_secrets(environ: Mapping[str, str] | None = None) -> No
                 register_secret(unquote(password))
 
 
-def redact(text: str) -> str:
+def redact_line(text: str) -> str:
     """``text`` without URL credentials and without any registered secret."""
     text = redact_url_credentials(text)
     for secret in _secrets:
@@ -75,7 +75,7 @@ class LogfmtFormatter(logging.Formatter):
             line += "\n" + self.formatException(record.exc_info)
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
-        return redact(line)
+        return redact_line(line)
 
 
 def _quote(value: object) -> str:

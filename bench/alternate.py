@@ -23,9 +23,9 @@ from ingest import run_workers
 from scratch import scratch_deployment
 from suite import bare_limit, deployment
 
+from kafka_io.topics import create_topics
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
-from streams.topics import create_topics
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
+from kafka_io.offsets import group_positions
+from kafka_io.topics import create_topics
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_invoices, publish_registry
-from streams.offsets import group_positions
-from streams.topics import create_topics
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,14 +25,14 @@ from scratch import machine, scratch_deployment
 
 from base.config import Settings
 from deploy.worker_process import WorkerProcess
+from kafka_io.offsets import end_offsets, group_positions
+from kafka_io.topics import create_topics
 from replay.archive import plan_archive, verify_archive, write_archive
 from replay.publish import publish_archive
 from replay.rebuild import create_rebuild, run_rebuild
 from replay.rewind import Target, apply_rewind, plan_rewind
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_feed, publish_registry
-from streams.offsets import end_offsets, group_positions
-from streams.topics import create_topics
 
 
 def timed(fn):

@@ -75,13 +75,13 @@ from base.config import Settings
 from base.localtime import LOCAL_TZ
 from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
+from kafka_io.offsets import end_offsets, group_positions
+from kafka_io.topics import create_topics
 from simulator.engine import Simulation, SimulationConfig
 from simulator.noise import NOISES
 from simulator.publish import publish_simulation
 from sinks.clickhouse import ClickHouseStore
 from sinks.webhook.config import Subscription
-from streams.offsets import end_offsets, group_positions
-from streams.topics import create_topics
 
 # what an evaluation writes: emptied before the rules are rescored on a kept feed
 KEPT_ALERT_TABLES = ("alert_instances", "alert_events", "dormant_issuers", "segment_adoption")

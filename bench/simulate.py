@@ -28,10 +28,10 @@ import psutil
 
 from base.config import Settings
 from deploy.kafka import LocalBroker
+from kafka_io.topics import create_topics
 from simulator.archive import ArchiveOptions, write_archive
 from simulator.engine import Simulation, SimulationConfig
 from simulator.publish import publish_feed, publish_registry
-from streams.topics import create_topics
 
 
 def files_run(config: SimulationConfig, codec: str, out: Path) -> dict:

@@ -57,19 +57,20 @@ from base.config import INVOICE_SUBJECT, Settings
 from base.localtime import DAY_MS
 from bench.ingest import print_result, run_workers, write_result
 from bench.replay import measure_replay
+from contracts.codec import AvroCodec, DecodeError, SchemaCatalog
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
 from harness.webhook_receiver import demo_receiver
+from kafka_io.offsets import end_offsets, group_positions
+from kafka_io.publish import MAX_BATCH_BYTES, partition_for
+from kafka_io.topics import create_topics
 from simulator.engine import Simulation, SimulationConfig
 from simulator.feed import FeedRecord
-from simulator.publish import MAX_BATCH_BYTES, partition_for, publish_feed, publish_invoices, publish_registry
+from simulator.publish import publish_feed, publish_invoices, publish_registry
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS
-from streams.codec import AvroCodec, DecodeError, SchemaCatalog
-from streams.offsets import end_offsets, group_positions
-from streams.topics import create_topics
 
 START = dt.date(2024, 6, 3)  # a Monday
 GIB = 2**30

@@ -24,12 +24,12 @@ from cli.progress import progress_bar
 from deploy.kafka import LocalBroker, free_port
 from deploy.worker_process import WorkerProcess
 from harness.webhook_receiver import demo_receiver
+from kafka_io.topics import create_topics
 from simulator.archive import GROUND_TRUTH, write_ground_truth
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.publish import publish_simulation
 from simulator.scenarios import load_scenario
 from sinks.clickhouse import ClickHouseStore
-from streams.topics import create_topics
 
 BY_UNIT = """
 SELECT u.name, sum(s.invoices) AS invoices, uniqExactMerge(s.issuers) AS issuers, sum(s.amount_vnd) AS revenue,

@@ -109,7 +109,7 @@ def topics_create(
     EINVOICE_REPLICATION_FACTOR / EINVOICE_MIN_INSYNC_REPLICAS say otherwise; each topic's are read
     back and shown, with a warning for any that a lost broker would hurt.
     """
-    from streams.topics import create_topics
+    from kafka_io.topics import create_topics
 
     settings = load_settings()
     try:
@@ -136,13 +136,13 @@ def worker(
     from faust import Worker
 
     from base import logs
-    from streams.app import create_app
+    from cli.worker import create_worker
 
     settings = load_settings()
     bootstrap = resolve_bootstrap(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        faust_app = create_app(settings, bootstrap)
+        faust_app = create_worker(settings, bootstrap)
     except ValueError as exc:  # e.g. the webhooks file (WebhookConfigError); the message never holds a secret
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -162,9 +162,10 @@ def run_simulate(
     bootstrap: Any = None,
 ) -> dict[str, Any]:
     """Build the run, write or publish it with a progress bar, write the ground truth; returns a summary."""
+    from kafka_io.publish import Pacing
     from simulator.archive import GROUND_TRUTH, ArchiveOptions, write_archive, write_ground_truth
     from simulator.engine import Simulation, SimulationConfig
-    from simulator.publish import Pacing, publish_simulation
+    from simulator.publish import publish_simulation
     from simulator.scenarios import load_scenario
 
     loaded = [load_scenario(p) for p in scenarios or []]

@@ -4,7 +4,7 @@
 is one record value, tried as an invoice (no record timestamp, and one received mid-feed) and as
 a registration. The contract, which the hypothesis tests check too (they import it from here):
 
-- decoding raises nothing but :class:`streams.codec.DecodeError`, with a reason of ``DECODE_REASONS``;
+- decoding raises nothing but :class:`contracts.codec.DecodeError`, with a reason of ``DECODE_REASONS``;
 - a decoded value has exactly the reader schema's fields, and validating it raises nothing: it is
   valid or rejected with a reason of ``INVOICE_REASONS`` / ``REGISTRATION_REASONS`` and a detail;
 - a value found valid can be stored: its day and time fit ClickHouse's Date and DateTime64, its
@@ -26,15 +26,13 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import Any
 
-import streams.codec
-import streams.validation
+import contracts.codec
+import contracts.validation
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
-from streams import batch_core
-from streams.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaCatalog
-from streams.ingest import NO_WATERMARK
-from streams.registry import as_version
-from streams.validation import (
+from contracts.codec import DECODE_REASONS, AvroCodec, DecodeError, SchemaCatalog
+from contracts.registry import as_version
+from contracts.validation import (
     INVOICE_REASONS,
     MAX_NAME_CHARS,
     MAX_REGISTER_ID_CHARS,
@@ -45,6 +43,8 @@ from streams.validation import (
     check_registration,
     nfc,
 )
+from streams import batch_core
+from streams.ingest import NO_WATERMARK
 
 SCHEMAS = SchemaCatalog.load()
 INVOICES = AvroCodec(SCHEMAS, INVOICE_SUBJECT)
@@ -216,7 +216,7 @@ def main(argv: list[str]) -> None:
         argv = [*argv, str(DEFAULT_CORPUS)]
     if not corpus[0].is_dir() or not any(corpus[0].iterdir()):
         print(f"seeding {corpus[0]} with {seed_corpus(corpus[0])} records from the simulator", file=sys.stderr)
-    for module in (streams.codec, streams.validation, sys.modules[__name__]):
+    for module in (contracts.codec, contracts.validation, sys.modules[__name__]):
         _instrument(atheris, module)
     atheris.Setup(argv, TestOneInput)
     atheris.Fuzz()

@@ -26,14 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from einvoice_core import InvoiceCore
 
 from base.config import INVOICE_SUBJECT
+from contracts.codec import SCHEMAS_DIR, AvroCodec, SchemaCatalog
+from contracts.records import SourceRecord
+from contracts.registry import as_version, merge_version
+from contracts.validation import InvoiceRules, InvoiceValidator
+from kafka_io.publish import partition_for
 from simulator.engine import Simulation, SimulationConfig, registry_scale
-from simulator.publish import partition_for
-from streams.codec import SCHEMAS_DIR, AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
+from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState
 from streams.metrics import IngestMetrics
-from streams.registry import as_version, merge_version
-from streams.validation import InvoiceRules, InvoiceValidator
 
 TOPIC = "einvoice.issued"
 HORIZON_MS = 72 * 3_600_000

@@ -21,22 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from base.redaction import redact_url_credentials
+from base.redaction import without_url_credentials
 from replay.databases import Database
 from replay.refused import Refused
 
 log = logging.getLogger(__name__)
-
-
-def redact(value: Any) -> Any:
-    """The value with ``user:password@`` removed from every URL in it, recursively."""
-    if isinstance(value, str):
-        return redact_url_credentials(value)
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
 
 
 def who() -> tuple[str, str]:
@@ -63,7 +52,7 @@ class AuditLog:
         duration_s: float = 0.0,
     ) -> dict[str, Any]:
         user, host = who()
-        entry = redact(
+        entry = without_url_credentials(
             {
                 "id": uuid.uuid4().hex,
                 "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -83,7 +72,7 @@ class AuditLog:
             try:
                 Database(self.clickhouse_url).run("sync_audit", entries=[entry])
             except Exception as exc:  # the file is the log of record; the table is a convenience
-                log.warning("audit entry not copied to ClickHouse: %s", redact(str(exc)))
+                log.warning("audit entry not copied to ClickHouse: %s", without_url_credentials(str(exc)))
         return entry
 
     @contextlib.contextmanager

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from kafka_io.offsets import end_offsets, fetch_range
+from kafka_io.publish import Clock, Pacing, Publisher, paced, partition_for
 from replay.archive import read_manifest, read_records
 from replay.ranges import Offsets
 from replay.refused import Refused
-from simulator.publish import Pacing, Publisher, _Clock, _paced, partition_for
-from streams.offsets import end_offsets, fetch_range
 
 CHUNK = 10_000
 CHECKPOINT_EVERY_S = 2.0
@@ -214,7 +214,7 @@ def publish_archive(
             done_before = sum(f["records"] for f in files[:cursor_file]) + cursor_record
             if on_progress and done_before:
                 on_progress(done_before)
-            clock = _Clock(Pacing(rate=rate))
+            clock = Clock(Pacing(rate=rate))
             cache: dict[bytes, int] = {}
             last_checkpoint = time.monotonic()
             for index in range(cursor_file, len(files)):
@@ -262,7 +262,7 @@ def _landed(queue: deque[Landed] | None, record: dict[str, Any]) -> bool:
 
 def _send(
     publisher: Publisher,
-    clock: _Clock,
+    clock: Clock,
     topic: str,
     records: list[dict[str, Any]],
     parts: np.ndarray,
@@ -283,7 +283,7 @@ def _send(
         if on_progress:
             on_progress(b - a)
 
-    _paced(clock, np.array(stamps, dtype=np.int64), send)
+    paced(clock, np.array(stamps, dtype=np.int64), send)
 
 
 def _checkpoint(publisher: Publisher, bootstrap: str, router: _Router, state: dict[str, Any], path: Path) -> None:

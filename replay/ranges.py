@@ -15,7 +15,7 @@ from kafka.structs import TopicPartition
 
 from base.config import Topics
 from base.localtime import LOCAL_TZ
-from streams.offsets import end_offsets
+from kafka_io.offsets import end_offsets
 
 TIME_FORMS = "2024-06-03, 2024-06-03T08:00 or 2024-06-03T08:00+07:00 (no offset = Asia/Ho_Chi_Minh)"
 

@@ -38,16 +38,16 @@ from typing import Any, TypeVar
 
 from kafka.admin import KafkaAdminClient
 
-from base.config import ENVIRONMENT, Settings
+from base.config import ENVIRONMENT, Settings, leader_topic, registry_changelog
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
+from kafka_io.offsets import end_offsets, group_positions
+from kafka_io.topics import create_topics
 from replay.audit import who
 from replay.databases import Database
 from replay.members import describe_group, stop_local_workers
 from replay.refused import Refused
 from sinks.clickhouse import ClickHouseStore
-from streams.offsets import end_offsets, group_positions
-from streams.topics import create_topics
 
 # not derived from the topics (the evaluator's and the dispatcher's state, the boards' daily figures the
 # evaluator wrote, metrics, the audit): a switch keeps the live ones
@@ -375,11 +375,7 @@ def drop(settings: Settings, bootstrap: str, rebuild: Rebuild) -> dict[str, Any]
             shutil.rmtree(doomed.directory, ignore_errors=True)
             shutil.rmtree(rebuilds_dir(settings) / rebuild.id / "faust", ignore_errors=True)
         existing = set(admin.list_topics())
-        internal = [
-            t
-            for t in (f"{rebuild.app_id}-registry-changelog", f"{rebuild.app_id}-__assignor-__leader")
-            if t in existing
-        ]
+        internal = [t for t in (registry_changelog(rebuild.app_id), leader_topic(rebuild.app_id)) if t in existing]
         if internal:
             admin.delete_topics(internal)
         groups = {g["group_id"] for g in admin.list_groups()}

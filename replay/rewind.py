@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from kafka.errors import NoError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from kafka_io.offsets import group_positions
 from replay.members import GroupState, describe_group, remove_members, stop_local_workers
 from replay.ranges import Offsets, check_within, format_instant, parse_offsets
 from replay.refused import Refused
-from streams.offsets import group_positions
 
 
 @dataclass(frozen=True)

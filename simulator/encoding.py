@@ -14,7 +14,7 @@ Strings are a zigzag-varint length and UTF-8 bytes, int and long zigzag varints,
 as an int, a union the branch index then the value. What is fixed per seller (frame, id, form,
 symbol) or per register (code prefix, register id) is pre-encoded once; per record only the year
 digits, the sequence digits and four varints are computed. tests/simulator/test_simulator_output.py reads
-the files back with fastavro and decodes the records with :class:`streams.codec.AvroCodec`.
+the files back with fastavro and decodes the records with :class:`contracts.codec.AvroCodec`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import numpy as np
 
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
 from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS, TIME_ZONE
+from contracts.codec import AvroCodec, SchemaCatalog
+from contracts.validation import NON_CASH_METHODS
 from simulator.encoding import PAYMENT_METHODS, EncodedBatch, SellerTables, encode_archive_records
 from simulator.feed import MALFORMED_KINDS, TOO_OLD_DELAY_MS, FeedRecord, corrupt, local_datetime
 from simulator.model import day_factors, day_number, hour_cdf
@@ -31,8 +33,6 @@ from simulator.noise import NOISES, NoiseWorld
 from simulator.population import ENTERPRISE, Population
 from simulator.reference import DEFAULT_REFERENCE, load_reference
 from simulator.scenarios import Effects, Scenario, load_scenario, resolve_scenarios, stopped_on
-from streams.codec import AvroCodec, SchemaCatalog
-from streams.validation import NON_CASH_METHODS
 
 VALID, DUPLICATE, MALFORMED = 0, 1, 2  # kind codes; malformed kind k is MALFORMED + k
 MAX_TICKET_VND = 500_000_000  # a lognormal tail beyond this is not a cash-register sale

@@ -1,8 +1,8 @@
 """What the feed carries, labelled: valid invoices, feed duplicates and malformed records.
 
 The label (``kind``) is the ground truth the tests and the benchmarks count against. Each
-malformed kind breaks exactly one rule of the decoder (:mod:`streams.codec`) or the validator
-(:mod:`streams.validation`), so the dead-letter reason of every malformed record is known.
+malformed kind breaks exactly one rule of the decoder (:mod:`contracts.codec`) or the validator
+(:mod:`contracts.validation`), so the dead-letter reason of every malformed record is known.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any, NamedTuple
 
 from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS
-from streams.codec import AvroCodec
+from contracts.codec import AvroCodec
 
 _EPOCH = dt.datetime(1970, 1, 1)
 

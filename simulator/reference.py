@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics.public_holidays import days_off, lunar_new_year
-from streams.validation import NON_CASH_METHODS, VAT_RATES, nfc  # nfc: the normalisation names are stored in
+from contracts.validation import NON_CASH_METHODS, VAT_RATES, nfc  # nfc: the normalisation names are stored in
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = REFERENCE_DIR / "thanh_hoa.toml"

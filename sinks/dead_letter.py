@@ -28,6 +28,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from base.kafka import DURABLE_PRODUCER
+from contracts.records import SourceRecord
+from contracts.validation import Rejection
+from kafka_io.topics import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,6 @@ H_SOURCE_TOPIC = "dlq.source.topic"
 H_SOURCE_PARTITION = "dlq.source.partition"
 H_SOURCE_OFFSET = "dlq.source.offset"
 H_ORIGINAL = "dlq.original"  # dlq.original.value.bytes / .sha256 (and .key.…): what a cut-down letter lost
-KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # message.max.bytes of a broker left at its default
-DLQ_MAX_MESSAGE_BYTES = 2 * KAFKA_DEFAULT_MAX_MESSAGE_BYTES  # max.message.bytes of the DLQ topics we create
 MAX_BATCH_BYTES = 512 * 1024  # a record batch of many dead letters; one letter alone may be larger
 MAX_DETAIL_BYTES = 2000  # dlq.detail is cut to this many bytes
 # More than our own headers (the detail, a topic name of at most 249 ASCII characters, numbers) and a
@@ -114,6 +115,13 @@ class DeadLetter(NamedTuple):
     headers: Sequence[tuple[str, bytes | None]]
     reason: str
     detail: str
+
+    @classmethod
+    def of(cls, topic: str, record: SourceRecord, rejection: Rejection) -> DeadLetter:
+        """A rejected record of ``topic`` as its letter (a record without a timestamp has -1 for it)."""
+        stamp = record.timestamp_ms if record.timestamp_ms >= 0 else None
+        return cls(topic, record.partition, record.offset, record.key, record.value, stamp, record.headers,
+                   rejection.reason, rejection.detail)  # fmt: skip
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """The source record's headers (but its own dlq.* ones), then ours: why, and where it came from."""

@@ -16,8 +16,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streams.codec import SchemaCatalog
-from streams.validation import InvoiceRules
+from base.localtime import DAY_MS, LOCAL_OFFSET_MS
+from contracts.codec import SchemaCatalog
+from contracts.validation import InvoiceRules
+from sinks.clickhouse.invoice_sink import STORED_COLUMNS
 
 if TYPE_CHECKING:
     from einvoice_core import InvoiceCore, KafkaRecords
@@ -52,12 +54,32 @@ def load(
             raise RuntimeError(f"EINVOICE_BATCH_CORE=compiled but {MISSING}") from None
         log.warning("falling back to the Python reference path, several times slower", extra={"why": MISSING})
         return BatchCore("reference", MISSING)
+    check_shared_facts(module)
     core = module.InvoiceCore(
         topic, subject, [(s.schema_id, s.subject, s.source) for s in schemas.entries()],
         rules.invoice_code_pattern, rules.future_tolerance_ms, rules.max_lateness_ms, rules.max_amount_vnd,
         rules.vat_tolerance_vnd, dedup_horizon_ms,
     )  # fmt: skip
     return BatchCore("compiled", f"einvoice_core {module.__version__}", core)
+
+
+def check_shared_facts(module: object) -> None:
+    """The core's column order and local-time constants are the Python side's, or it is refused at load.
+
+    A core built from an older checkout would write its Native blocks in another column order, or
+    count days at another offset: a loud start-up error, never a silently wrong row.
+    """
+    theirs = {
+        "STORED_COLUMNS": tuple(getattr(module, "STORED_COLUMNS", ())),
+        "DAY_MS": getattr(module, "DAY_MS", None),
+        "LOCAL_OFFSET_MS": getattr(module, "LOCAL_OFFSET_MS", None),
+    }
+    ours = {"STORED_COLUMNS": STORED_COLUMNS, "DAY_MS": DAY_MS, "LOCAL_OFFSET_MS": LOCAL_OFFSET_MS}
+    differ = sorted(name for name in ours if theirs[name] != ours[name])
+    if differ:
+        raise RuntimeError(
+            f"the compiled batch core disagrees with this checkout on {', '.join(differ)}: rebuild it (make native)"
+        )
 
 
 def kafka_records(choice: str) -> type[KafkaRecords] | None:

@@ -14,12 +14,14 @@ import signal
 import threading
 from pathlib import Path
 
+from base.config import FAULT_POINTS_VARIABLE
+
 log = logging.getLogger(__name__)
 
 BEFORE_INSERT = "before_insert"  # a block prepared and the ownership confirmed, its insert not sent
 BEFORE_COMMIT = "before_commit"  # a block inserted, its offsets not committed
 POINTS = (BEFORE_INSERT, BEFORE_COMMIT)
-ENABLED = os.environ.get("EINVOICE_FAULT_POINTS") == "1"
+ENABLED = os.environ.get(FAULT_POINTS_VARIABLE) == "1"
 
 
 def arm_path(data_dir: Path | str) -> Path:

@@ -22,16 +22,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
-from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
-from sinks.dead_letter import DeadLetter, DeadLetterSink
-from streams.codec import AvroCodec, DecodeError
-from streams.dedup import InvoiceDeduplicator, invoice_key
-from streams.freeze import BEFORE_INSERT
-from streams.metrics import IngestMetrics
-from streams.validation import (
+from contracts.codec import AvroCodec, DecodeError
+from contracts.records import SourceRecord
+from contracts.validation import (
     MALFORMED_VALUE,
     NON_CASH_METHODS,
     InvoiceValidator,
@@ -40,6 +36,11 @@ from streams.validation import (
     nfc,
     seller_kind,
 )
+from sinks.clickhouse.invoice_sink import InvoiceSink, PendingInsert
+from sinks.dead_letter import DeadLetter, DeadLetterSink
+from streams.dedup import InvoiceDeduplicator, invoice_key
+from streams.freeze import BEFORE_INSERT
+from streams.metrics import IngestMetrics
 
 if TYPE_CHECKING:
     from einvoice_core import InvoiceCore, KafkaRecords, Prepared
@@ -56,27 +57,6 @@ OwnershipCheck = Callable[[Sequence[int]], Awaitable[None]]
 
 class PartitionsMoved(RuntimeError):
     """This worker no longer owns partitions of the batch it was about to write (it was paused past the lease)."""
-
-
-class SourceRecord(NamedTuple):
-    """A Kafka record as the pipeline needs it (a tuple: built for every event, a frozen dataclass costs 3x)."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    @classmethod
-    def from_kafka(cls, record: Any) -> SourceRecord:
-        """From an aiokafka ConsumerRecord."""
-        timestamp = record.timestamp
-        headers = record.headers
-        return cls(
-            record.partition, record.offset, record.key, record.value,
-            timestamp if timestamp is not None else -1, tuple(headers) if headers else (),
-        )  # fmt: skip
 
 
 class PartitionRecords:
@@ -489,13 +469,7 @@ class InvoiceIngest:
         """Count a rejected record; dead-letter it unless the DLQ already has it (a re-read after a crash)."""
         outcome.rejected[rejection.reason] += 1
         if record.offset > self.states[partition].dead_lettered_offset:
-            self.dead_letters.add(
-                DeadLetter(
-                    self.topic, partition, record.offset, record.key, record.value,
-                    record.timestamp_ms if record.timestamp_ms >= 0 else None,
-                    record.headers, rejection.reason, rejection.detail,
-                )
-            )  # fmt: skip
+            self.dead_letters.add(DeadLetter.of(self.topic, record, rejection))
 
     def _verdict(self, record: SourceRecord) -> tuple[int, dict[str, Any], None] | tuple[None, None, Rejection]:
         """The reference's verdict on one record: (schema id, value, None) when valid, else why it is rejected."""

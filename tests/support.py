@@ -16,11 +16,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from base.config import Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
+from kafka_io import offsets
+from kafka_io.topics import create_topics
 from sinks.clickhouse import ClickHouseStore
 from sinks.clickhouse.verify import verify_store
 from sinks.dead_letter import H_SOURCE_OFFSET
-from streams import offsets
-from streams.topics import create_topics
 
 
 def deployment_settings(kafka_bootstrap: str, directory: Path) -> Settings:

@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil
 
+from base.config import CACHE_DIR_VARIABLE
+
 KAFKA_VERSION = "4.1.1"
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def free_port() -> int:
 
 def default_cache_dir() -> Path:
     """Shared jar cache: ``$EINVOICE_CACHE_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/einvoice-monitor``."""
-    env = os.environ.get("EINVOICE_CACHE_DIR")
+    env = os.environ.get(CACHE_DIR_VARIABLE)
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -493,7 +495,7 @@ class LocalBroker:
             "log.dirs": str(self._kraft_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            # the defaults a topic created without its own settings gets (ours: streams/topics.py)
+            # the defaults a topic created without its own settings gets (ours: kafka_io/topics.py)
             "default.replication.factor": factor,
             "min.insync.replicas": min_insync,
             "offsets.topic.replication.factor": factor,

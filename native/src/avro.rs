@@ -1,4 +1,4 @@
-//! Confluent-framed Avro invoices, decoded as `streams.codec.AvroCodec.decode` does with fastavro.
+//! Confluent-framed Avro invoices, decoded as `contracts.codec.AvroCodec.decode` does with fastavro.
 //!
 //! Only what the invoice subject needs is supported: records of primitive fields, enums,
 //! unions of those, and `long` with `logicalType: local-timestamp-millis`. A writer schema is
@@ -352,7 +352,7 @@ fn read_value<'a>(cur: &mut Cursor<'a>, ty: &'a FieldType) -> Option<Read<'a>> {
 }
 
 impl FieldType {
-    /// `streams.codec.type_label`: the type's name in a DLQ detail.
+    /// `contracts.codec.type_label`: the type's name in a DLQ detail.
     fn label(&self) -> &'static str {
         match self {
             FieldType::Null => "null",

@@ -1,7 +1,7 @@
 //! The pieces of Python's formatting the dead-letter details use, reproduced exactly.
 //!
 //! A rejected record's detail (the DLQ's `dlq.detail` header) is the text the Python reference
-//! (`streams.validation`, `streams.codec`) writes, byte for byte: `repr()` of a str or bytes,
+//! (`contracts.validation`, `contracts.codec`) writes, byte for byte: `repr()` of a str or bytes,
 //! `datetime.isoformat()`, the true division of two ints and `format(x, ".Nf")`.
 
 use crate::unicode::in_ranges;

@@ -624,6 +624,13 @@ fn code_groups(py: Python<'_>, pattern: &str, texts: Vec<String>) -> PyResult<Ve
 #[pymodule]
 fn einvoice_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // the facts the core shares with the Python side, checked when it is loaded (streams/batch_core.py)
+    m.add(
+        "STORED_COLUMNS",
+        native::COLUMNS.map(|(name, _)| name).to_vec(),
+    )?;
+    m.add("DAY_MS", DAY_MS)?;
+    m.add("LOCAL_OFFSET_MS", LOCAL_OFFSET_MS)?;
     m.add_class::<InvoiceCore>()?;
     m.add_class::<Prepared>()?;
     m.add_class::<KafkaRecords>()?;

@@ -13,7 +13,7 @@
 use crate::rowbinary::{put_str, put_varint, Row};
 
 /// (name, type) of each column, in the order they are written.
-const COLUMNS: [(&str, &str); 24] = [
+pub const COLUMNS: [(&str, &str); 24] = [
     ("seller_id", "String"),
     ("invoice_code", "String"),
     ("invoice_key", "Int64"),

@@ -1,4 +1,4 @@
-//! `streams.validation.nfc`: the text itself when ASCII, else `unicodedata.normalize("NFC", text)`.
+//! `contracts.validation.nfc`: the text itself when ASCII, else `unicodedata.normalize("NFC", text)`.
 //!
 //! Python 3.11 normalises with Unicode 14.0; the `unicode-normalization` crate with a newer
 //! Unicode. Unicode's normalization stability policy makes both agree on every string whose

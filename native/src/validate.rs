@@ -1,4 +1,4 @@
-//! `streams.validation.InvoiceValidator.check` and `check_key`, rule by rule, in their order.
+//! `contracts.validation.InvoiceValidator.check` and `check_key`, rule by rule, in their order.
 //!
 //! Python semantics that matter here: `len()` counts code points; the VAT rule is Python's
 //! `amount * rate / 100` (a correctly rounded true division of ints), `float(vat) - expected`,

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from base.config import DEFAULT_DATA_DIR, ENVIRONMENT
+
 FAULT_FILE = Path("chaos") / "clickhouse-unavailable"
 CHECK_INTERVAL_S = 1.0
 
@@ -30,8 +32,8 @@ def fault_path(data_dir: Path | str) -> Path:
 
 
 def default_data_dir() -> Path:
-    """The data directory of this process, read as ``base.config.Settings`` reads it (no import cycle)."""
-    return Path(os.environ.get("EINVOICE_DATA_DIR") or ".data").expanduser()
+    """The data directory of this process, read as ``base.config.Settings`` reads it."""
+    return Path(os.environ.get(ENVIRONMENT["data_dir"][0]) or DEFAULT_DATA_DIR).expanduser()
 
 
 class FaultSwitch:

@@ -68,7 +68,7 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "bootstrap": bootstrap,
         "alerts_topic": args.alerts_topic or topics.alerts,
-        "dlq_topic": args.dlq_topic or getattr(topics, "alerts_dlq", topics.alerts + ".dlq"),
+        "dlq_topic": args.dlq_topic or topics.alerts_dlq,
         "app_id": args.app_id or settings.app_id,
         "config": config,
         "dsn": None if args.no_clickhouse else (args.clickhouse or settings.clickhouse_dsn),

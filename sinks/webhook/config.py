@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from base.config import DEFAULT_GRAFANA_URL
 from base.logs import register_secret
 
 SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 EVENT_TYPES = ("firing", "resolved", "repeat")
-DEFAULT_GRAFANA_URL = "http://localhost:3000/d/einvoice-drilldown"
 
 
 class WebhookConfigError(ValueError):
@@ -162,7 +162,7 @@ class EndpointConfig:
     def group_id_suffix(self) -> str:
         return f"webhook-{self.name}"
 
-    def redact(self, text: str) -> str:
+    def hide_own(self, text: str) -> str:
         """``text`` with the URL, its path and query, and every secret form replaced by ``***``."""
         parts = urlsplit(self.url)
         needles = [self.url, parts.path if len(parts.path) > 1 else "", parts.query]

@@ -95,9 +95,9 @@ async def send_once(
     try:
         await check_before_send(endpoint, http_allowlist)
     except UnsafeUrlError as exc:
-        return AttemptResult("unsafe", 0, 0.0, endpoint.redact(str(exc)))
+        return AttemptResult("unsafe", 0, 0.0, endpoint.hide_own(str(exc)))
     except OSError as exc:
-        return AttemptResult("retry", 0, 0.0, endpoint.redact(f"cannot resolve the host: {exc.strerror or exc}"))
+        return AttemptResult("retry", 0, 0.0, endpoint.hide_own(f"cannot resolve the host: {exc.strerror or exc}"))
     sent_headers = headers(endpoint.secrets, event_id, int(time.time()), body)
     started = time.monotonic()
     try:
@@ -112,7 +112,7 @@ async def send_once(
         return AttemptResult("retry", 0, time.monotonic() - started, f"timeout after {endpoint.timeout_s:g} s")
     except (httpx.HTTPError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        return AttemptResult("retry", 0, time.monotonic() - started, endpoint.redact(error))
+        return AttemptResult("retry", 0, time.monotonic() - started, endpoint.hide_own(error))
     latency = time.monotonic() - started
     verdict = classify(response.status_code)
     if verdict == "ok":
@@ -122,4 +122,4 @@ async def send_once(
     if 300 <= response.status_code < 400:
         error += " (redirects are not followed)"
     retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-    return AttemptResult(verdict, response.status_code, latency, endpoint.redact(error), retry_after)
+    return AttemptResult(verdict, response.status_code, latency, endpoint.hide_own(error), retry_after)

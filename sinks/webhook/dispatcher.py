@@ -367,7 +367,7 @@ class WebhookDispatcher:
         topics = settings.topics
         return cls(
             bootstrap=bootstrap, alerts_topic=topics.alerts,
-            dlq_topic=getattr(topics, "alerts_dlq", topics.alerts + ".dlq"), app_id=settings.app_id, config=config,
+            dlq_topic=topics.alerts_dlq, app_id=settings.app_id, config=config,
             store=store, metrics_registry=metrics_registry,
             session_timeout_s=min(30.0, float(settings.session_timeout_s)),
         )  # fmt: skip

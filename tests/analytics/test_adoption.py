@@ -10,7 +10,7 @@ from kafka import KafkaProducer
 from analytics.adoption import adoption
 from analytics.units import AdminUnit, UnitHierarchy
 from base.config import REGISTRY_SUBJECT
-from streams.codec import AvroCodec, SchemaCatalog
+from contracts.codec import AvroCodec, SchemaCatalog
 from tests.support import PublishedFeed, consume_all, open_store
 
 START = dt.date(2024, 6, 1)

@@ -26,7 +26,7 @@ from deploy.kafka import LocalCluster, free_port
 from deploy.kafka.broker import offsets_partition
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
-from simulator.publish import Publisher
+from kafka_io.publish import Publisher
 from tests.support import (
     PublishedFeed,
     assert_exact_accounting,

@@ -29,12 +29,13 @@ from alerts.rules import load_rules
 from analytics.adoption import adoption, load_units
 from analytics.report import period_report
 from base.config import INVOICE_SUBJECT
-from simulator.publish import Publisher, partition_for, publish_registry
+from contracts.codec import AvroCodec, SchemaCatalog
+from contracts.validation import MAX_NAME_CHARS
+from kafka_io.publish import Publisher, partition_for
+from simulator.publish import publish_registry
 from sinks.clickhouse import apply_migrations
 from sinks.dead_letter import H_REASON
 from sinks.webhook.payload import build_payload, encode, load_names
-from streams.codec import AvroCodec, SchemaCatalog
-from streams.validation import MAX_NAME_CHARS
 from tests.support import (
     PublishedFeed,
     committed_offsets,

@@ -25,19 +25,19 @@ import numpy as np
 
 from base.config import INVOICE_SUBJECT
 from base.localtime import LOCAL_OFFSET_MS
+from contracts.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
+from contracts.validation import INVOICE_REASONS
+from kafka_io.publish import Publisher, partition_for
+from kafka_io.topics import DLQ_MAX_MESSAGE_BYTES
 from simulator.encoding import varint
 from simulator.feed import MALFORMED_REASON, FeedRecord, local_datetime
-from simulator.publish import Publisher, partition_for
 from sinks.dead_letter import (
-    DLQ_MAX_MESSAGE_BYTES,
     H_ORIGINAL,
     H_REASON,
     H_SOURCE_OFFSET,
     fit_record,
     record_size,
 )
-from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
-from streams.validation import INVOICE_REASONS
 from tests.support import (
     PublishedFeed,
     expected_totals,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from base.config import Settings
+from base.config import FAULT_POINTS_VARIABLE, Settings
 from deploy.kafka import free_port
 from deploy.worker_process import WorkerProcess
 from harness.chdb_http import ChdbHttpServer
@@ -224,7 +224,7 @@ def freeze_and_take_over(
     with ChdbHttpServer(tmp_path / "store") as dsn:
         shared = settings.replace(clickhouse_url=dsn, session_timeout_s=10.0, fence=fence)
         victim_settings = shared.replace(data_dir=tmp_path / "a", web_port=free_port(), batch_size=700)
-        env = {**victim_settings.to_env(), "EINVOICE_FAULT_POINTS": "1"}
+        env = {**victim_settings.to_env(), FAULT_POINTS_VARIABLE: "1"}
         victim = WorkerProcess(env, victim_settings.data_dir / "worker-a.log", victim_settings.web_port)
         # the survivor at the default batch size: its blocks of up to 40,000 rows meet a's of 700
         survivor_settings = shared.replace(

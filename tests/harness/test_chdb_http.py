@@ -23,11 +23,11 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from analytics.adoption import adoption, unregistered
+from contracts.registry import REGISTRY_HISTORY_COLUMNS
 from harness.chdb_http import ChdbHttpServer
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, STORED_COLUMNS, insert_settings
 from sinks.clickhouse.migrate import MIGRATIONS_DIR
-from streams.registry import REGISTRY_HISTORY_COLUMNS
 
 TOPIC = "test.einvoice.issued"
 DAY0 = dt.date(2024, 6, 3)

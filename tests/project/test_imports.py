@@ -8,20 +8,22 @@ The layers, bottom first (a module may import its own layer and any layer below 
 
 - ``base``: settings, logging and redaction, local time, terminal tables. Imports nothing of the
   project, so every other layer can use it.
-- ``schemas`` (the contracts, data files) and ``deploy`` (launching Kafka and the worker as a
-  process): they need nothing above ``base``.
+- ``schemas`` (the Avro schemas, data files) and ``deploy`` (launching Kafka, Prometheus and the
+  worker as processes): they need nothing above ``base``.
+- ``contracts``: what producers and consumers of the feed share: the codec, validation and its
+  reasons, registry decoding, a Kafka record.
+- ``kafka_io``: Kafka helpers every process shares: offsets, topics, paced publishing.
 - ``sinks``: writers to the outside (ClickHouse, the dead-letter topic, webhooks); they know the
   contracts and the settings, not who produces the rows.
 - ``analytics``: reads what the sinks wrote.
+- ``streams`` (the ingest worker), ``simulator`` (feeds) and ``replay`` (archives, republishing,
+  rebuilds): siblings over the contracts and the Kafka helpers. The worker imports neither of the
+  others, nor they the worker; replay reads the simulator's archive format, nothing private of it.
 - ``alerts`` (evaluates analytics) and ``boards`` (queries and dashboards over the same tables).
-- ``streams``: the worker. It writes through the sinks and hosts the alert evaluator on a timer,
-  so it sits above both; its codec and validation are what the simulator and replay reuse.
-- ``simulator``: builds feeds with the worker's codec and validation rules.
-- ``replay``: archives, republishes and rebuilds; it reuses the simulator's archive format and
-  runs the worker.
 - ``harness``: stand-ins for outside systems on one machine (a ClickHouse HTTP endpoint over chDB,
   a webhook receiver), for tests, benchmarks and the demo.
-- ``cli``: the command line and the demo, which put every layer together.
+- ``cli``: the command line, the demo, and the worker as it runs (``cli/worker.py``: the ingest app
+  with the alert evaluator and the report attached): the top, which puts every layer together.
 - ``tests``, ``bench``, ``fuzz``, ``native``: consumers; nothing imports them.
 """
 
@@ -37,16 +39,18 @@ SKIP = {".venv", ".git", "node_modules", "target", "build", ".data", "__pycache_
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("base",),
     ("schemas", "deploy"),
+    ("contracts",),
+    ("kafka_io",),
     ("sinks",),
     ("analytics",),
+    ("streams", "simulator", "replay"),
     ("alerts", "boards"),
-    ("streams",),
-    ("simulator",),
-    ("replay",),
     ("harness",),
     ("cli",),
     ("tests", "bench", "fuzz", "native"),
 )
+# siblings in one layer that must not import each other (replay may read the simulator's archive format)
+APART = {("streams", "simulator"), ("simulator", "streams"), ("streams", "replay"), ("replay", "streams")}
 LAYER = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
 # One invoice from fetch to insert: the worker's batch hand-over, the ingest pipeline, the writer.
@@ -206,6 +210,26 @@ def test_no_upward_imports() -> None:
     assert not up, "imports against the layer order:\n" + "\n".join(
         f"{a} ({a.split('.')[0]}, layer {layer_of(a)}) -> {b} ({b.split('.')[0]}, layer {layer_of(b)})" for a, b in up
     )
+
+
+def test_the_worker_and_its_siblings_import_nothing_of_each_other() -> None:
+    graph = import_graph(project_modules())
+    crossing = sorted((a, b) for a, ts in graph.items() for b in ts if (a.split(".")[0], b.split(".")[0]) in APART)
+    assert not crossing, f"the worker, the simulator and replay are siblings: {crossing}"
+
+
+def test_no_package_imports_a_private_name_of_another() -> None:
+    """``from simulator.publish import _Clock`` in replay was a contract nobody declared."""
+    found = []
+    for module, path in project_modules().items():
+        if module.split(".")[0] in LAYERS[-1]:
+            continue  # a test may reach into what it tests
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                other = node.module.split(".")[0]
+                if other != module.split(".")[0] and other in LAYER:
+                    found += [f"{module}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, "private names imported across packages:\n" + "\n".join(found)
 
 
 def test_base_imports_nothing_of_the_project() -> None:

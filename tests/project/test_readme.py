@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from base.config import ENVIRONMENT, Settings
+from base.config import ENVIRONMENT, TOOL_ENVIRONMENT, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -28,3 +28,12 @@ def test_every_setting_is_in_the_configuration_table_with_its_default():
         value = getattr(defaults, field)
         if value not in (None, ""):
             assert rows[variable].strip() == f"`{value}`", f"{variable}: README says {rows[variable]!r}, code {value!r}"
+
+
+def test_the_tools_variables_are_in_the_table_and_the_table_holds_nothing_else():
+    """Both directions: every variable the code reads is in the table, and every row is one the code reads."""
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
+    known = {variable for variable, _doc in ENVIRONMENT.values()} | set(TOOL_ENVIRONMENT)
+    assert set(TOOL_ENVIRONMENT) <= rows, f"missing from the README: {set(TOOL_ENVIRONMENT) - rows}"
+    assert rows <= known, f"in the README's table but read by nothing: {rows - known}"

@@ -10,11 +10,11 @@ import pytest
 from kafka.admin import KafkaAdminClient
 
 from deploy.kafka import free_port
+from kafka_io.topics import create_topics
 from replay.archive import STATE, plan_archive, read_records, write_archive
 from replay.audit import AuditLog
 from replay.ranges import parse_instant
 from simulator.archive import MANIFEST
-from streams.topics import create_topics
 from tests.support import (
     PublishedFeed,
     consume_all,

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections import Counter
 
+from kafka_io.publish import partition_for
 from replay.archive import read_records
 from replay.audit import AuditLog
 from replay.publish import timestamp_ms
 from simulator.archive import ArchiveOptions, write_archive
 from simulator.engine import Simulation, SimulationConfig, registry_scale
-from simulator.publish import partition_for
 from tests.support import end_offsets, read_topic, run_cli, wait_until
 
 RATE = 1500  # events/s: slow enough to interrupt in the middle

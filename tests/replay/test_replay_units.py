@@ -12,8 +12,9 @@ import fastavro
 import pytest
 
 from base.config import Topics
+from base.redaction import without_url_credentials
 from replay.archive import PARSED_SCHEMA, encode_topic_record
-from replay.audit import AuditLog, redact
+from replay.audit import AuditLog
 from replay.databases import Database
 from replay.ranges import format_instant, parse_instant, parse_offsets, topic_name
 from replay.refused import Refused
@@ -68,7 +69,7 @@ def test_audit_entries_say_who_and_hold_no_secret(tmp_path):
     assert entries[1]["detail"]["reason"] == "group g has 1 active member(s)"
     assert entries[2]["detail"] == {"sent": 10}
     assert {(e["user"], e["host"]) for e in entries} == {(getpass.getuser(), socket.gethostname())}
-    assert redact({"a": ["https://u:p@h/x", 3]}) == {"a": ["https://***@h/x", 3]}
+    assert without_url_credentials({"a": ["https://u:p@h/x", 3]}) == {"a": ["https://***@h/x", 3]}
 
 
 def test_database_names():

@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
+from contracts.validation import SELLER_ID_RE, check_registration, seller_kind
 from simulator import model
 from simulator.engine import Simulation, SimulationConfig
 from simulator.model import allocate, day_number, sector_counts
 from simulator.population import NEVER, Population
 from simulator.reference import load_reference
-from streams.validation import SELLER_ID_RE, check_registration, seller_kind
 
 REF = load_reference()
 H1_DAYS = (REF.period_end - REF.period_start).days + 1

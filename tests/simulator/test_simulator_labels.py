@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
+from contracts.codec import DecodeError
+from contracts.validation import SELLER_ID_RE, InvoiceValidator
 from simulator.engine import Simulation, SimulationConfig
 from simulator.feed import CLASSIC_MALFORMED_KINDS, MALFORMED_KINDS, MALFORMED_REASON
-from streams.codec import DecodeError
-from streams.validation import SELLER_ID_RE, InvoiceValidator
 
 
 def verdict(sim: Simulation, record) -> str:

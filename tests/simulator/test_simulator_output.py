@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from base.config import REGISTRY_SUBJECT
 from cli.main import app
+from contracts.codec import AvroCodec, SchemaCatalog
+from kafka_io.publish import Pacing, partition_for
 from simulator.archive import ArchiveOptions, read_archive, write_archive
 from simulator.engine import Simulation, SimulationConfig
-from simulator.publish import Pacing, partition_for, publish_simulation
-from streams.codec import AvroCodec, SchemaCatalog
+from simulator.publish import publish_simulation
 
 CONFIG = SimulationConfig(scale=0.004, start=dt.date(2024, 6, 1), days=3, seed=21)
 

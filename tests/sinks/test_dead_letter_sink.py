@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from base.config import Settings
+from kafka_io.topics import create_topics
 from sinks.dead_letter import H_ORIGINAL, H_SOURCE_OFFSET, MAX_BATCH_BYTES, DeadLetter, DeadLetterSink
-from streams.topics import create_topics
 from tests.support import read_topic
 
 

@@ -17,12 +17,12 @@ import datetime as dt
 import pytest
 
 from base.config import INVOICE_SUBJECT
+from contracts.codec import AvroCodec, SchemaCatalog
+from contracts.registry import as_version
+from contracts.validation import InvoiceRules
 from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.invoice_sink import STORED_COLUMNS, PendingInsert, insert_settings
-from streams.codec import AvroCodec, SchemaCatalog
 from streams.ingest import NO_WATERMARK
-from streams.registry import as_version
-from streams.validation import InvoiceRules
 from tests.support import set_dedup_window
 
 einvoice_core = pytest.importorskip("einvoice_core", reason="the compiled core is built by `make native`")

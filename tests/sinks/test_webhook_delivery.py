@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def dlq_topic(settings: Settings) -> str:
-    """The alert DLQ (created here until streams/topics.py lists it)."""
+    """The alert DLQ (created here until kafka_io/topics.py lists it)."""
     name = getattr(settings.topics, "alerts_dlq", None) or settings.topic_prefix + "adoption.alerts.dlq"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
     try:

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from base.config import INVOICE_SUBJECT
+from contracts.codec import SchemaCatalog
+from contracts.validation import InvoiceRules
 from streams import batch_core
-from streams.codec import SchemaCatalog
-from streams.validation import InvoiceRules
 
 
 def load(choice: str) -> batch_core.BatchCore:
@@ -41,3 +41,18 @@ def test_reference_is_always_the_python_path_and_a_typo_is_refused():
     assert load("reference").kind == "reference"
     with pytest.raises(ValueError, match="auto, compiled, reference"):
         load("fast")
+
+
+def test_a_core_that_disagrees_on_columns_or_local_time_is_refused_at_load(monkeypatch):
+    import importlib
+    import types
+
+    real = importlib.import_module("einvoice_core")
+    batch_core.check_shared_facts(real)  # the built core agrees with this checkout
+    shared = ("STORED_COLUMNS", "DAY_MS", "LOCAL_OFFSET_MS")
+    for name, wrong in (("STORED_COLUMNS", real.STORED_COLUMNS[::-1]), ("DAY_MS", 3_600_000), ("LOCAL_OFFSET_MS", 0)):
+        facts = {n: getattr(real, n) for n in shared} | {name: wrong}
+        stale = types.SimpleNamespace(**facts, InvoiceCore=real.InvoiceCore, __version__="old")
+        monkeypatch.setitem(sys.modules, "einvoice_core", stale)
+        with pytest.raises(RuntimeError, match=f"{name}.*make native"):
+            load("auto")

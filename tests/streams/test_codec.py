@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from base.config import INVOICE_SUBJECT, REGISTRY_SUBJECT
-from streams.codec import AvroCodec, DecodeError, SchemaCatalog
+from contracts.codec import AvroCodec, DecodeError, SchemaCatalog
 
 INVOICE = {
     "seller_id": "2800000001",

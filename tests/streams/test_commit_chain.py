@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.app import CommitChain
+from streams.checkpoint import CommitChain
 
 
 def test_offsets_added_during_a_commit_go_out_merged_in_one_commit_after_it():

@@ -47,7 +47,7 @@ def test_registration_as_of_the_issue_day():
 
 
 def test_missing_ranges_finds_holes_before_and_inside_a_batch():
-    from streams.offsets import missing_ranges
+    from kafka_io.offsets import missing_ranges
 
     assert missing_ranges([10, 11, 12], expected=10) == []
     assert missing_ranges([12, 13, 17], expected=10) == [(10, 12), (14, 17)]

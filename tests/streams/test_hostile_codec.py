@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from contracts.codec import DecodeError
 from fuzz.fuzz_decode_validate import (
     INVOICES,
     RECEIVED_MS,
@@ -23,7 +24,6 @@ from fuzz.fuzz_decode_validate import (
     check_registration_bytes,
 )
 from simulator.encoding import avro_string, varint
-from streams.codec import DecodeError
 from tests.streams.test_codec import INVOICE
 
 FAST = settings(max_examples=1500, deadline=dt.timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])

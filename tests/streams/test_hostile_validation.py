@@ -21,16 +21,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from base.localtime import LOCAL_OFFSET_MS, local_ms
-from fuzz.fuzz_decode_validate import (
-    INVOICES,
-    REGISTRY,
-    check_invoice_value,
-    check_registration_value,
-)
-from streams.codec import DecodeError
-from streams.ingest import SourceRecord
-from streams.registry import decode_registry_batch
-from streams.validation import (
+from contracts.codec import DecodeError
+from contracts.records import SourceRecord
+from contracts.registry import decode_registry_batch
+from contracts.validation import (
     EARLIEST_ISSUED,
     LATEST_ISSUED,
     MAX_NAME_CHARS,
@@ -39,6 +33,12 @@ from streams.validation import (
     check_key,
     check_registration,
     nfc,
+)
+from fuzz.fuzz_decode_validate import (
+    INVOICES,
+    REGISTRY,
+    check_invoice_value,
+    check_registration_value,
 )
 from tests.streams.test_hostile_codec import REGISTRATION
 from tests.streams.test_validation import RECEIVED_MS

@@ -19,15 +19,16 @@ import pytest
 
 from base.config import INVOICE_SUBJECT
 from base.localtime import DAY_MS, HOUR_MS, LOCAL_OFFSET_MS, local_ms
+from contracts.codec import AvroCodec, SchemaCatalog
+from contracts.records import SourceRecord
+from contracts.registry import as_version, merge_version
+from contracts.validation import InvoiceValidator
 from simulator.engine import Simulation, SimulationConfig
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON, TOO_OLD_DELAY_MS, corrupt
-from streams.codec import AvroCodec, SchemaCatalog
 from streams.dedup import invoice_key
 from streams.freeze import BEFORE_INSERT
-from streams.ingest import BatchOutcome, InvoiceIngest, PartitionRecords, SourceRecord
+from streams.ingest import BatchOutcome, InvoiceIngest, PartitionRecords
 from streams.metrics import IngestMetrics
-from streams.registry import as_version, merge_version
-from streams.validation import InvoiceValidator
 from tests.streams.fakes import MemoryDeadLetterSink, MemoryInvoiceSink, MemoryStore
 
 T = TypeVar("T")

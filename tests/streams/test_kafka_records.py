@@ -25,8 +25,9 @@ from aiokafka.record.memory_records import MemoryRecords  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from contracts.records import SourceRecord  # noqa: E402
 from streams import batch_fetch  # noqa: E402
-from streams.ingest import PartitionRecords, SourceRecord  # noqa: E402
+from streams.ingest import PartitionRecords  # noqa: E402
 
 KafkaRecords = einvoice_core.KafkaRecords
 CODECS = [None, "gzip", "snappy", "lz4", "zstd"]

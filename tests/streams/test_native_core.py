@@ -33,19 +33,20 @@ from hypothesis import strategies as st
 
 from base.config import INVOICE_SUBJECT
 from base.localtime import DAY_MS, LOCAL_OFFSET_MS, local_ms
+from contracts.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
+from contracts.records import SourceRecord
+from contracts.registry import as_version, merge_version
+from contracts.validation import INVOICE_REASONS, MALFORMED_VALUE, InvoiceRules, InvoiceValidator
+from kafka_io.publish import partition_for
 from simulator.encoding import avro_string, varint
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
-from simulator.publish import partition_for
 from simulator.scenarios import load_scenario
 from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
 from sinks.dead_letter import DeadLetter, DeadLetterSink
-from streams.codec import DECODE_REASONS, AvroCodec, SchemaCatalog
 from streams.dedup import InvoiceDeduplicator, invoice_key
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState, SourceRecord
+from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState
 from streams.metrics import IngestMetrics
-from streams.registry import as_version, merge_version
-from streams.validation import INVOICE_REASONS, MALFORMED_VALUE, InvoiceRules, InvoiceValidator
 
 try:
     import einvoice_core

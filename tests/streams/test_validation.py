@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from streams.validation import InvoiceRules, InvoiceValidator, check_registration, seller_kind
+from contracts.validation import InvoiceRules, InvoiceValidator, check_registration, seller_kind
 
 ISSUED = dt.datetime(2024, 6, 1, 20, 0)
 RECEIVED_MS = int(dt.datetime(2024, 6, 1, 13, 1, tzinfo=dt.UTC).timestamp() * 1000)  # 20:01 local

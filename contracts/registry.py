@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.codec import AvroCodec, DecodeError
-from streams.ingest import SourceRecord
-from streams.validation import MALFORMED_VALUE, Rejection, check_key, check_registration
+from contracts.codec import AvroCodec, DecodeError
+from contracts.records import SourceRecord
+from contracts.validation import MALFORMED_VALUE, Rejection, check_key, check_registration
 
 _EPOCH_DATE = dt.date(1970, 1, 1)
 MAX_VERSIONS = 16  # history kept per seller in the join table; older versions live on in ClickHouse

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from base.config import Settings
-from sinks.dead_letter import DLQ_MAX_MESSAGE_BYTES
+from base.config import Settings, leader_topic, registry_changelog
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # message.max.bytes of a broker left at its default
+DLQ_MAX_MESSAGE_BYTES = 2 * KAFKA_DEFAULT_MAX_MESSAGE_BYTES  # max.message.bytes of the DLQ topics we create
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.registry, n, {"cleanup.policy": "compact"}, "business registry, Avro, compacted, key = seller id"),
         TopicSpec(t.invoices_dlq, n, dlq, "rejected invoices + reason headers"),
         TopicSpec(t.registry_dlq, n, dlq, "rejected registrations"),
-        TopicSpec(f"{settings.app_id}-registry-changelog", n, {"cleanup.policy": "compact"}, "Faust registry table"),
-        TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}, "Faust leader election (the alert evaluator)"),
+        TopicSpec(registry_changelog(settings.app_id), n, {"cleanup.policy": "compact"}, "Faust registry table"),
+        TopicSpec(leader_topic(settings.app_id), 1, {}, "Faust leader election (the alert evaluator)"),
         TopicSpec(t.alerts, n, by_size, "alert events (JSON), key = fingerprint"),
         TopicSpec(t.silences, 1, {"cleanup.policy": "compact"}, "alert silences (JSON), key = silence id"),
         TopicSpec(t.alerts_dlq, n, {"cleanup.policy": "compact"}, "alert events an endpoint did not take (JSON)"),

@@ -19,7 +19,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from streams.ingest import SourceRecord
+from contracts.records import SourceRecord
 
 log = logging.getLogger(__name__)
 
