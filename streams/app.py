@@ -141,6 +141,7 @@ class Pipeline:
 
     async def start(self) -> None:
         self.store = await asyncio.to_thread(open_store, self.settings.clickhouse_dsn)
+        self.metrics.clickhouse_retries.store = self.store
         await self.invoice_dlq.start()
         await self.registry_dlq.start()
         rules = InvoiceRules.from_settings(self.settings)

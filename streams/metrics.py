@@ -15,15 +15,22 @@ from streams.batch_fetch import FETCHES
 class ClickHouseRetries(Collector):
     """The store's insert retries, read when scraped (the store counts them; it has no registry of its own)."""
 
+    def __init__(self) -> None:
+        self.store: ClickHouseStore | None = None  # the worker's, once opened (streams.app.Pipeline.start)
+
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
             "einvoice_clickhouse_retries", "Inserts that failed and are retried (backpressure)",
-            value=ClickHouseStore.insert_retries,
+            value=self.store.insert_retries if self.store is not None else 0,
         )  # fmt: skip
 
 
 class FetchReaders(Collector):
-    """The invoice topic's fetches by who read their records: the compiled core, or aiokafka (what it left)."""
+    """The invoice topic's fetches by who read their records: the compiled core, or aiokafka (what it left).
+
+    Counted process-wide (``streams.batch_fetch.FETCHES``): the fetcher is aiokafka's, patched once per
+    process, and knows no app.
+    """
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -125,7 +132,8 @@ class IngestMetrics:
         )  # fmt: skip
         self.evaluator_progress = EvaluatorProgress()
         r.register(self.evaluator_progress)
-        r.register(ClickHouseRetries())
+        self.clickhouse_retries = ClickHouseRetries()
+        r.register(self.clickhouse_retries)
         r.register(FetchReaders())
         ProcessCollector(registry=r)
 

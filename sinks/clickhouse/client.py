@@ -11,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.datatypes.registry import get_from_name
@@ -43,12 +43,11 @@ class ClickHouseStore:
     ``stat`` a second.
     """
 
-    # inserts that failed and are retried, in this process (``einvoice_clickhouse_retries_total``): process-wide,
-    # since the metrics registry is built before any store; streams.metrics reads it when scraped
-    insert_retries: ClassVar[int] = 0
-
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        # writes that failed and are retried through this store (``einvoice_clickhouse_retries_total``, read
+        # by streams.metrics when scraped)
+        self.insert_retries = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self.client: Client = self._executor.submit(connect, dsn).result()
         self.faults = FaultSwitch.from_environment()
@@ -85,12 +84,16 @@ class ClickHouseStore:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=30.0),
             retry=retry_if_exception_type(Exception),
-            before_sleep=_count_retry,
+            before_sleep=self._count_retry,
             reraise=True,
         ):
             with attempt:
                 return await self.run(fn, *args, **kwargs)
         raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def _count_retry(self, retry_state: RetryCallState) -> None:
+        self.insert_retries += 1
+        _log_retry(retry_state)
 
     def insert(self, table: str, data: Any, **kwargs: Any) -> None:
         """Blocking, on the ClickHouse thread: ``client.insert`` through the chaos switch."""
@@ -199,8 +202,3 @@ def _quote(text: str) -> str:
 
 
 _log_retry = before_sleep_log(log, logging.WARNING)
-
-
-def _count_retry(retry_state: RetryCallState) -> None:
-    ClickHouseStore.insert_retries += 1
-    _log_retry(retry_state)

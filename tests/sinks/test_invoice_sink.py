@@ -55,7 +55,7 @@ def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHou
     pending = sink.take(0, 0, 59)  # records 50..59 were rejected: the block still covers them
     assert pending is not None
     fault_points: list[str] = []
-    retries = ClickHouseStore.insert_retries
+    retries = store.insert_retries
 
     written = asyncio.run(sink.write(pending, lambda: fault_points.append("before insert")))
 
@@ -64,7 +64,7 @@ def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHou
     # the chain check and the fault point ran once; the insert and the read-back twice (the retry dropped by its token)
     assert sink.calls == {"chain check": 1, "insert": 2, "read-back": 2}
     assert fault_points == ["before insert"]
-    assert ClickHouseStore.insert_retries == retries + 2
+    assert store.insert_retries == retries + 2
     assert store.query_rows("SELECT count(), uniqExact(kafka_offset) FROM invoices") == [(50, 50)]
     assert store.query_rows("SELECT sum(invoices) FROM seller_daily") == [(50,)]
     assert store.query_rows("SELECT block_start, block_end, rows FROM invoice_blocks") == [(0, 59, 50)]
