@@ -137,9 +137,18 @@ class Settings:
 # table lists them too.
 CACHE_DIR_VARIABLE = "EINVOICE_CACHE_DIR"
 FAULT_POINTS_VARIABLE = "EINVOICE_FAULT_POINTS"
+# The tests' fault points (streams/freeze.py, sinks/clickhouse/faults.py): armed by a file under
+# <data dir>/chaos/, live only in a process started with EINVOICE_FAULT_POINTS=1.
+FAULTS_DIR = "chaos"
+
+
+def fault_points_enabled() -> bool:
+    return os.environ.get(FAULT_POINTS_VARIABLE) == "1"
+
+
 TOOL_ENVIRONMENT: dict[str, str] = {
     CACHE_DIR_VARIABLE: "Where Kafka's jars and the Prometheus tools are cached (never in git).",
-    FAULT_POINTS_VARIABLE: "1: the tests' fault points (streams/freeze.py) are live; never set in production.",
+    FAULT_POINTS_VARIABLE: "1: the tests' fault points (a frozen worker, ClickHouse refusing writes) are live.",
 }
 
 # field -> (environment variable, what it means); the README's table lists the same.

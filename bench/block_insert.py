@@ -47,7 +47,7 @@ def main() -> None:
             sink = fenced if kind == "conditional" else plain
             pending = compiled_block(sink, partition, first[partition], args.rows)
             first[partition] += args.rows
-            block = store.call(sink.native, pending)
+            block = store.call(sink.store.native, pending)
             started = time.perf_counter()
             if kind == "conditional":
                 taken = sink._chain_at(partition, pending.start)

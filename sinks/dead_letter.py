@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -145,15 +145,34 @@ class DeadLetter(NamedTuple):
         return size <= limit
 
 
+class DeadLetterLog(Protocol):
+    """Where dead letters go and what it already holds.
+
+    The DLQ topic (:class:`KafkaDeadLetterLog`), nothing (:class:`DiscardingDeadLetterLog`, a rebuild), or a
+    list (:class:`MemoryDeadLetterLog`, the tests).
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
+        """Send these dead letters and wait until they are kept; returns the last source offset per partition."""
+        ...
+
+    async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Highest source offset already dead-lettered per partition (-1 when none)."""
+        ...
+
+
 @dataclass
-class DeadLetterSink:
-    """Buffers dead letters per source partition; :meth:`flush` sends and waits for acks=all."""
+class KafkaDeadLetterLog:
+    """A DLQ topic: whole record batches per source partition, acks=all; progress from the topic's end."""
 
     bootstrap: str
     topic: str
     max_record_bytes: int | None = None  # None: the DLQ topic's max.message.bytes, read at start
     _producer: AIOKafkaProducer | None = None
-    _pending: dict[int, list[DeadLetter]] = field(default_factory=dict)
 
     async def start(self) -> None:
         if self.max_record_bytes is None:
@@ -171,32 +190,12 @@ class DeadLetterSink:
             await self._producer.stop()
             self._producer = None
 
-    def add(self, letter: DeadLetter) -> None:
-        self._pending.setdefault(letter.source_partition, []).append(letter)
-
-    def extend(self, partition: int, letters: list[DeadLetter]) -> None:
-        """:meth:`add` for a batch of one source partition's letters, in offset order."""
-        if letters:
-            self._pending.setdefault(partition, []).extend(letters)
-
-    def discard(self, partition: int) -> None:
-        self._pending.pop(partition, None)
-
-    def take(self) -> dict[int, list[DeadLetter]]:
-        """What is buffered, per source partition; the buffer starts over."""
-        pending, self._pending = self._pending, {}
-        return pending
-
-    async def flush(self) -> dict[int, int]:
-        """Send every buffered dead letter, wait for acks=all; returns the last source offset per partition."""
-        return await self.write(self.take())
-
     async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
         """Send these dead letters, wait for acks=all; returns the last source offset per partition."""
         if not pending:
             return {}
         producer, limit = self._producer, self.max_record_bytes
-        assert producer is not None and limit, "DeadLetterSink.start() first"
+        assert producer is not None and limit, "KafkaDeadLetterLog.start() first"
         futures = []
         for partition, letters in pending.items():
             if not letters:
@@ -244,14 +243,92 @@ class DeadLetterSink:
             await consumer.stop()
 
 
-class DiscardingDeadLetterSink(DeadLetterSink):
-    """Keeps the bookkeeping, sends nothing: a rebuild worker must not write the live DLQ a second time."""
+def _last_offsets(pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
+    return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
+
+
+class DiscardingDeadLetterLog:
+    """Keeps nothing: a rebuild worker must not write the live DLQ a second time."""
 
     async def start(self) -> None:
         return None
 
+    async def stop(self) -> None:
+        return None
+
     async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
-        return {partition: letters[-1].source_offset for partition, letters in pending.items() if letters}
+        return _last_offsets(pending)
 
     async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
         return dict.fromkeys(partitions, -1)
+
+
+@dataclass
+class MemoryDeadLetterLog:
+    """A DLQ topic as the list ``sent`` (one list for two sinks: two workers on one topic), for the tests.
+
+    Like a Kafka topic, it keeps whatever is sent, twice if sent twice: not resending is the ingest's job.
+    """
+
+    sent: list[DeadLetter] = field(default_factory=list)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
+        for letters in pending.values():
+            self.sent.extend(letters)
+        return _last_offsets(pending)
+
+    async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
+        result = dict.fromkeys(partitions, -1)
+        for letter in self.sent:
+            if letter.source_partition in result:
+                result[letter.source_partition] = letter.source_offset
+        return result
+
+
+@dataclass
+class DeadLetterSink:
+    """Buffers dead letters per source partition; :meth:`flush` hands them to its log and waits until kept."""
+
+    log: DeadLetterLog
+    _pending: dict[int, list[DeadLetter]] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        await self.log.start()
+
+    async def stop(self) -> None:
+        await self.log.stop()
+
+    def add(self, letter: DeadLetter) -> None:
+        self._pending.setdefault(letter.source_partition, []).append(letter)
+
+    def extend(self, partition: int, letters: list[DeadLetter]) -> None:
+        """:meth:`add` for a batch of one source partition's letters, in offset order."""
+        if letters:
+            self._pending.setdefault(partition, []).extend(letters)
+
+    def discard(self, partition: int) -> None:
+        self._pending.pop(partition, None)
+
+    def take(self) -> dict[int, list[DeadLetter]]:
+        """What is buffered, per source partition; the buffer starts over."""
+        pending, self._pending = self._pending, {}
+        return pending
+
+    async def flush(self) -> dict[int, int]:
+        """Send every buffered dead letter, wait until kept; returns the last source offset per partition."""
+        return await self.write(self.take())
+
+    async def write(self, pending: dict[int, list[DeadLetter]]) -> dict[int, int]:
+        """Send these dead letters through the log; returns the last source offset per partition."""
+        if not pending:
+            return {}
+        return await self.log.write(pending)
+
+    async def progress(self, partitions: Sequence[int]) -> dict[int, int]:
+        return await self.log.progress(partitions)

@@ -34,7 +34,7 @@ from contracts.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, 
 from contracts.validation import InvoiceRules, InvoiceValidator
 from kafka_io.offsets import end_offsets, fetch_range, group_offsets, group_positions
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
-from sinks.dead_letter import DeadLetter, DeadLetterSink, DiscardingDeadLetterSink
+from sinks.dead_letter import DeadLetter, DeadLetterLog, DeadLetterSink, DiscardingDeadLetterLog, KafkaDeadLetterLog
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
 from streams import batch_core, freeze
 from streams.batch_fetch import BatchFetchApp, FetchedBatches, unpack_in_core
@@ -124,9 +124,12 @@ class Pipeline:
         # the store's fence (chain check, conditional insert, read-back, tokens by start) and the group's lease
         self.fenced = settings.fence in ("on", "store")
         self.leased = settings.fence in ("on", "lease")
-        dead_letters = DeadLetterSink if self.live else DiscardingDeadLetterSink
-        self.invoice_dlq = dead_letters(bootstrap, self.topics.invoices_dlq)
-        self.registry_dlq = dead_letters(bootstrap, self.topics.registry_dlq)
+
+        def dead_letter_log(topic: str) -> DeadLetterLog:
+            return KafkaDeadLetterLog(bootstrap, topic) if self.live else DiscardingDeadLetterLog()
+
+        self.invoice_dlq = DeadLetterSink(dead_letter_log(self.topics.invoices_dlq))
+        self.registry_dlq = DeadLetterSink(dead_letter_log(self.topics.registry_dlq))
         self.ingest: InvoiceIngest | None = None
         self.batch_core: batch_core.BatchCore | None = None
         self.registry_positions: dict[int, int] = {}

@@ -1,31 +1,31 @@
 """Fault points that freeze the worker at an exact place: the deterministic proof of the store's fence.
 
 A test arms one by writing its name (and how many passes to let by first) to
-``<data dir>/freeze-at``; the worker, on reaching that point with ``EINVOICE_FAULT_POINTS=1`` in
-its environment, removes the file and stops itself (SIGSTOP, the whole process), as a VM pause or a
-long GC pause would, until the test sends SIGCONT. Without the variable the points cost nothing.
+``<data dir>/chaos/freeze-at`` (the convention of every fault point: sinks/clickhouse/faults.py); the
+worker, on reaching that point with ``EINVOICE_FAULT_POINTS=1`` in its environment, removes the file
+and stops itself (SIGSTOP, the whole process), as a VM pause or a long GC pause would, until the test
+sends SIGCONT. Without the variable the points cost nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
 
-from base.config import FAULT_POINTS_VARIABLE
+from base.config import FAULTS_DIR, fault_points_enabled
 
 log = logging.getLogger(__name__)
 
 BEFORE_INSERT = "before_insert"  # a block prepared and the ownership confirmed, its insert not sent
 BEFORE_COMMIT = "before_commit"  # a block inserted, its offsets not committed
 POINTS = (BEFORE_INSERT, BEFORE_COMMIT)
-ENABLED = os.environ.get(FAULT_POINTS_VARIABLE) == "1"
+ENABLED = fault_points_enabled()
 
 
 def arm_path(data_dir: Path | str) -> Path:
-    return Path(data_dir) / "freeze-at"
+    return Path(data_dir) / FAULTS_DIR / "freeze-at"
 
 
 def arm(data_dir: Path | str, point: str, after: int = 0) -> None:

@@ -6,8 +6,9 @@ holding a deadline in epoch seconds; while the file exists and the deadline is i
 insert through :class:`~sinks.clickhouse.client.ClickHouseStore` raises :class:`ClickHouseUnavailable`,
 as a server that refuses writes would. Removing the file, or the deadline passing, ends the outage.
 
-Nothing in production writes that file. When it is absent the cost is one ``stat`` a second at most,
-never one per insert.
+The convention of every fault point (``streams/freeze.py`` too): a file under ``<data dir>/chaos/`` arms
+it, and only a process started with ``EINVOICE_FAULT_POINTS=1`` reads it; in production the switch is off
+and costs nothing. Where it is on, the cost is one ``stat`` a second at most, never one per insert.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import os
 import time
 from pathlib import Path
 
-from base.config import DEFAULT_DATA_DIR, ENVIRONMENT
+from base.config import DEFAULT_DATA_DIR, ENVIRONMENT, FAULTS_DIR, fault_points_enabled
 
-FAULT_FILE = Path("chaos") / "clickhouse-unavailable"
+FAULT_FILE = Path(FAULTS_DIR) / "clickhouse-unavailable"
 CHECK_INTERVAL_S = 1.0
 
 
@@ -39,14 +40,14 @@ def default_data_dir() -> Path:
 class FaultSwitch:
     """Reads the switch file at most once per :data:`CHECK_INTERVAL_S` and remembers its deadline."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: off (a process without EINVOICE_FAULT_POINTS=1)
         self._checked_at = float("-inf")
         self._deadline = 0.0
 
     @classmethod
     def from_environment(cls) -> FaultSwitch:
-        return cls(fault_path(default_data_dir()))
+        return cls(fault_path(default_data_dir()) if fault_points_enabled() else None)
 
     def _refresh(self, now: float) -> None:
         self._checked_at = now
@@ -64,6 +65,8 @@ class FaultSwitch:
 
     def check(self) -> None:
         """Raise :class:`ClickHouseUnavailable` while an injected outage lasts."""
+        if self.path is None:
+            return
         now = time.monotonic()
         if now - self._checked_at >= CHECK_INTERVAL_S:
             self._refresh(now)

@@ -9,7 +9,7 @@ inserts nothing when a block at or past the start has landed (:data:`CHAIN_TAKEN
 in the insert itself), so a writer that froze before its insert and wakes after a takeover adds
 nothing, however many inserts came in between; two writers inserting at one start at the same
 instant are told apart by the token. The view ``invoice_blocks`` tells each writer whose block
-landed (:meth:`InvoiceSink.landed_at`), and the loser resyncs.
+landed (:meth:`InvoiceStore.landed_at`), and the loser resyncs.
 
 After a crash or a rebalance, :meth:`InvoiceSink.progress` tells the end of the chain per
 partition, and the pipeline skips what is already there. A crash can also cut an insert short
@@ -23,144 +23,60 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from base.localtime import LOCAL_OFFSET_MS
-from sinks.clickhouse import reconcile
+from sinks.clickhouse.blocks import (
+    INVOICE_COLUMNS,
+    STORED_COLUMNS,
+    BlockWrite,
+    EncodedRows,
+    InvoiceStore,
+    PartitionBatch,
+    PartitionProgress,
+    PendingInsert,
+    block_range,
+    dedup_token,
+)
 from sinks.clickhouse.client import ClickHouseStore
+from sinks.clickhouse.invoice_store import CHAIN_TAKEN_SQL, INSERT_SETTINGS, ClickHouseInvoiceStore, insert_settings
 from sinks.clickhouse.reconcile import Repair
 
 log = logging.getLogger(__name__)
 
-INVOICE_COLUMNS: tuple[str, ...] = (
-    "seller_id", "invoice_code", "invoice_key", "invoice_form", "invoice_symbol", "issued_at", "issue_date",
-    "amount_vnd", "vat_rate", "vat_amount_vnd", "payment_method", "non_cash", "register_id", "buyer_tax_code",
-    "seller_kind", "registered", "vsic_code", "admin_unit_code", "schema_id",
-    "kafka_topic", "kafka_partition", "kafka_offset", "received_at",
-)  # fmt: skip
-STORED_COLUMNS = (*INVOICE_COLUMNS, "insert_token")
-
-# has a block at or past a start landed? (the chain check, and the condition of a fenced insert)
-CHAIN_TAKEN_SQL = (
-    "SELECT count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
-    "AND kafka_partition = {partition:UInt16} AND block_start >= {start:UInt64}"
-)
-INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
-
-
-def insert_settings(token: str) -> dict[str, object]:
-    """The settings of an insert whose deduplication token is ``token`` (in the table and every view)."""
-    return {**INSERT_SETTINGS, "insert_deduplication_token": token}
-
-
-@dataclass(frozen=True)
-class PartitionProgress:
-    """What ClickHouse already holds of one source partition."""
-
-    max_offset: int  # the chain's end: the last record offset of the newest block that landed
-    max_issued_local_ms: int | None
-    last_token: str
-    rows: int
-
-
-@dataclass(frozen=True)
-class BlockWrite:
-    """What became of one block's write (steps 3 to 5 of the fence, docs/architecture.md)."""
-
-    rows: int
-    last_offset: int  # the offset the chain reaches when the block is ours: its end (fenced) or its last row
-    seconds: float  # the insert's, retries included
-    moved_past: bool = False  # the chain check found a block at or past the start: nothing was inserted
-    landed: tuple[str, ...] = ()  # fenced: the row tokens of the blocks that landed at the block's start
-
-    def ours(self, pending: PendingInsert) -> bool:
-        """Did this block land (unfenced: was it inserted)?"""
-        return not self.moved_past and (not pending.fenced or pending.row_token in self.landed)
-
-
-class EncodedRows(Protocol):
-    """A partition's rows already encoded by the compiled core (einvoice_core.Prepared)."""
-
-    rows: int
-    first_offset: int
-    last_offset: int
-
-    def native(self, token: str) -> bytes: ...
-
-
-@dataclass
-class _PartitionBatch:
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    blocks: list[EncodedRows] = field(default_factory=list)
-    first_offset: int = -1
-    last_offset: int = -1
-
-    def __len__(self) -> int:
-        return len(self.rows) + sum(b.rows for b in self.blocks)
-
-
-def dedup_token(row_token: str) -> str:
-    """The insert_deduplication_token of the insert whose rows carry ``row_token``."""
-    return row_token.split("..", 1)[0]
-
-
-def block_range(row_token: str) -> tuple[int, int] | None:
-    """(start, end) record offsets of a fenced block's token ``topic/partition/start..end``; None for older ones."""
-    if ".." not in row_token:
-        return None
-    head, end = row_token.rsplit("..", 1)
-    return int(head.rsplit("/", 1)[1]), int(end)
-
-
-@dataclass(frozen=True)
-class PendingInsert:
-    """One partition's next block, taken from the buffer: what one insert writes.
-
-    Fenced (the default), the block covers the records ``start..end``, where ``start`` follows the
-    end of the partition's last block that landed, rejected and duplicate records included; its
-    deduplication token names ``start`` only, so that any two writers of the partition that begin
-    a block there write the same token and only the first insert lands (docs/architecture.md, Exactly once).
-    Unfenced, the token names the rows' first and last offsets, as before the fence.
-    """
-
-    topic: str
-    partition: int
-    start: int
-    end: int
-    batch: _PartitionBatch
-    fenced: bool = True
-
-    @property
-    def rows(self) -> int:
-        return len(self.batch)
-
-    @property
-    def row_token(self) -> str:
-        """The token each row carries (``insert_token``), from which the block's range can be read back."""
-        if self.fenced:
-            return f"{self.topic}/{self.partition}/{self.start}..{self.end}"
-        return f"{self.topic}/{self.partition}/{self.batch.first_offset}-{self.batch.last_offset}"
-
-    @property
-    def token(self) -> str:
-        return dedup_token(self.row_token)
+# the names the rest of the project imports from here (the block contract is sinks.clickhouse.blocks)
+__all__ = [
+    "CHAIN_TAKEN_SQL",
+    "INSERT_SETTINGS",
+    "INVOICE_COLUMNS",
+    "STORED_COLUMNS",
+    "BlockWrite",
+    "EncodedRows",
+    "InvoiceSink",
+    "InvoiceStore",
+    "PartitionProgress",
+    "PendingInsert",
+    "block_range",
+    "dedup_token",
+    "insert_settings",
+]
 
 
 class InvoiceSink:
     """Buffers enriched invoice rows per partition; each partition's block is one insert."""
 
-    def __init__(self, store: ClickHouseStore, topic: str, table: str = "invoices", fenced: bool = True) -> None:
-        self.store = store
+    def __init__(
+        self, store: InvoiceStore | ClickHouseStore, topic: str, table: str = "invoices", fenced: bool = True
+    ) -> None:
+        # a ClickHouseStore is wrapped: the real store; anything else is taken as the seam (sinks.clickhouse.memory)
+        self.store: InvoiceStore = ClickHouseInvoiceStore(store, table) if isinstance(store, ClickHouseStore) else store
         self.topic = topic
-        self.table = table
         self.fenced = fenced
-        self._batches: dict[int, _PartitionBatch] = {}
+        self._batches: dict[int, PartitionBatch] = {}
 
     def add(self, partition: int, offset: int, row: tuple[Any, ...]) -> None:
         batch = self._batches.get(partition)
         if batch is None:
-            batch = self._batches[partition] = _PartitionBatch(first_offset=offset)
+            batch = self._batches[partition] = PartitionBatch(first_offset=offset)
         batch.rows.append(row)
         batch.last_offset = offset
 
@@ -168,7 +84,7 @@ class InvoiceSink:
         """A partition's rows as the compiled core encoded them (one Native insert, no per-row Python)."""
         batch = self._batches.get(partition)
         if batch is None:
-            batch = self._batches[partition] = _PartitionBatch(first_offset=block.first_offset)
+            batch = self._batches[partition] = PartitionBatch(first_offset=block.first_offset)
         batch.blocks.append(block)
         batch.last_offset = block.last_offset
 
@@ -203,48 +119,6 @@ class InvoiceSink:
         job = _BlockJob(self, pending, before_insert)
         return await self.store.until_done(job.run)
 
-    def chain_moved_past(self, partition: int, start: int) -> bool:
-        """Blocking: has a block starting at or after record ``start`` landed?"""
-        rows = self.store.client.query(CHAIN_TAKEN_SQL, parameters=self._chain_at(partition, start)).result_rows
-        return bool(rows[0][0])
-
-    def _chain_at(self, partition: int, start: int) -> dict[str, object]:
-        return {"topic": self.topic, "partition": partition, "start": start}
-
-    def landed_at(self, partition: int, start: int) -> tuple[str, ...]:
-        """Blocking: the row tokens of the partition's blocks that landed starting at record ``start``."""
-        rows = self.store.client.query(
-            "SELECT insert_token FROM invoice_blocks WHERE kafka_topic = {topic:String} "
-            "AND kafka_partition = {partition:UInt16} AND block_start = {start:UInt64}",
-            parameters={"topic": self.topic, "partition": partition, "start": start},
-        ).result_rows
-        return tuple(r[0] for r in rows)
-
-    def insert(self, pending: PendingInsert) -> None:
-        """Blocking: one insert of the block under its token, as one Native block.
-
-        Fenced, conditional on the chain (:data:`CHAIN_TAKEN_SQL`); unfenced, a plain insert
-        dropped by ClickHouse only while its token is in the deduplication window.
-        """
-        settings = insert_settings(pending.token)
-        block = self.native(pending)
-        if pending.fenced:
-            taken = self._chain_at(pending.partition, pending.start)
-            self.store.insert_block_unless(self.table, STORED_COLUMNS, block, CHAIN_TAKEN_SQL, taken, settings)
-        else:
-            self.store.raw_insert(self.table, list(STORED_COLUMNS), block, "Native", settings)
-
-    def native(self, pending: PendingInsert) -> bytes:
-        """Blocking: the block's rows as one ClickHouse Native block, ``row_token`` on each row."""
-        batch, row_token = pending.batch, pending.row_token
-        if batch.blocks:  # the compiled core's rows (one Prepared a partition's block: one batch, one block)
-            if len(batch.blocks) == 1:
-                return batch.blocks[0].native(row_token)
-            raise ValueError("a block holds the rows of more than one prepared batch: it would be several blocks")
-        columns = [list(c) for c in zip(*batch.rows, strict=True)]
-        columns.append([row_token] * len(batch.rows))
-        return self.store.native_block(self.table, STORED_COLUMNS, columns)
-
     def discard(self, partition: int) -> None:
         """Drop what is buffered for a partition this worker no longer owns."""
         self._batches.pop(partition, None)
@@ -252,27 +126,9 @@ class InvoiceSink:
     def progress(self) -> dict[int, PartitionProgress]:
         """Highest written offset, newest issue time and newest block per partition (blocking).
 
-        Read from the table itself, not from a view: the table is what a cut-short insert
-        reached first.
+        Read from the table itself, not from a view: the table is what a cut-short insert reached first.
         """
-        rows = self.store.client.query(
-            "SELECT kafka_partition, max(kafka_offset), toUnixTimestamp64Milli(max(issued_at)), "
-            "argMax(insert_token, kafka_offset), count() "
-            f"FROM {self.table} WHERE kafka_topic = {{topic:String}} GROUP BY kafka_partition",
-            parameters={"topic": self.topic},
-        ).result_rows
-        chain_ends = dict(
-            self.store.client.query(
-                "SELECT kafka_partition, max(block_end) FROM invoice_blocks WHERE kafka_topic = {topic:String} "
-                "GROUP BY kafka_partition",
-                parameters={"topic": self.topic},
-            ).result_rows
-        )
-        # DateTime64 in Asia/Ho_Chi_Minh: the epoch ms is UTC; + the offset gives local wall-clock ms.
-        return {
-            int(p): PartitionProgress(max(int(o), int(chain_ends.get(p, -1))), int(ms) + LOCAL_OFFSET_MS, t, int(n))
-            for p, o, ms, t, n in rows
-        }
+        return self.store.progress(self.topic)
 
     async def repair(self, newest: Mapping[int, str]) -> list[Repair]:
         """Make each partition's newest block (partition -> its rows' token) whole in every view.
@@ -280,52 +136,14 @@ class InvoiceSink:
         Window-free: it reads what ``invoices`` and each view hold and writes only what is missing
         (:mod:`sinks.clickhouse.reconcile`); safe to run again at any point.
         """
-        return await self.store.until_done(self._repair, dict(newest))
-
-    def _repair(self, newest: dict[int, str]) -> list[Repair]:
-        views = reconcile.views(self.store)
-        repairs = []
-        for partition, token in sorted(newest.items()):
-            self._drop_orphan_link(partition, token)
-            repairs.append(reconcile.repair_block(self.store, partition, token, views))
-        return repairs
-
-    def _drop_orphan_link(self, partition: int, token: str) -> None:
-        """A chain row whose block has no row in ``invoices`` (a view written before its table) is removed.
-
-        ClickHouse writes the table before its views, so this is not expected; were it to happen,
-        the chain check would skip records that never landed.
-        """
-        rows = self.store.client.query(
-            "SELECT argMax(insert_token, block_start), count() FROM invoice_blocks WHERE kafka_topic = {topic:String} "
-            "AND kafka_partition = {partition:UInt16}",
-            parameters={"topic": self.topic, "partition": partition},
-        ).result_rows
-        link = rows[0][0] if rows and rows[0][1] else None
-        if link is None or link == token:
-            return
-        held = self.store.client.query(
-            f"SELECT count() FROM {self.table} WHERE insert_token = {{token:String}}", parameters={"token": link}
-        ).result_rows[0][0]
-        if not held:
-            log.error("the chain names a block that invoices lacks: link removed", extra={"block": link})
-            self.store.client.command("DELETE FROM invoice_blocks WHERE insert_token = {token:String}",
-                                      parameters={"token": link})  # fmt: skip
+        return await self.store.until_done(self.store.repair, self.topic, dict(newest))
 
     def dedup_keys(self, partition: int, since_day: int) -> tuple[Any, Any]:
         """(invoice_key, local day number) columns of the partition's invoices from ``since_day`` on (blocking).
 
         numpy columns: at Thanh Hóa scale a restore reads ~2 M keys a partition, ~100 bytes each as tuples.
         """
-        found = self.store.client.query_np(
-            f"SELECT invoice_key AS key, toUInt32(issue_date) AS day FROM {self.table} "
-            "WHERE issue_date >= toDate({since:UInt32}) AND kafka_topic = {topic:String} "
-            "AND kafka_partition = {partition:UInt16}",
-            parameters={"since": max(since_day, 0), "topic": self.topic, "partition": partition},
-        )
-        if not len(found):
-            return (), ()
-        return found["key"], found["day"].astype("int64")
+        return self.store.dedup_keys(self.topic, partition, since_day)
 
 
 class _BlockJob:
@@ -342,7 +160,7 @@ class _BlockJob:
         sink, pending = self.sink, self.pending
         last = pending.end if pending.fenced else pending.batch.last_offset
         if not self.checked:  # 3.
-            if sink.chain_moved_past(pending.partition, pending.start):
+            if sink.store.chain_moved_past(pending.topic, pending.partition, pending.start):
                 return BlockWrite(pending.rows, last, 0.0, moved_past=True)
             self.checked = True
         if not self.inserted:  # 4.
@@ -350,8 +168,8 @@ class _BlockJob:
                 if self.before_insert is not None:
                     self.before_insert()
                 self.insert_started = time.perf_counter()
-            sink.insert(pending)
+            sink.store.insert(pending)
             self.inserted = True
             self.seconds = time.perf_counter() - self.insert_started
-        landed = sink.landed_at(pending.partition, pending.start) if pending.fenced else ()  # 5.
+        landed = sink.store.landed_at(pending.topic, pending.partition, pending.start) if pending.fenced else ()  # 5.
         return BlockWrite(pending.rows, last, self.seconds, landed=landed)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from alerts.rules import DEFAULT_RULES
-from base.config import Settings
+from base.config import FAULT_POINTS_VARIABLE, Settings
 from deploy.kafka import LocalBroker
 from deploy.worker_process import WorkerProcess
 from harness.webhook_receiver import Received, Reply, WebhookReceiver
@@ -76,6 +76,17 @@ def test_the_clickhouse_fault_switch_fails_inserts_only_until_its_deadline(tmp_p
         assert store.query_rows("SELECT groupArray(n) FROM (SELECT n FROM t ORDER BY n)") == [([1, 3, 5],)]
     finally:
         store.close()
+
+
+def test_the_fault_switch_is_off_without_the_fault_points_variable(tmp_path, monkeypatch):
+    """Production never sets it: an armed file (a stray one, a copied data directory) changes nothing there."""
+    monkeypatch.setenv("EINVOICE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv(FAULT_POINTS_VARIABLE, raising=False)
+    inject_outage(tmp_path, 60.0)
+    FaultSwitch.from_environment().check()  # off: no outage
+    monkeypatch.setenv(FAULT_POINTS_VARIABLE, "1")
+    with pytest.raises(ClickHouseUnavailable):
+        FaultSwitch.from_environment().check()
 
 
 def test_the_fault_switch_reads_its_file_at_most_once_a_second(tmp_path):
@@ -209,7 +220,8 @@ class OutageRecord:
 
 
 @pytest.mark.slow
-def test_clickhouse_failing_for_a_while_backpressure_no_loss_no_crash(settings):
+def test_clickhouse_failing_for_a_while_backpressure_no_loss_no_crash(settings, monkeypatch):
+    monkeypatch.setenv(FAULT_POINTS_VARIABLE, "1")  # the worker (a child of this process) reads the fault switch
     outage_s = 60.0 if FULL else 15.0
     invoices = 150_000 if FULL else 40_000
     # a third before the outage; the rest is published while ClickHouse refuses writes

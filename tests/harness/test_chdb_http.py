@@ -131,9 +131,9 @@ def test_a_repeated_insert_is_dropped_in_the_table_and_in_every_view(store: Clic
             sink.add(partition, row[21], row)
         pending = sink.take(partition, 0, rows[-1][21])
         assert pending is not None
-        store.call(sink.insert, pending)  # fenced: the chain holds a block at this start, the insert adds nothing
+        store.call(sink.store.insert, pending)  # fenced: the chain holds a block at this start, the insert adds nothing
         # a plain repeat of the same Native block: dropped by its token
-        store.call(sink.store.raw_insert, "invoices", list(STORED_COLUMNS), store.call(sink.native, pending), "Native",
+        store.call(store.raw_insert, "invoices", list(STORED_COLUMNS), store.call(sink.store.native, pending), "Native",
                    insert_settings(pending.token))  # fmt: skip
     assert counts(store) == dict.fromkeys(counts(store), 500)
 
@@ -311,11 +311,11 @@ def test_two_writers_of_a_block_start_land_once_with_the_fence(store: ClickHouse
         frozen.add(0, row[21], row)
     first, second = survivor.take(0, 0, 119), frozen.take(0, 0, 199)
     assert first is not None and second is not None
-    store.call(survivor.insert, first)  # step 4 of each write, without the chain check that would stop the second
-    store.call(frozen.insert, second)
+    store.call(survivor.store.insert, first)  # step 4 of each write, without the chain check that would stop the second
+    store.call(frozen.store.insert, second)
     if fenced:
         assert counts(store) == dict.fromkeys(counts(store), 120)
-        assert store.call(frozen.landed_at, 0, 0) == (first.row_token,) == (f"{TOPIC}/0/0..119",)
+        assert store.call(frozen.store.landed_at, TOPIC, 0, 0) == (first.row_token,) == (f"{TOPIC}/0/0..119",)
         assert store.call(survivor.progress)[0].max_offset == 119  # the chain goes on from 120
     else:
         assert counts(store) == dict.fromkeys(counts(store), 320)

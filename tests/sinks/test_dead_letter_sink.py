@@ -6,7 +6,14 @@ import asyncio
 
 from base.config import Settings
 from kafka_io.topics import create_topics
-from sinks.dead_letter import H_ORIGINAL, H_SOURCE_OFFSET, MAX_BATCH_BYTES, DeadLetter, DeadLetterSink
+from sinks.dead_letter import (
+    H_ORIGINAL,
+    H_SOURCE_OFFSET,
+    MAX_BATCH_BYTES,
+    DeadLetter,
+    DeadLetterSink,
+    KafkaDeadLetterLog,
+)
 from tests.support import read_topic
 
 
@@ -33,7 +40,7 @@ def test_many_letters_and_an_oversized_one_land_in_source_order_across_record_ba
     assert sum(sizes.values()) - sizes[1_500] > 4 * MAX_BATCH_BYTES
 
     async def write() -> tuple[dict[int, int], dict[int, int]]:
-        sink = DeadLetterSink(bootstrap, topic)
+        sink = DeadLetterSink(KafkaDeadLetterLog(bootstrap, topic))
         await sink.start()
         try:
             written = await sink.write(pending)

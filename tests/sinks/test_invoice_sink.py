@@ -10,6 +10,7 @@ import pytest
 from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.faults import ClickHouseUnavailable
 from sinks.clickhouse.invoice_sink import PendingInsert
+from sinks.clickhouse.invoice_store import ClickHouseInvoiceStore
 
 TOPIC = "einvoice.issued"
 ISSUED_MS = 1_717_200_000_000  # 2024-06-01 00:00 UTC
@@ -24,16 +25,16 @@ def row(offset: int) -> tuple:
     )  # fmt: skip
 
 
-class FlakySink(InvoiceSink):
-    """The real sink, counting its steps, whose insert and read-back each fail the first time (as a network would)."""
+class FlakyStore(ClickHouseInvoiceStore):
+    """The real store, counting the sink's steps, whose insert and read-back each fail the first time."""
 
     def __init__(self, store: ClickHouseStore) -> None:
-        super().__init__(store, TOPIC)
+        super().__init__(store)
         self.calls: Counter[str] = Counter()
 
-    def chain_moved_past(self, partition: int, start: int) -> bool:
+    def chain_moved_past(self, topic: str, partition: int, start: int) -> bool:
         self.calls["chain check"] += 1
-        return super().chain_moved_past(partition, start)
+        return super().chain_moved_past(topic, partition, start)
 
     def insert(self, pending: PendingInsert) -> None:
         self.calls["insert"] += 1
@@ -41,15 +42,16 @@ class FlakySink(InvoiceSink):
         if self.calls["insert"] == 1:
             raise ClickHouseUnavailable("the reply was lost after the insert landed")
 
-    def landed_at(self, partition: int, start: int) -> tuple[str, ...]:
+    def landed_at(self, topic: str, partition: int, start: int) -> tuple[str, ...]:
         self.calls["read-back"] += 1
         if self.calls["read-back"] == 1:
             raise ClickHouseUnavailable("the read-back failed")
-        return super().landed_at(partition, start)
+        return super().landed_at(topic, partition, start)
 
 
 def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHouseStore) -> None:
-    sink = FlakySink(store)
+    flaky = FlakyStore(store)
+    sink = InvoiceSink(flaky, TOPIC)
     for offset in range(50):
         sink.add(0, offset, row(offset))
     pending = sink.take(0, 0, 59)  # records 50..59 were rejected: the block still covers them
@@ -62,7 +64,7 @@ def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHou
     assert written.ours(pending) and not written.moved_past
     assert written.landed == (f"{TOPIC}/0/0..59",) and (written.rows, written.last_offset) == (50, 59)
     # the chain check and the fault point ran once; the insert and the read-back twice (the retry dropped by its token)
-    assert sink.calls == {"chain check": 1, "insert": 2, "read-back": 2}
+    assert flaky.calls == {"chain check": 1, "insert": 2, "read-back": 2}
     assert fault_points == ["before insert"]
     assert store.insert_retries == retries + 2
     assert store.query_rows("SELECT count(), uniqExact(kafka_offset) FROM invoices") == [(50, 50)]
@@ -72,7 +74,8 @@ def test_a_failed_step_is_retried_alone_and_the_block_lands_once(store: ClickHou
 
 def test_a_block_behind_the_chain_is_not_inserted(store: ClickHouseStore) -> None:
     """Another writer's block at or past the start landed: the write stops at the chain check."""
-    first, second = InvoiceSink(store, TOPIC), FlakySink(store)
+    flaky = FlakyStore(store)
+    first, second = InvoiceSink(store, TOPIC), InvoiceSink(flaky, TOPIC)
     for offset in range(10):
         first.add(0, offset, row(offset))
         second.add(0, offset, row(offset))
@@ -83,5 +86,5 @@ def test_a_block_behind_the_chain_is_not_inserted(store: ClickHouseStore) -> Non
     written = asyncio.run(second.write(pending, lambda: pytest.fail("the fault point is past the chain check")))
 
     assert written.moved_past and not written.ours(pending)
-    assert second.calls == {"chain check": 1}
+    assert flaky.calls == {"chain check": 1}
     assert store.query_rows("SELECT count() FROM invoices") == [(10,)]

@@ -115,7 +115,7 @@ def write(sink: InvoiceSink, pending: PendingInsert) -> None:
 
 def restore(sink: InvoiceSink, partitions: list[int]) -> dict[int, dict[str, int]]:
     """What a worker's restore does: the chain's newest block per partition, made whole; views repaired."""
-    progress = sink.store.call(sink.progress)
+    progress = sink.store.call(sink.progress)  # type: ignore[attr-defined]
     repairs = asyncio.run(sink.repair({p: progress[p].last_token for p in partitions}))
     assert all(not r.doubled for r in repairs), repairs
     return {int(r.token.split("/")[1]): r.added for r in repairs}
@@ -172,14 +172,14 @@ def test_every_insert_of_a_block_carries_the_same_deduplication_id(store: ClickH
     sink = InvoiceSink(store, TOPIC, fenced=False)
     compiled = compiled_block(sink, 2, 0, 40_000)
     reference = reference_block(sink, 2, 0, 40_000)
-    native = store.call(sink.native, compiled)
-    assert native == store.call(sink.native, compiled)  # the same bytes each time
-    for block in (native, store.call(sink.native, reference), native):
+    native = store.call(sink.store.native, compiled)
+    assert native == store.call(sink.store.native, compiled)  # the same bytes each time
+    for block in (native, store.call(sink.store.native, reference), native):
         store.call(store.raw_insert, "invoices", list(STORED_COLUMNS), block, "Native", insert_settings("t/2/0"))
     assert counts(store) == dict.fromkeys(VIEWS, 40_000)
     big = compiled_block(sink, 3, 0, 100_000)  # past max_block_size (65,409): one block still
     for _ in range(2):
-        store.call(store.raw_insert, "invoices", list(STORED_COLUMNS), store.call(sink.native, big), "Native",
+        store.call(store.raw_insert, "invoices", list(STORED_COLUMNS), store.call(sink.store.native, big), "Native",
                    insert_settings("t/3/0"))  # fmt: skip
     assert counts(store) == dict.fromkeys(VIEWS, 140_000)
 
@@ -218,13 +218,13 @@ def test_a_woken_writer_adds_nothing_after_more_inserts_than_the_window(store: C
     frozen_sink, taker = InvoiceSink(store, TOPIC, fenced=fenced), InvoiceSink(store, TOPIC, fenced=fenced)
     write(taker, compiled_block(taker, 0, 0, 5_000))
     frozen = compiled_block(frozen_sink, 0, 5_000, 5_000)  # its chain check passed: the next block starts at 5,000
-    assert not store.call(frozen_sink.chain_moved_past, 0, 5_000)
+    assert not store.call(frozen_sink.store.chain_moved_past, TOPIC, 0, 5_000)
     write(taker, compiled_block(taker, 0, 5_000, 5_000))  # the taker writes the same start, then goes on
     for n in range(1, 30):
         write(taker, compiled_block(taker, n % 4, 10_000 * (n // 4 + 1), 500))
 
-    store.call(frozen_sink.insert, frozen)  # step 4 after the freeze (steps 3 and 4 are one job otherwise)
-    landed = store.call(frozen_sink.landed_at, 0, 5_000)
+    store.call(frozen_sink.store.insert, frozen)  # step 4 after the freeze (steps 3 and 4 are one job otherwise)
+    landed = store.call(frozen_sink.store.landed_at, TOPIC, 0, 5_000)
     total = 10_000 + 29 * 500
     if fenced:
         assert landed == (f"{TOPIC}/0/5000..9999",)
@@ -259,4 +259,4 @@ def test_a_view_the_restore_cannot_repair_is_refused_loudly(store: ClickHouseSto
     sink = InvoiceSink(store, TOPIC)
     write(sink, compiled_block(sink, 0, 0, 100))
     with pytest.raises(RuntimeError, match="per_day_mv: per_day is not keyed by kafka_partition"):
-        store.call(sink._repair, {0: f"{TOPIC}/0/0..99"})
+        store.call(sink.store.repair, TOPIC, {0: f"{TOPIC}/0/0..99"})

@@ -1,7 +1,8 @@
 """The ingest's rules, exactly, without Kafka or ClickHouse: the Python reference path over in-memory sinks.
 
 Each test builds ``SourceRecord``s (by hand, or from the simulator's labelled feed), runs
-:class:`streams.ingest.InvoiceIngest` with ``core=None`` over :mod:`tests.streams.fakes`, and
+:class:`streams.ingest.InvoiceIngest` with ``core=None`` over the real sinks on their in-memory stores
+(:mod:`sinks.clickhouse.memory`, :class:`sinks.dead_letter.MemoryDeadLetterLog`), and
 checks what the store and the dead-letter topic hold afterwards, and what the batch may commit.
 The same protocol on the real broker and chDB: tests/e2e/test_ingest_e2e.py, test_takeover.py.
 """
@@ -25,11 +26,13 @@ from contracts.registry import as_version, merge_version
 from contracts.validation import InvoiceValidator
 from simulator.engine import Simulation, SimulationConfig
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON, TOO_OLD_DELAY_MS, corrupt
+from sinks.clickhouse.invoice_sink import InvoiceSink
+from sinks.clickhouse.memory import MemoryInvoiceStore
+from sinks.dead_letter import DeadLetterSink, MemoryDeadLetterLog
 from streams.dedup import invoice_key
 from streams.freeze import BEFORE_INSERT
 from streams.ingest import BatchOutcome, InvoiceIngest, PartitionRecords
 from streams.metrics import IngestMetrics
-from tests.streams.fakes import MemoryDeadLetterSink, MemoryInvoiceSink, MemoryStore
 
 T = TypeVar("T")
 
@@ -96,15 +99,15 @@ def malformed(offset: int, kind: str, seq: int = 99) -> SourceRecord:
 class Worker:
     """One worker's ingest over in-memory sinks; several share a store (and a DLQ list) to share a ClickHouse."""
 
-    store: MemoryStore = field(default_factory=MemoryStore)
+    store: MemoryInvoiceStore = field(default_factory=MemoryInvoiceStore)
     dlq: list[Any] = field(default_factory=list)
     horizon_ms: int = HORIZON_MS
     lookup: Callable[[str], list[dict[str, Any]] | None] = REGISTRY.get
     fault_point: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
-        self.sink = MemoryInvoiceSink(TOPIC, self.store)
-        self.dead_letters = MemoryDeadLetterSink(sent=self.dlq)
+        self.sink = InvoiceSink(self.store, TOPIC)
+        self.dead_letters = DeadLetterSink(MemoryDeadLetterLog(self.dlq))
         self.metrics = IngestMetrics()
         self.ingest = InvoiceIngest(
             topic=TOPIC, codec=CODEC, validator=InvoiceValidator(), sink=self.sink, dead_letters=self.dead_letters,
@@ -136,7 +139,7 @@ def test_a_valid_invoice_is_one_row_joined_with_the_registration_of_its_day():
     assert (outcome.inserted, outcome.duplicates, outcome.skipped, outcome.unregistered) == (2, 0, 0, 0)
     assert outcome.committable == {0: 2} and not outcome.rejected and not outcome.taken
     assert calls == [SELLER, SELLER]
-    first, second = worker.sink.rows
+    first, second = worker.store.rows_of(TOPIC)
     assert {k: first[k] for k in ("seller_id", "invoice_code", "admin_unit_code", "vsic_code", "registered")} == {
         "seller_id": SELLER, "invoice_code": "M1-24-AB12C-00000000001", "admin_unit_code": "380",
         "vsic_code": "5610", "registered": 1,
@@ -154,7 +157,7 @@ def test_an_unregistered_seller_is_written_with_empty_codes_and_counted():
     worker = Worker(lookup=lambda _seller: None)
     outcome = worker.process([record(0, invoice(1))])
     assert (outcome.inserted, outcome.unregistered) == (1, 1)
-    (row,) = worker.sink.rows
+    (row,) = worker.store.rows_of(TOPIC)
     assert (row["registered"], row["vsic_code"], row["admin_unit_code"]) == (0, "", "")
 
 
@@ -165,7 +168,7 @@ def test_each_malformed_kind_is_dead_lettered_with_its_reason(kind):
     outcome = worker.process([record(0, invoice(1)), bad, record(2, invoice(2))])
     reason = MALFORMED_REASON[kind]
     assert outcome.rejected == Counter({reason: 1})
-    assert outcome.inserted == 2 and [r["kafka_offset"] for r in worker.sink.rows] == [0, 2]
+    assert outcome.inserted == 2 and [r["kafka_offset"] for r in worker.store.rows_of(TOPIC)] == [0, 2]
     (letter,) = worker.dlq
     assert (letter.reason, letter.source_partition, letter.source_offset) == (reason, 0, 1)
     assert (letter.key, letter.value, letter.timestamp_ms) == (bad.key, bad.value, bad.timestamp_ms)
@@ -188,7 +191,7 @@ def test_a_record_under_another_key_or_without_a_value_is_dead_lettered(bad, rea
     outcome = worker.process([bad])
     assert outcome.rejected == Counter({reason: 1}) and outcome.inserted == 0
     assert [letter.reason for letter in worker.dlq] == [reason]
-    assert worker.sink.blocks == [] and outcome.committable == {0: 1}
+    assert worker.store.blocks_of(TOPIC) == [] and outcome.committable == {0: 1}
 
 
 def test_a_resent_invoice_is_dropped_in_its_batch_and_in_the_next():
@@ -198,8 +201,8 @@ def test_a_resent_invoice_is_dropped_in_its_batch_and_in_the_next():
     assert (first.inserted, first.duplicates) == (2, 1)
     second = worker.process([record(3, resent), record(4, invoice(3))])
     assert (second.inserted, second.duplicates) == (1, 1)
-    assert [r["invoice_code"][-1] for r in worker.sink.rows] == ["1", "2", "3"]
-    assert worker.sink.rows[0]["amount_vnd"] == 250_000  # the first copy is the one kept
+    assert [r["invoice_code"][-1] for r in worker.store.rows_of(TOPIC)] == ["1", "2", "3"]
+    assert worker.store.rows_of(TOPIC)[0]["amount_vnd"] == 250_000  # the first copy is the one kept
     assert worker.metric("einvoice_duplicates_total") == 2
 
 
@@ -217,7 +220,7 @@ def test_an_invoice_older_than_the_horizon_is_accepted_unchecked():
         record(3, invoice(1)),  # within the horizon: still a duplicate
     ])  # fmt: skip
     assert (outcome.inserted, outcome.duplicates) == (3, 1)
-    assert [r["kafka_offset"] for r in worker.sink.rows] == [0, 1, 2]
+    assert [r["kafka_offset"] for r in worker.store.rows_of(TOPIC)] == [0, 1, 2]
     assert worker.metric("einvoice_dedup_beyond_horizon_total") == 2
 
 
@@ -226,26 +229,26 @@ def test_blocks_chain_each_start_after_the_last_end_and_a_batch_without_rows_lea
     one = worker.process(valid_run(0, 5, first_seq=1))
     two = worker.process([malformed(5, "invalid_amount"), malformed(6, "vat_mismatch"), record(7, invoice(1))])
     assert (two.inserted, two.duplicates, sum(two.rejected.values())) == (0, 1, 2)
-    assert [(b.start, b.end) for b in worker.sink.blocks] == [(0, 4)]  # no block for a batch without rows
+    assert [(b.start, b.end) for b in worker.store.blocks_of(TOPIC)] == [(0, 4)]  # no block for a batch without rows
     assert worker.ingest.states[0].chain_start == 5 and worker.ingest.states[0].written_offset == 4
     three = worker.process(valid_run(8, 2, first_seq=10))
-    assert [(b.start, b.end, b.rows) for b in worker.sink.blocks] == [(0, 4, 5), (5, 9, 2)]
-    assert [b.row_token for b in worker.sink.blocks] == [f"{TOPIC}/0/0..4", f"{TOPIC}/0/5..9"]
+    assert [(b.start, b.end, b.rows) for b in worker.store.blocks_of(TOPIC)] == [(0, 4, 5), (5, 9, 2)]
+    assert [b.row_token for b in worker.store.blocks_of(TOPIC)] == [f"{TOPIC}/0/0..4", f"{TOPIC}/0/5..9"]
     assert [o.committable for o in (one, two, three)] == [{0: 5}, {0: 8}, {0: 10}]
     assert worker.ingest.states[0].written_offset == 9 and worker.store.dropped == []
 
 
 def test_the_store_drops_a_second_insert_under_a_token_that_landed():
     """The fake keeps ClickHouse's insert_deduplication_token: the fence tests below rely on it."""
-    store = MemoryStore()
-    sink = MemoryInvoiceSink(TOPIC, store)
+    store = MemoryInvoiceStore()
+    sink = InvoiceSink(store, TOPIC)
     sink.add(0, 0, tuple(range(23)))
     block = sink.take(0, 0, 0)
     assert block is not None
     assert store.insert(block) is True and store.insert(block) is False
     assert len(store.rows) == 1 and store.dropped == [f"{TOPIC}/0/0..0"]
-    assert sink.landed_at(0, 0) == (f"{TOPIC}/0/0..0",) and sink.landed_at(0, 1) == ()
-    assert sink.chain_moved_past(0, 0) and not sink.chain_moved_past(0, 1)
+    assert store.landed_at(TOPIC, 0, 0) == (f"{TOPIC}/0/0..0",) and store.landed_at(TOPIC, 0, 1) == ()
+    assert store.chain_moved_past(TOPIC, 0, 0) and not store.chain_moved_past(TOPIC, 0, 1)
 
 
 def test_a_restarted_worker_resumes_after_what_the_store_and_the_dlq_hold():
@@ -263,7 +266,7 @@ def test_a_restarted_worker_resumes_after_what_the_store_and_the_dlq_hold():
     assert [letter.source_offset for letter in again.dlq] == [4, 6]  # offset 4 not sent twice
     assert (outcome.inserted, outcome.duplicates) == (1, 1)
     assert [r["kafka_offset"] for r in again.store.rows] == [0, 1, 2, 3, 5, 8]
-    assert [(b.start, b.end) for b in again.sink.blocks] == [(0, 5), (6, 8)]
+    assert [(b.start, b.end) for b in again.store.blocks_of(TOPIC)] == [(0, 5), (6, 8)]
     assert outcome.committable == {0: 9}
 
 
@@ -281,7 +284,7 @@ def test_restore_reads_the_watermark_and_keeps_only_the_dedup_keys_of_the_horizo
 
 def test_a_block_whose_start_another_writer_took_is_not_committed_and_the_partition_is_resynced():
     """Step 3 of the protocol: the chain moved past this block's start while it was prepared."""
-    store, dlq = MemoryStore(), []
+    store, dlq = MemoryInvoiceStore(), []
     paused, other = Worker(store, dlq), Worker(store, dlq)
     feed = valid_run(0, 10, first_seq=1)
     prepared = run(paused.ingest.prepare(PartitionRecords.group(feed[:7])))
@@ -299,7 +302,7 @@ def test_a_block_whose_start_another_writer_took_is_not_committed_and_the_partit
 
 def test_a_block_dropped_for_a_start_taken_during_its_insert_resyncs_the_partition():
     """Step 5: both blocks start at 0 and share a token; the other one landed first, so this one is dropped."""
-    store, dlq = MemoryStore(), []
+    store, dlq = MemoryInvoiceStore(), []
     other = Worker(store, dlq)
     feed = valid_run(0, 7, first_seq=1)
     theirs = run(other.ingest.prepare(PartitionRecords.group(feed[:5]))).inserts[0]
@@ -318,10 +321,11 @@ def test_a_block_dropped_for_a_start_taken_during_its_insert_resyncs_the_partiti
 
 def test_two_blocks_read_back_at_one_start_are_a_fault_logged_and_counted(caplog: pytest.LogCaptureFixture):
     """Step 5 finds two blocks at its start (the fence failed elsewhere): an error and einvoice_doubled_blocks."""
-    store, dlq = MemoryStore(), []
+    store, dlq = MemoryInvoiceStore(), []
     feed = valid_run(0, 7, first_seq=1)
     others = [
-        run(Worker(MemoryStore(), []).ingest.prepare(PartitionRecords.group(feed[:n]))).inserts[0] for n in (4, 5)
+        run(Worker(MemoryInvoiceStore(), []).ingest.prepare(PartitionRecords.group(feed[:n]))).inserts[0]
+        for n in (4, 5)
     ]
 
     def land_two(point: str) -> None:
@@ -356,15 +360,15 @@ def test_the_simulated_feed_lands_exactly_as_labelled():
         assert outcome.committable == {0: min(start + 97, len(records))} and not outcome.taken
     labels = Counter(r.kind for r in feed)
     valid = [r for r in feed if r.kind == "valid"]
-    assert total.inserted == labels["valid"] == len(worker.sink.rows)
+    assert total.inserted == labels["valid"] == len(worker.store.rows_of(TOPIC))
     assert total.duplicates == labels["duplicate"] > 0
     reasons = Counter(MALFORMED_REASON[r.kind.split(":", 1)[1]] for r in feed if r.kind.startswith("malformed:"))
     assert total.rejected == reasons and len(reasons) == len(set(MALFORMED_REASON.values()))
     assert total.unregistered == sum(r.seller_id not in registry for r in valid) > 0
-    assert [(r["seller_id"], r["invoice_code"]) for r in worker.sink.rows] == [
+    assert [(r["seller_id"], r["invoice_code"]) for r in worker.store.rows_of(TOPIC)] == [
         (r.seller_id, r.invoice_code) for r in valid
     ]
-    for row in worker.sink.rows:
+    for row in worker.store.rows_of(TOPIC):
         versions = registry.get(row["seller_id"])
         assert row["admin_unit_code"] == (versions[-1]["admin_unit_code"] if versions else "")
     assert len(worker.dlq) == sum(total.rejected.values())

@@ -42,8 +42,9 @@ from simulator.encoding import avro_string, varint
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from simulator.feed import MALFORMED_KINDS, MALFORMED_REASON
 from simulator.scenarios import load_scenario
-from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, dedup_token
-from sinks.dead_letter import DeadLetter, DeadLetterSink
+from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, InvoiceSink, dedup_token
+from sinks.clickhouse.memory import MemoryInvoiceStore
+from sinks.dead_letter import DeadLetter, DeadLetterSink, MemoryDeadLetterLog
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState
 from streams.metrics import IngestMetrics
@@ -88,20 +89,13 @@ def new_core(rules: InvoiceRules = RULES, horizon_ms: int = HORIZON_MS, topic: s
     )  # fmt: skip
 
 
-class FakeSink:
-    def __init__(self) -> None:
-        self.adds: list[tuple[int, int, tuple]] = []
-
-    def add(self, partition: int, offset: int, row: tuple) -> None:
-        self.adds.append((partition, offset, row))
+OFFSET_COLUMN = INVOICE_COLUMNS.index("kafka_offset")
 
 
-class FakeDeadLetters:
-    def __init__(self) -> None:
-        self.letters: list = []
-
-    def add(self, dead_letter) -> None:
-        self.letters.append(dead_letter)
+def buffered_rows(sink: InvoiceSink, partition: int) -> list[tuple[int, tuple]]:
+    """(offset, row) of what the reference buffered for a partition, taken out of the sink."""
+    pending = sink.take(partition, 0, 0)
+    return [(row[OFFSET_COLUMN], row) for row in pending.batch.rows] if pending is not None else []
 
 
 def typed(row: tuple) -> tuple:
@@ -126,7 +120,9 @@ class Pair:
     def __init__(self, rules: InvoiceRules = RULES, horizon_ms: int = HORIZON_MS, table: dict | None = None) -> None:
         self.horizon_ms = horizon_ms
         self.table = table or {}
-        self.sink, self.dlq, self.metrics = FakeSink(), FakeDeadLetters(), IngestMetrics()
+        # the real sinks on their in-memory stores: what _prepare buffers is read back out of them
+        self.sink = InvoiceSink(MemoryInvoiceStore(), TOPIC)
+        self.dlq, self.metrics = DeadLetterSink(MemoryDeadLetterLog()), IngestMetrics()
         self.ref = InvoiceIngest(
             topic=TOPIC, codec=CODEC, validator=InvoiceValidator(rules), sink=self.sink, dead_letters=self.dlq,
             lookup_seller=self.table.get, dedup_horizon_ms=horizon_ms, metrics=self.metrics,
@@ -134,6 +130,7 @@ class Pair:
         self.core = new_core(rules, horizon_ms)
         self.table_rows: dict[int, list[tuple[int, tuple]]] = defaultdict(list)  # what the store would hold
         self.totals: Counter[str] = Counter()
+        self.last_rows: list[tuple[int, tuple]] = []  # the reference's rows of the last batch run
 
     def assign(self, partition: int) -> None:
         self.ref.states[partition] = PartitionState(-1, -1, NO_WATERMARK, InvoiceDeduplicator(self.horizon_ms))
@@ -174,8 +171,6 @@ class Pair:
 
     def run(self, partition: int, records: list[SourceRecord]):
         """One batch of one partition through both; asserts they agree; 'flushes' like process() does."""
-        self.sink.adds.clear()
-        self.dlq.letters.clear()
         outcome = BatchOutcome()
         before = self.beyond()
         state = self.ref.states[partition]
@@ -187,8 +182,10 @@ class Pair:
             [r.timestamp_ms for r in records], lookup,
         )  # fmt: skip
         # rows: the tuples sink.add got, with their offsets
-        ref_rows = [(o, typed(row)) for _, o, row in self.sink.adds]
-        assert all(p == partition for p, _, _ in self.sink.adds)
+        buffered = self.last_rows = buffered_rows(self.sink, partition)
+        ref_rows = [(o, typed(row)) for o, row in buffered]
+        letters = self.dlq.take()
+        assert set(letters) <= {partition}
         core_rows = [(o, typed(row)) for o, row in zip(prepared.offsets(), prepared.tuples(), strict=True)]
         assert core_rows == ref_rows
         assert prepared.rows == len(ref_rows)
@@ -197,7 +194,7 @@ class Pair:
         )
         # rejections: every one, by input index, with its reason and its detail (the DLQ's text), byte for byte
         index_of = {r.offset: i for i, r in enumerate(records)}
-        ref_rejected = [(index_of[d.source_offset], d.reason, d.detail) for d in self.dlq.letters]
+        ref_rejected = [(index_of[d.source_offset], d.reason, d.detail) for d in letters.get(partition, [])]
         assert prepared.rejected == ref_rejected
         assert Counter(reason for _, reason, _ in prepared.rejected) == outcome.rejected
         assert (prepared.duplicates, prepared.skipped, prepared.unregistered) == (
@@ -210,7 +207,7 @@ class Pair:
         if ref_rows:
             state.written_offset = ref_rows[-1][0]
             self.core.committed(partition, written_offset=prepared.last_offset)
-            self.table_rows[partition].extend((o, row) for _, o, row in self.sink.adds)
+            self.table_rows[partition].extend(buffered)
         state.dedup.advance(state.watermark_local_ms)
         state.dedup.compact()
         self.compare_state(partition)
@@ -600,16 +597,6 @@ def test_every_reason_gets_the_same_detail_from_the_core_and_the_reference():
     assert seen == INVOICE_REASONS | DECODE_REASONS | {MALFORMED_VALUE}
 
 
-class BlockSink:
-    """The invoice sink as _prepare_compiled uses it: blocks of rows, counted."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def add_block(self, partition: int, prepared) -> None:
-        self.rows += prepared.rows
-
-
 @pytest.mark.parametrize("fetched", [False, True], ids=["columns", "fetched"])
 def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
     """_prepare_compiled: each rejected record past the dead-lettered offset is one DeadLetter, in offset order,
@@ -621,9 +608,9 @@ def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
     ]
     records.insert(3, SourceRecord(0, 99, b"2800000001", body(invoice_fields()), records[0].timestamp_ms))
     records = [r._replace(offset=100 + i) for i, r in enumerate(records)]  # a valid record among them
-    core, dlq, sink = new_core(), DeadLetterSink("unused", "dlq"), BlockSink()
+    core, dlq, sink = new_core(), DeadLetterSink(MemoryDeadLetterLog()), InvoiceSink(MemoryInvoiceStore(), TOPIC)
     ingest = InvoiceIngest(
-        topic=TOPIC, codec=CODEC, validator=InvoiceValidator(RULES), sink=sink, dead_letters=dlq,  # type: ignore[arg-type]
+        topic=TOPIC, codec=CODEC, validator=InvoiceValidator(RULES), sink=sink, dead_letters=dlq,
         lookup_seller={}.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(), core=core,
     )  # fmt: skip
     dead_lettered = 104  # a re-read after a crash: the DLQ holds the batch's first rejections already
@@ -649,7 +636,8 @@ def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
     assert letters == expected
     assert any(letter.timestamp_ms is None for letter in letters) and any(letter.headers for letter in letters)
     assert outcome.rejected == Counter(rejection.reason for _, rejection in verdicts if rejection is not None)
-    assert sink.rows == 1
+    block = sink.take(0, 100, records[-1].offset)
+    assert block is not None and block.rows == 1
 
 
 def test_the_hostile_corpus_and_the_fuzzer_seeds_get_the_same_verdicts(tmp_path):
@@ -1189,7 +1177,7 @@ def test_native_block_reads_back_like_the_sinks_insert(tmp_path):
             pair.assign(p)
             for part in batches(records, [700, 300]):
                 prepared = pair.run(p, part)
-                for _, offset, row in pair.sink.adds:
+                for offset, row in pair.last_rows:
                     sink.add(p, offset, row)
                 if prepared.rows:
                     token = f"{TOPIC}/{p}/{prepared.first_offset}..{prepared.last_offset}"
