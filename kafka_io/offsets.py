@@ -54,6 +54,17 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
 
 
 @through_outage
+def start_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The current start (log start offset) of each partition (blocking)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        starts = consumer.beginning_offsets([KafkaTopicPartition(topic, p) for p in partitions])
+    finally:
+        consumer.close()
+    return {tp.partition: offset for tp, offset in starts.items()}
+
+
+@through_outage
 def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The current end (high watermark) of each partition (blocking)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)

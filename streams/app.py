@@ -32,7 +32,7 @@ from contracts.codec import AvroCodec, SchemaCatalog
 from contracts.records import SourceRecord
 from contracts.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
 from contracts.validation import InvoiceRules, InvoiceValidator
-from kafka_io.offsets import end_offsets, fetch_range, group_offsets, group_positions
+from kafka_io.offsets import end_offsets, fetch_range, group_offsets, group_positions, start_offsets
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
 from sinks.dead_letter import DeadLetter, DeadLetterLog, DeadLetterSink, DiscardingDeadLetterLog, KafkaDeadLetterLog
 from sinks.webhook import WebhookConfig, WebhookDispatcher, config_from_settings
@@ -132,7 +132,6 @@ class Pipeline:
         self.registry_dlq = DeadLetterSink(dead_letter_log(self.topics.registry_dlq))
         self.ingest: InvoiceIngest | None = None
         self.batch_core: batch_core.BatchCore | None = None
-        self.registry_positions: dict[int, int] = {}
         self.checkpoint: Checkpoint | None = None  # the invoice partitions' owner (create_app)
         self.webhook_config = webhook_config
         self.webhooks: WebhookDispatcher | None = None
@@ -228,7 +227,6 @@ class Pipeline:
                     "registry_history", batch.history_rows, column_names=REGISTRY_HISTORY_COLUMNS
                 )
                 self.metrics.rows_inserted.labels("registry_history").inc(len(batch.history_rows))
-            self.registry_positions[partition] = part_records[-1].offset
         self.metrics.events.labels(topics.registry).inc(len(records))
         self.metrics.registry_sellers.set(len(registry_table))
 
@@ -255,30 +253,35 @@ class Pipeline:
         return self.registry_table.data.data.get(seller_id)
 
     async def catch_up_registry(self, partitions: Sequence[int]) -> None:
-        """Before the first invoices of a partition, read its registry partition up to its end.
+        """Before the first invoices of a partition, read its whole registry partition, to its end.
 
-        Both topics are consumed at once, so an invoice published after its seller's
-        registration could otherwise be joined before the registry agent read it. Waiting for
-        the agent would deadlock (Faust feeds all agents from one loop, and a waiting invoice
-        agent stops that loop), so the registrations not yet processed are read here with a
-        consumer of our own and merged into the table's store; the agent applies them again
-        later, with changelog, which is harmless because merging a version is idempotent.
+        Both topics are consumed at once, so an invoice published after its seller's registration
+        could otherwise be joined before the registry agent read it. And a partition taken over
+        from another worker holds, up to that worker's committed offset, only what Faust restores
+        from the table's changelog, which it does beside the invoice task, not before it: joined
+        too early, a whole partition's invoices came out unregistered (the takeover test, once in
+        a while). So the registry partition is read here from its log start (it is compacted: one
+        record a seller, ~14,000 a partition for Thanh Hóa, well under a second), with a consumer
+        of our own, and merged into the table's store. Waiting for the agent would deadlock (Faust
+        feeds all agents from one loop); the agent and the changelog apply the same versions again
+        later, which is harmless because merging a version is idempotent.
         """
         started = time.monotonic()
-        committed = await asyncio.to_thread(
-            group_positions, self.bootstrap, self.settings.app_id, self.topics.registry, partitions
-        )
-        ends = await asyncio.to_thread(end_offsets, self.bootstrap, self.topics.registry, partitions)
+        topic = self.topics.registry
+        starts = await asyncio.to_thread(start_offsets, self.bootstrap, topic, partitions)
+        ends = await asyncio.to_thread(end_offsets, self.bootstrap, topic, partitions)
         merged = 0
         for partition in partitions:
-            start = max(committed[partition], self.registry_positions.get(partition, -1) + 1)
-            if start >= ends[partition]:
+            if starts[partition] >= ends[partition]:
                 continue
-            records = await fetch_range(self.bootstrap, self.topics.registry, partition, start, ends[partition])
+            records = await fetch_range(self.bootstrap, topic, partition, starts[partition], ends[partition])
             batch = decode_registry_batch(self.registry_codec, records)
+            store = self.registry_table.data
             for seller_id, version in batch.ordered:
-                if version is not None:
-                    self.registry_table.data[seller_id] = merge_version(self.registry_table.get(seller_id), version)
+                if version is None:
+                    store.pop(seller_id, None)
+                else:
+                    store[seller_id] = merge_version(self.registry_table.get(seller_id), version)
                     merged += 1
         log.info(
             "registry caught up",

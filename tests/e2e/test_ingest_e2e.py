@@ -118,3 +118,32 @@ def test_restart_applies_no_migration_twice_and_keeps_counts(settings):
         assert all(n == 1 for _, n in versions)
     finally:
         store.close()
+
+
+def test_a_partition_whose_registry_another_worker_consumed_joins_every_registered_seller(settings):
+    """As after a takeover: the group's registry offsets are at the end, and Faust's changelog holds nothing yet.
+
+    The worker must not join against a table that only the changelog would fill, later: it reads each
+    registry partition from the log start before its first invoices (streams.app.Pipeline.catch_up_registry).
+    From the committed offset, as it did, every invoice here came out unregistered.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    feed = PublishedFeed(settings, sellers=400, invoices=6_000, seed=21, unregistered=5)
+    topic = settings.topics.registry
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_brokers, group_id=settings.app_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = consumer.end_offsets(partitions)
+        consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
+    finally:
+        consumer.close()
+    assert sum(ends.values()) == len(feed.in_registry)
+    consume_all(settings)
+    store = open_store(settings)
+    try:
+        assert segment_totals(store) == expected_totals(feed.records, feed.registered)
+    finally:
+        store.close()
