@@ -44,35 +44,31 @@ def group_positions(bootstrap: str, group: str, topic: str, partitions: Sequence
     committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
     missing = [p for p in partitions if p not in committed]
     if missing:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        try:
-            starts = consumer.beginning_offsets([KafkaTopicPartition(topic, p) for p in missing])
-        finally:
-            consumer.close()
-        committed.update({tp.partition: offset for tp, offset in starts.items()})
+        committed.update(_log_bounds(bootstrap, topic, missing, end=False))
     return {p: committed[p] for p in partitions}
+
+
+def _log_bounds(bootstrap: str, topic: str, partitions: Sequence[int], end: bool) -> dict[int, int]:
+    """Each partition's log start, or its end (high watermark), as the broker says (blocking)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [KafkaTopicPartition(topic, p) for p in partitions]
+        found = consumer.end_offsets(tps) if end else consumer.beginning_offsets(tps)
+    finally:
+        consumer.close()
+    return {tp.partition: offset for tp, offset in found.items()}
 
 
 @through_outage
 def start_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The current start (log start offset) of each partition (blocking)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        starts = consumer.beginning_offsets([KafkaTopicPartition(topic, p) for p in partitions])
-    finally:
-        consumer.close()
-    return {tp.partition: offset for tp, offset in starts.items()}
+    return _log_bounds(bootstrap, topic, partitions, end=False)
 
 
 @through_outage
 def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The current end (high watermark) of each partition (blocking)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        ends = consumer.end_offsets([KafkaTopicPartition(topic, p) for p in partitions])
-    finally:
-        consumer.close()
-    return {tp.partition: offset for tp, offset in ends.items()}
+    return _log_bounds(bootstrap, topic, partitions, end=True)
 
 
 def group_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
