@@ -44,7 +44,7 @@ from contracts.validation import (
     nfc,
 )
 from streams import batch_core
-from streams.ingest import NO_WATERMARK
+from streams.partition import NO_WATERMARK
 
 SCHEMAS = SchemaCatalog.load()
 INVOICES = AvroCodec(SCHEMAS, INVOICE_SUBJECT)

@@ -33,8 +33,9 @@ from contracts.validation import InvoiceRules, InvoiceValidator
 from kafka_io.publish import partition_for
 from simulator.engine import Simulation, SimulationConfig, registry_scale
 from streams.dedup import InvoiceDeduplicator
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState
+from streams.ingest import BatchOutcome, InvoiceIngest, PartitionRecords
 from streams.metrics import IngestMetrics
+from streams.partition import NO_WATERMARK
 
 TOPIC = "einvoice.issued"
 HORIZON_MS = 72 * 3_600_000
@@ -87,11 +88,11 @@ def main() -> None:
         lookup_seller=table.get, dedup_horizon_ms=HORIZON_MS, metrics=IngestMetrics(),
     )  # fmt: skip
     for p in by_partition:
-        ingest.states[p] = PartitionState(-1, -1, NO_WATERMARK, InvoiceDeduplicator(HORIZON_MS))
+        ingest.partitions.start(p, 0).restore(-1, -1, NO_WATERMARK, InvoiceDeduplicator(HORIZON_MS))
     started = time.perf_counter()
     for p, records in batches:
-        ingest._prepare(PartitionRecords(p, records), BatchOutcome())
-        state = ingest.states[p]
+        state = ingest.partitions.owners[p]
+        ingest._prepare(state, PartitionRecords(p, records), BatchOutcome())
         state.dedup.advance(state.watermark_local_ms)
         state.dedup.compact()
     reference_s = time.perf_counter() - started

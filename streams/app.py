@@ -165,6 +165,7 @@ class Pipeline:
             confirm_ownership=self.checkpoint.confirm_ownership if self.leased and self.checkpoint else None,
             core=self.batch_core.core,
             fault_point=self.fault_point,
+            partitions=self.checkpoint.partitions if self.checkpoint else None,
         )
         self.ready.set()
         if not self.live:
@@ -422,7 +423,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             "uptime_s": round(time.time() - pipeline.started_at, 1),
             # assigned invoice partitions; "restored": those whose state is loaded (on their first records)
             "partitions": sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topics.invoices),
-            "restored": sorted(pipeline.ingest.states) if pipeline.ingest else [],
+            "restored": checkpoint.partitions.restored(),
             # "compiled", or "reference" with why (a worker without the compiled core is several times slower)
             "batch_core": {"kind": pipeline.batch_core.kind, "reason": pipeline.batch_core.reason}
             if pipeline.batch_core
@@ -442,7 +443,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 "acked": len(consumer._acked.get(tp, [])),
                 "gaps": [(i.begin, i.end) for i in sorted(consumer._gap.get(tp, []))][:5],
                 "next": owner.next_offset
-                if tp.topic == topics.invoices and (owner := checkpoint.owners.get(tp.partition))
+                if tp.topic == topics.invoices and (owner := checkpoint.partitions.owners.get(tp.partition))
                 else None,
             }
             for tp in sorted(consumer.assignment())

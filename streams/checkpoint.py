@@ -13,8 +13,10 @@ owns and where each stands, and runs every batch through the same numbered steps
 6. Commit: the offsets the write allows, to the group, after the write and in order (:class:`CommitChain`).
 
 A batch is prepared while the one before is written (:class:`OrderedWriter`); a revocation waits for
-both, then forgets the partitions everywhere at once (:meth:`Checkpoint.revoke`). Kafka is reached
-through one narrow seam, :class:`Group`, so the checkpoint runs in unit tests without a broker.
+both, then forgets the partitions everywhere at once (:meth:`Checkpoint.revoke`, through
+:meth:`streams.partition.Partitions.forget`). Each partition's state is its owner's
+(:class:`streams.partition.PartitionOwner`). Kafka is reached through one narrow seam, :class:`Group`,
+so the checkpoint runs in unit tests without a broker.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from contracts.records import SourceRecord
@@ -32,6 +33,7 @@ from kafka_io.offsets import missing_ranges
 from streams import freeze
 from streams.ingest import BatchOutcome, PartitionRecords, PartitionsMoved, PreparedBatch
 from streams.metrics import IngestMetrics
+from streams.partition import PartitionOwner, Partitions
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,11 @@ class Group(Protocol):
 class Ingest(Protocol):
     """The invoice pipeline the checkpoint drives (:class:`streams.ingest.InvoiceIngest`)."""
 
-    async def prepare(self, parts: Sequence[PartitionRecords]) -> PreparedBatch: ...
+    async def prepare(
+        self, parts: Sequence[PartitionRecords], owners: Mapping[int, PartitionOwner] | None = None
+    ) -> PreparedBatch: ...
 
     async def write(self, batch: PreparedBatch) -> BatchOutcome: ...
-
-    def revoke(self, partitions: Sequence[int]) -> None: ...
 
 
 class Fetched(Protocol):
@@ -84,19 +86,6 @@ class Fetched(Protocol):
     async def take(self, max_records: int) -> list[Any]: ...
 
     async def purge(self, partitions: Sequence[int]) -> int: ...
-
-
-@dataclass
-class PartitionOwner:
-    """One started invoice partition: where its records must continue, and what the group has of it.
-
-    Its stored state (written and dead-lettered offsets, watermark, dedup keys, epoch) is the
-    ingest's :class:`streams.ingest.PartitionState`, restored from the store on its first records.
-    """
-
-    partition: int
-    next_offset: int  # after the last record prepared: the next batch must start here
-    committed_offset: int  # the next offset the group accepted: where a restart continues
 
 
 class CommitChain:
@@ -172,6 +161,7 @@ class Checkpoint:
         before_first_records: Callable[[Sequence[int]], Awaitable[None]] | None = None,
         fault_point: Callable[[str], None] | None = None,
         crash: Callable[[str], None] = crash_without_commit,
+        partitions: Partitions | None = None,
     ) -> None:
         self.group = group
         self.fetched = fetched
@@ -184,8 +174,8 @@ class Checkpoint:
         self.fault_point = fault_point or (lambda point: None)
         self.crash = crash
         self.ingest: Ingest | None = None
-        self.assigned: set[int] = set()  # assigned and not revoked since (not consumer.assignment(): it lags)
-        self.owners: dict[int, PartitionOwner] = {}  # the assigned partitions whose records have started
+        # the invoice partitions assigned, and an owner each for those whose records have started
+        self.partitions = partitions if partitions is not None else Partitions()
         self.confirmed_at = 0.0  # monotonic time of the last commit the group accepted
         self._in_flight = asyncio.Lock()  # held while a batch is prepared
         self._writer = OrderedWriter()  # the batch being written meanwhile
@@ -193,12 +183,12 @@ class Checkpoint:
 
     # -- the partitions' lives -----------------------------------------------------------------------------------
     def assign(self, partitions: Sequence[int]) -> None:
-        self.assigned = set(partitions)
+        self.partitions.assigned = set(partitions)
 
     async def revoke(self, partitions: Sequence[int]) -> None:
         """Partitions moved away: let the batches in flight finish, then forget them everywhere at once."""
         if self.ingest is None or not partitions:
-            self.assigned.difference_update(partitions)
+            self.partitions.assigned.difference_update(partitions)
             return
         acquired = False
         try:  # the batches in flight finish their writes first; a commit may be refused, which is harmless
@@ -207,19 +197,12 @@ class Checkpoint:
                 await self._writer.wait()
         except TimeoutError:
             log.warning("batch still in flight at revocation", extra={"partitions": list(partitions)})
-        self.assigned.difference_update(partitions)  # under the lock: no batch of these starts from here on
+        self.partitions.assigned.difference_update(partitions)  # under the lock: no batch of these starts from here on
         if acquired:
             self._in_flight.release()
         dropped = await self.fetched.purge(partitions)
-        self.forget(partitions)
+        self.partitions.forget(partitions)
         log.info("partitions revoked", extra={"partitions": list(partitions), "fetched_records_dropped": dropped})
-
-    def forget(self, partitions: Sequence[int]) -> None:
-        """Drop what this worker holds of partitions: its owners, and the ingest's state, buffers and epoch."""
-        for partition in partitions:
-            self.owners.pop(partition, None)
-        if self.ingest is not None:
-            self.ingest.revoke(partitions)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     async def run(self, ingest: Ingest) -> None:
@@ -235,7 +218,7 @@ class Checkpoint:
             # 1. Take
             by_partition: dict[int, list[Any]] = {}
             for chunk in chunks:
-                if chunk.partition in self.assigned:
+                if chunk.partition in self.partitions.assigned:
                     by_partition.setdefault(chunk.partition, []).append(chunk.records)
             if not by_partition:
                 return
@@ -252,20 +235,22 @@ class Checkpoint:
         """Steps 2 to 4: a batch's partitions started, its records completed, their fates decided."""
         assert self.ingest is not None
         # 2. Start
-        new = [part.partition for part in parts if part.partition not in self.owners]
+        owners = self.partitions.owners
+        new = [part.partition for part in parts if part.partition not in owners]
         if new:
             if self.before_first_records is not None:
                 await self.before_first_records(new)
             for partition, position in (await self.group.positions(new)).items():
-                self.owners[partition] = PartitionOwner(partition, next_offset=position, committed_offset=position)
+                self.partitions.start(partition, position)
+        started = {part.partition: owners[part.partition] for part in parts}  # the batch's owners, from here on
         # 3. Complete
-        parts = await self.complete(parts)
+        parts = await self.complete(parts, started)
         if not parts:
             return None
         # 4. Prepare
-        batch = await self.ingest.prepare(parts)
+        batch = await self.ingest.prepare(parts, started)
         for partition, next_offset in batch.next_offsets.items():
-            self.owners[partition].next_offset = next_offset
+            started[partition].next_offset = next_offset
         return batch
 
     async def write(self, batch: PreparedBatch) -> None:
@@ -281,10 +266,9 @@ class Checkpoint:
         except Exception:
             self.crash("invoice batch")
             return
-        for partition in outcome.taken:  # resynced by the ingest: read again from the store and the group's position
-            self.owners.pop(partition, None)
+        # a partition resynced by the ingest (outcome.taken) was forgotten there: started again from the group
         for partition, next_offset in outcome.committable.items():
-            if partition not in self.assigned:
+            if partition not in self.partitions.assigned:
                 continue  # revoked while the batch ran: the consumer no longer knows its high watermark
             if highwater := self.group.highwater(partition):
                 self.metrics.consumer_lag.labels(self.topic, str(partition)).set(highwater - next_offset)
@@ -295,7 +279,9 @@ class Checkpoint:
         await self._commits.wait()
 
     # -- step 3 --------------------------------------------------------------------------------------------------
-    async def complete(self, parts: list[PartitionRecords]) -> list[PartitionRecords]:
+    async def complete(
+        self, parts: list[PartitionRecords], owners: Mapping[int, PartitionOwner]
+    ) -> list[PartitionRecords]:
         """The batch as this worker must process it: holes filled from Kafka, records it processed already dropped.
 
         Holes: see kafka_io.offsets. Faust also delivers some records twice (seen: the last record of
@@ -305,7 +291,7 @@ class Checkpoint:
         """
         completed = []
         for part in parts:
-            expected = self.owners[part.partition].next_offset
+            expected = owners[part.partition].next_offset
             if part.first_offset == expected and part.last_offset - expected + 1 == len(part):
                 completed.append(part)
             elif (fixed := await self._complete(part, expected)) is not None:
@@ -339,7 +325,7 @@ class Checkpoint:
         if accepted:
             self.confirmed_at = time.monotonic()
             for partition, offset in offsets.items():
-                if (owner := self.owners.get(partition)) is not None:
+                if (owner := self.partitions.owners.get(partition)) is not None:
                     owner.committed_offset = offset
         return accepted
 
@@ -352,5 +338,6 @@ class Checkpoint:
         """
         if time.monotonic() - self.confirmed_at <= self.session_timeout_s / 3:
             return
-        if not await self.commit({p: self.owners[p].committed_offset for p in partitions}):
+        owners = self.partitions.owners
+        if not await self.commit({p: owners[p].committed_offset for p in partitions if p in owners}):
             raise PartitionsMoved(f"partitions {sorted(partitions)} moved to another worker; batch not written")

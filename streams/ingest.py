@@ -1,8 +1,9 @@
 """The invoice path of the worker, per batch: decode, validate, dedup, join, write.
 
-Kept apart from Faust so that its rules can be read (and tested) in one place; the ingest task
-in :mod:`streams.app` only feeds it the batches :mod:`streams.batch_fetch` hands over, and commits
-their offsets afterwards.
+Kept apart from Faust so that its rules can be read (and tested) in one place; the checkpoint
+(:mod:`streams.checkpoint`) feeds it the batches :mod:`streams.batch_fetch` hands over, and commits
+their offsets afterwards. What it knows of a partition lives in the partition's owner
+(:mod:`streams.partition`).
 
 Exactly-once effect: validity is a pure function of a record; dedup state and the watermark
 are functions of what ClickHouse holds; each partition's dead letters are flushed before its
@@ -18,7 +19,7 @@ import logging
 import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -41,13 +42,13 @@ from sinks.dead_letter import DeadLetter, DeadLetterSink
 from streams.dedup import InvoiceDeduplicator, invoice_key
 from streams.freeze import BEFORE_INSERT
 from streams.metrics import IngestMetrics
+from streams.partition import NO_WATERMARK, PartitionOwner, Partitions
 
 if TYPE_CHECKING:
     from einvoice_core import InvoiceCore, KafkaRecords, Prepared
 
 log = logging.getLogger(__name__)
 
-NO_WATERMARK = -(2**62)
 _NON_CASH = frozenset(NON_CASH_METHODS)  # a set for the per-row test
 
 RecordColumns = tuple[list[int], list[bytes | None], list[bytes | None], list[int], list[Sequence[Any]]]
@@ -167,18 +168,6 @@ class PartitionRecords:
 
 
 @dataclass
-class PartitionState:
-    written_offset: int  # the end of the partition's chain: records at or below it are in the store
-    dead_lettered_offset: int
-    watermark_local_ms: int
-    dedup: InvoiceDeduplicator | None  # None when the compiled core holds the dedup state
-    chain_start: int = field(init=False)  # where this worker's next block begins: after the last one prepared
-
-    def __post_init__(self) -> None:
-        self.chain_start = self.written_offset + 1
-
-
-@dataclass
 class BatchOutcome:
     inserted: int = 0
     duplicates: int = 0
@@ -204,7 +193,7 @@ class PreparedBatch:
     inserts: list[PendingInsert]  # one block per partition with rows
     dead_letters: dict[int, list[DeadLetter]]
     started: float
-    epochs: dict[int, int] = field(default_factory=dict)  # each partition's state as prepared (see resync)
+    owners: dict[int, PartitionOwner]  # the owners it was prepared with: a partition forgotten since is not written
 
 
 def registration_as_of(versions: list[dict[str, Any]], day: int) -> dict[str, Any]:
@@ -235,6 +224,7 @@ class InvoiceIngest:
         confirm_ownership: OwnershipCheck | None = None,
         core: InvoiceCore | None = None,
         fault_point: Callable[[str], None] | None = None,
+        partitions: Partitions | None = None,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -248,17 +238,21 @@ class InvoiceIngest:
         # the compiled batch core (native/, streams.batch_core) or None for the Python reference below
         self.core = core
         self.fault_point = fault_point  # streams.freeze: the tests' deterministic pauses
-        self.states: dict[int, PartitionState] = {}
-        # bumped whenever a partition's state is dropped: a batch prepared before is then not written
-        self._epochs: Counter[int] = Counter()
+        # the partitions' owners, shared with the checkpoint; the buffers and the core's state go with them
+        self.partitions = partitions if partitions is not None else Partitions()
+        self.partitions.holds(sink.discard)
+        self.partitions.holds(dead_letters.discard)
+        if core is not None:
+            self.partitions.holds(core.drop)
         self._restore_lock = asyncio.Lock()
 
-    async def restore(self, partitions: Sequence[int]) -> None:
+    async def restore(self, owners: Sequence[PartitionOwner]) -> None:
         """Load what ClickHouse and the DLQ already hold for partitions new to this worker."""
         async with self._restore_lock:
-            missing = [p for p in partitions if p not in self.states]
-            if not missing:
+            owners = [owner for owner in owners if not owner.restored]
+            if not owners:
                 return
+            missing = [owner.partition for owner in owners]
             started = time.perf_counter()
             progress = await self.sink.store.run(self.sink.progress)
             repairs = await self.sink.repair({p: progress[p].last_token for p in missing if p in progress})
@@ -268,7 +262,8 @@ class InvoiceIngest:
                 if repair.doubled:
                     self.metrics.doubled_blocks.inc()
             dlq_progress = await self.dead_letters.progress(missing)
-            for partition in missing:
+            for owner in owners:
+                partition = owner.partition
                 written = progress.get(partition)
                 watermark = written.max_issued_local_ms if written and written.max_issued_local_ms else NO_WATERMARK
                 dedup = InvoiceDeduplicator(self.dedup_horizon_ms)
@@ -276,23 +271,17 @@ class InvoiceIngest:
                 if written is not None:
                     dedup.advance(watermark)
                     keys, days = await self.sink.store.run(self.sink.dedup_keys, partition, dedup.cutoff_day(watermark))
-                state = PartitionState(
-                    written_offset=written.max_offset if written else -1,
-                    dead_lettered_offset=dlq_progress.get(partition, -1),
-                    watermark_local_ms=watermark,
-                    dedup=None if self.core is not None else dedup,
-                )
+                written_offset, dlq_offset = written.max_offset if written else -1, dlq_progress.get(partition, -1)
                 if self.core is not None:
-                    written_offset, dlq_offset = state.written_offset, state.dead_lettered_offset
                     self.core.restore(partition, written_offset, dlq_offset, watermark, keys, days)
                 elif len(keys):
                     dedup.load_columns(keys, days)
-                self.states[partition] = state
+                owner.restore(written_offset, dlq_offset, watermark, None if self.core is not None else dedup)
                 log.info(
                     "partition restored",
                     extra={
-                        "topic": self.topic, "partition": partition, "written_offset": state.written_offset,
-                        "dead_lettered_offset": state.dead_lettered_offset, "dedup_keys": self._dedup_keys(partition),
+                        "topic": self.topic, "partition": partition, "written_offset": written_offset,
+                        "dead_lettered_offset": dlq_offset, "dedup_keys": self._dedup_keys(owner),
                     },
                 )  # fmt: skip
             seconds = round(time.perf_counter() - started, 3)
@@ -306,23 +295,15 @@ class InvoiceIngest:
         log.warning(why, extra={"partition": block.partition, "block": block.row_token, "landed": landed})
         self.metrics.fenced_blocks.inc()
         outcome.taken[block.partition] = list(landed)
-        self.revoke([block.partition])
-
-    def revoke(self, partitions: Sequence[int]) -> None:
-        """Forget partitions (moved away, or resynced: restored again from the store on their next records)."""
-        for partition in partitions:
-            self._epochs[partition] += 1
-            self.states.pop(partition, None)
-            if self.core is not None:
-                self.core.drop(partition)
-            self.sink.discard(partition)
-            self.dead_letters.discard(partition)
+        self.partitions.forget([block.partition])
 
     async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Process one batch (any mix of partitions, each in offset order) to the end of its writes."""
         return await self.write(await self.prepare(PartitionRecords.group(records)))
 
-    async def prepare(self, parts: Sequence[PartitionRecords]) -> PreparedBatch:
+    async def prepare(
+        self, parts: Sequence[PartitionRecords], owners: Mapping[int, PartitionOwner] | None = None
+    ) -> PreparedBatch:
         """Decide every record's fate and encode the rows (per-event work; no write).
 
         Batches must be written in the order they were prepared (:meth:`write`); the next one may
@@ -330,22 +311,25 @@ class InvoiceIngest:
         whether the rows before it have reached the store yet.
         """
         started = time.perf_counter()
-        await self.restore([part.partition for part in parts])
+        if owners is None:  # a batch handed over alone (tests, tools): its partitions start where it starts
+            owners = {part.partition: self.partitions.owner(part.partition, part.first_offset) for part in parts}
+        else:  # the checkpoint's: kept as they were when it started, so a partition forgotten meanwhile is not written
+            owners = {part.partition: owners[part.partition] for part in parts}
+        await self.restore(list(owners.values()))
         outcome = BatchOutcome()
         prepare = self._prepare if self.core is None else self._prepare_compiled
         inserts = []
         for part in parts:
-            prepare(part, outcome)
-            state = self.states[part.partition]
-            block = self.sink.take(part.partition, state.chain_start, part.last_offset)
+            owner = owners[part.partition]
+            prepare(owner, part, outcome)
+            block = self.sink.take(part.partition, owner.chain_start, part.last_offset)
             if block is not None:  # a batch without rows leaves the chain where it is: the next block starts there
                 inserts.append(block)
-                state.chain_start = part.last_offset + 1
+                owner.chain_start = part.last_offset + 1
         return PreparedBatch(
             events=sum(len(part) for part in parts),
             next_offsets={part.partition: part.last_offset + 1 for part in parts if len(part)},
-            outcome=outcome, inserts=inserts, dead_letters=self.dead_letters.take(), started=started,
-            epochs={part.partition: self._epochs[part.partition] for part in parts},
+            outcome=outcome, inserts=inserts, dead_letters=self.dead_letters.take(), started=started, owners=owners,
         )  # fmt: skip
 
     async def write(self, batch: PreparedBatch) -> BatchOutcome:
@@ -359,7 +343,8 @@ class InvoiceIngest:
         6. The offsets the caller commits (``outcome.committable``), after the store: none of a
            resynced partition, which is restored from the store on its next records.
         """
-        current = [p for p, epoch in batch.epochs.items() if self._epochs[p] == epoch and p in self.states]
+        current = Partitions.current(batch.owners)
+        owners = batch.owners
         outcome = batch.outcome
         # 1.
         if self.confirm_ownership is not None and current:  # raises PartitionsMoved: nothing of it is written
@@ -367,7 +352,7 @@ class InvoiceIngest:
         # 2.
         letters = {p: batch.dead_letters[p] for p in current if p in batch.dead_letters}
         for partition, offset in (await self.dead_letters.write(letters)).items():
-            self.states[partition].dead_lettered_offset = offset
+            owners[partition].dead_lettered_offset = offset
             if self.core is not None:
                 self.core.committed(partition, dead_lettered_offset=offset)
         before_insert = None if self.fault_point is None else partial(self.fault_point, BEFORE_INSERT)
@@ -386,20 +371,20 @@ class InvoiceIngest:
             if not written.ours(block):
                 self._resync(outcome, block, "block start taken by another writer; partition resynced", written.landed)
                 continue
-            self.states[partition].written_offset = written.last_offset
+            owners[partition].written_offset = written.last_offset
             if self.core is not None:
                 self.core.committed(partition, written_offset=written.last_offset)
             outcome.inserted += written.rows
         # 6.
         outcome.committable = {p: batch.next_offsets[p] for p in current if p not in outcome.taken}
         for partition in current:
-            if (state := self.states.get(partition)) is None:
+            if not (owner := owners[partition]).live:
                 continue
-            if state.dedup is not None:  # the compiled core forgets old days itself
-                state.dedup.advance(state.watermark_local_ms)
-                state.dedup.compact()
-            if state.watermark_local_ms != NO_WATERMARK:
-                self.metrics.watermark.labels(str(partition)).set((state.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
+            if owner.dedup is not None:  # the compiled core forgets old days itself
+                owner.dedup.advance(owner.watermark_local_ms)
+                owner.dedup.compact()
+            if owner.watermark_local_ms != NO_WATERMARK:
+                self.metrics.watermark.labels(str(partition)).set((owner.watermark_local_ms - LOCAL_OFFSET_MS) / 1000)
         m = self.metrics
         m.events.labels(self.topic).inc(batch.events)
         for reason, count in outcome.rejected.items():
@@ -408,27 +393,26 @@ class InvoiceIngest:
         m.unregistered.inc(outcome.unregistered)
         m.skipped.inc(outcome.skipped)
         m.rows_inserted.labels("invoices").inc(outcome.inserted)
-        m.dedup_keys.set(sum(self._dedup_keys(p) for p in self.states))
+        m.dedup_keys.set(sum(self._dedup_keys(owner) for owner in self.partitions.owners.values() if owner.restored))
         m.batch_seconds.observe(time.perf_counter() - batch.started)
         return outcome
 
-    def _prepare(self, part: PartitionRecords, outcome: BatchOutcome) -> None:
+    def _prepare(self, owner: PartitionOwner, part: PartitionRecords, outcome: BatchOutcome) -> None:
         """Decide each record's fate; buffer rows and dead letters (no I/O here)."""
         partition, records = part.partition, part.records()
-        state = self.states[partition]
         verdict = self._verdict
-        dedup = state.dedup
+        dedup = owner.dedup
         assert dedup is not None, "the reference path keeps its dedup state in Python"
-        cutoff_day = dedup.cutoff_day(state.watermark_local_ms)  # moves only with the watermark
+        cutoff_day = dedup.cutoff_day(owner.watermark_local_ms)  # moves only with the watermark
         topic = self.topic
         # first pass: decode, validate, key; then the keys of the batch meet the dedup arrays at once
         candidates: list[tuple[SourceRecord, int, dict[str, Any], str, str, int, int]] = []
         for record in records:
             schema_id, value, rejection = verdict(record)
             if rejection is not None:
-                self._reject(partition, record, rejection, outcome)
+                self._reject(owner, record, rejection, outcome)
                 continue
-            if record.offset <= state.written_offset:
+            if record.offset <= owner.written_offset:
                 outcome.skipped += 1
                 continue
             seller_id, code = value["seller_id"], value["invoice_code"]
@@ -461,14 +445,14 @@ class InvoiceIngest:
                     registered, vsic, unit, schema_id, topic, partition, record.offset, record.timestamp_ms,
                 ),
             )  # fmt: skip
-            if issued_local > state.watermark_local_ms:
-                state.watermark_local_ms = issued_local
+            if issued_local > owner.watermark_local_ms:
+                owner.watermark_local_ms = issued_local
                 cutoff_day = dedup.cutoff_day(issued_local)
 
-    def _reject(self, partition: int, record: SourceRecord, rejection: Rejection, outcome: BatchOutcome) -> None:
+    def _reject(self, owner: PartitionOwner, record: SourceRecord, rejection: Rejection, outcome: BatchOutcome) -> None:
         """Count a rejected record; dead-letter it unless the DLQ already has it (a re-read after a crash)."""
         outcome.rejected[rejection.reason] += 1
-        if record.offset > self.states[partition].dead_lettered_offset:
+        if record.offset > owner.dead_lettered_offset:
             self.dead_letters.add(DeadLetter.of(self.topic, record, rejection))
 
     def _verdict(self, record: SourceRecord) -> tuple[int, dict[str, Any], None] | tuple[None, None, Rejection]:
@@ -482,7 +466,7 @@ class InvoiceIngest:
             rejection = Rejection(MALFORMED_VALUE, f"{type(exc).__name__}: {exc}")
         return (None, None, rejection) if rejection is not None else (schema_id, value, None)
 
-    def _prepare_compiled(self, part: PartitionRecords, outcome: BatchOutcome) -> None:
+    def _prepare_compiled(self, owner: PartitionOwner, part: PartitionRecords, outcome: BatchOutcome) -> None:
         """:meth:`_prepare` by the compiled core: one call for the partition's records, per-event work in Rust.
 
         The core gives each rejected record's reason and detail, the same text the reference writes
@@ -490,7 +474,6 @@ class InvoiceIngest:
         """
         assert self.core is not None
         partition = part.partition
-        state = self.states[partition]
         if part.fetched:
             prepared: Prepared = self.core.prepare_records(partition, list(part.fetched), self.lookup_seller)
         else:
@@ -498,17 +481,19 @@ class InvoiceIngest:
                 partition, part.offsets, part.keys, part.values, part.timestamps_ms, self.lookup_seller
             )
         if prepared.rejected_count:
-            self._dead_letter(part, prepared, outcome)
+            self._dead_letter(owner, part, prepared, outcome)
         outcome.duplicates += prepared.duplicates
         outcome.skipped += prepared.skipped
         outcome.unregistered += prepared.unregistered
         if prepared.beyond_horizon:
             self.metrics.beyond_horizon.inc(prepared.beyond_horizon)
-        state.watermark_local_ms = prepared.watermark_local_ms
+        owner.watermark_local_ms = prepared.watermark_local_ms
         if prepared.rows:
             self.sink.add_block(partition, prepared)
 
-    def _dead_letter(self, part: PartitionRecords, prepared: Prepared, outcome: BatchOutcome) -> None:
+    def _dead_letter(
+        self, owner: PartitionOwner, part: PartitionRecords, prepared: Prepared, outcome: BatchOutcome
+    ) -> None:
         """:meth:`_reject` for a batch's rejections at once: counted, and dead-lettered past the DLQ's offset.
 
         As columns, from the core to the letters: a rejected record costs one Python container (its
@@ -518,7 +503,7 @@ class InvoiceIngest:
         outcome.rejected.update(reasons)
         columns = (*part.columns_at(indexes), reasons, details)
         # offsets ascend: the letters past what the DLQ holds (all but after a crash) are a suffix
-        cut = bisect_right(columns[0], self.states[part.partition].dead_lettered_offset)
+        cut = bisect_right(columns[0], owner.dead_lettered_offset)
         if cut == len(indexes):
             return
         offsets, keys, values, stamps, headers, reasons, details = (c[cut:] for c in columns) if cut else columns
@@ -531,8 +516,7 @@ class InvoiceIngest:
                      headers, reasons, details)),
         )  # fmt: skip
 
-    def _dedup_keys(self, partition: int) -> int:
+    def _dedup_keys(self, owner: PartitionOwner) -> int:
         if self.core is not None:
-            return self.core.state(partition)[3]
-        dedup = self.states[partition].dedup
-        return len(dedup) if dedup is not None else 0
+            return self.core.state(owner.partition)[3]
+        return len(owner.dedup) if owner.dedup is not None else 0

@@ -37,3 +37,27 @@ def test_the_tools_variables_are_in_the_table_and_the_table_holds_nothing_else()
     known = {variable for variable, _doc in ENVIRONMENT.values()} | set(TOOL_ENVIRONMENT)
     assert set(TOOL_ENVIRONMENT) <= rows, f"missing from the README: {set(TOOL_ENVIRONMENT) - rows}"
     assert rows <= known, f"in the README's table but read by nothing: {rows - known}"
+
+
+def folder_table() -> dict[str, str]:
+    section = README.split("The folders are the architecture:", 1)[1].split("\n\n", 2)[1]
+    row = re.compile(r"^\| `([a-z_]+)/`(?:, `[a-z_]+/`)? \| (.+) \|$", re.M)
+    return {m.group(1): m.group(2) for m in row.finditer(section)}
+
+
+def test_the_folder_table_names_every_package_and_only_files_that_exist():
+    """Both directions: every top-level package has a row, every row a folder, every file a row names exists;
+    and the worker's row names each of its modules (a new one is where a reader looks first)."""
+    from tests.project.test_imports import LAYER
+
+    rows = folder_table()
+    packages = {p for p in LAYER if (ROOT / p).is_dir()} - {"tests", "bench", "fuzz"}
+    assert packages <= set(rows), f"packages without a row in the README's folder table: {packages - set(rows)}"
+    assert all((ROOT / folder).is_dir() for folder in rows), [f for f in rows if not (ROOT / f).is_dir()]
+    for folder, text in rows.items():
+        for name in re.findall(r"`([\w/]+\.py)`", text):
+            found = (ROOT / name).is_file() if "/" in name else list((ROOT / folder).rglob(name))  # a/b.py: from root
+            assert found, f"README: {folder}/ names {name}, which is not there"
+    named = set(re.findall(r"`(\w+\.py)`", rows["streams"]))
+    modules = {p.name for p in (ROOT / "streams").glob("*.py")} - {"__init__.py"}
+    assert modules == named, f"streams/ modules not in its row: {modules - named}; named but gone: {named - modules}"

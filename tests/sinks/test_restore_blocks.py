@@ -22,7 +22,7 @@ from contracts.registry import as_version
 from contracts.validation import InvoiceRules
 from sinks.clickhouse import ClickHouseStore, InvoiceSink
 from sinks.clickhouse.invoice_sink import STORED_COLUMNS, PendingInsert, insert_settings
-from streams.ingest import NO_WATERMARK
+from streams.partition import NO_WATERMARK
 from tests.support import set_dedup_window
 
 einvoice_core = pytest.importorskip("einvoice_core", reason="the compiled core is built by `make native`")

@@ -18,6 +18,7 @@ from contracts.records import SourceRecord
 from streams.checkpoint import Checkpoint
 from streams.ingest import BatchOutcome, PartitionRecords, PartitionsMoved, PreparedBatch
 from streams.metrics import IngestMetrics
+from streams.partition import PartitionOwner, Partitions
 
 TOPIC = "einvoice.issued"
 
@@ -68,12 +69,16 @@ class FakeIngest:
     hold: asyncio.Event | None = None
     taken: set[int] = field(default_factory=set)
     fail: bool = False
+    partitions: Partitions = field(default_factory=Partitions)  # the checkpoint's: the real ingest shares them
 
-    async def prepare(self, parts: Sequence[PartitionRecords]) -> PreparedBatch:
+    async def prepare(
+        self, parts: Sequence[PartitionRecords], owners: dict[int, PartitionOwner] | None = None
+    ) -> PreparedBatch:
+        assert owners is not None and set(owners) == {part.partition for part in parts}
         self.prepared.append({part.partition: list(part.offsets) for part in parts})
         self.calls.append(("prepare", sorted(part.partition for part in parts)))
         next_offsets = {part.partition: part.last_offset + 1 for part in parts}
-        return PreparedBatch(sum(map(len, parts)), next_offsets, BatchOutcome(), [], {}, 0.0)
+        return PreparedBatch(sum(map(len, parts)), next_offsets, BatchOutcome(), [], {}, 0.0, dict(owners))
 
     async def write(self, batch: PreparedBatch) -> BatchOutcome:
         self.calls.append(("write", sorted(batch.next_offsets)))
@@ -83,12 +88,10 @@ class FakeIngest:
             raise RuntimeError("ClickHouse said no")
         outcome = batch.outcome
         outcome.taken = {p: ["another writer's block"] for p in self.taken if p in batch.next_offsets}
+        self.partitions.forget(outcome.taken)  # as InvoiceIngest's resync does
         outcome.committable = {p: o for p, o in batch.next_offsets.items() if p not in self.taken}
         self.calls.append(("written", sorted(outcome.committable)))
         return outcome
-
-    def revoke(self, partitions: Sequence[int]) -> None:
-        self.calls.append(("revoke", sorted(partitions)))
 
 
 @dataclass
@@ -115,7 +118,7 @@ def checkpoint(group: FakeGroup, fetched: FakeFetched, crashes: list[str] | None
 
 
 async def run_batches(point: Checkpoint, ingest: FakeIngest, n: int) -> None:
-    point.ingest = ingest
+    point.ingest, ingest.partitions = ingest, point.partitions
     for _ in range(n):
         await point.step()
     await point.drain()
@@ -135,7 +138,8 @@ def test_a_batch_is_committed_only_after_its_write_and_starts_at_the_groups_posi
     assert steps == ["positions", "write", "written", "commit", "write", "written", "commit"]
     assert next(c for c in group.calls if c[0] == "commit") == ("commit", {0: 15, 1: 3})
     assert group.committed == {0: 17, 1: 3}
-    assert (point.owners[0].next_offset, point.owners[0].committed_offset) == (17, 17)
+    owner = point.partitions.owners[0]
+    assert (owner.next_offset, owner.committed_offset) == (17, 17)
 
 
 def test_a_hole_is_fetched_from_kafka_and_records_delivered_again_are_dropped():
@@ -153,7 +157,8 @@ def test_a_refused_commit_leaves_the_committed_offset_and_the_lease_check_refuse
     group, ingest = FakeGroup(committed={0: 0}, accept=False), FakeIngest()
     point = checkpoint(group, FakeFetched([[Chunk(0, records(0, range(0, 5)))]]))
     asyncio.run(run_batches(point, ingest, 1))
-    assert point.owners[0].committed_offset == 0 and point.owners[0].next_offset == 5
+    owner = point.partitions.owners[0]
+    assert owner.committed_offset == 0 and owner.next_offset == 5
     point.confirmed_at = 0.0  # past the lease: the group is asked, and says no
     with pytest.raises(PartitionsMoved):
         asyncio.run(point.confirm_ownership([0]))
@@ -167,8 +172,10 @@ def test_a_revocation_waits_for_the_write_in_flight_then_forgets_the_partition_e
         group, fetched = FakeGroup(), FakeFetched([[Chunk(0, records(0, range(0, 5)))]])
         ingest = FakeIngest(hold=asyncio.Event())
         point = checkpoint(group, fetched)
-        point.ingest = ingest
+        point.ingest, ingest.partitions = ingest, point.partitions
+        point.partitions.holds(lambda partition: ingest.calls.append(("discard", partition)))  # a sink's buffer
         await point.step()  # prepared, and its write started: held
+        owner = point.partitions.owners[0]
         seen: list[str] = []
         revocation = asyncio.create_task(point.revoke([0]))
         await asyncio.sleep(0.05)
@@ -179,12 +186,13 @@ def test_a_revocation_waits_for_the_write_in_flight_then_forgets_the_partition_e
         seen.append("revoked" if revocation.done() else "waiting")
         fetched.batches.append([Chunk(0, records(0, range(5, 8)))])
         await point.step()  # records of a partition no longer assigned: not taken
+        assert not owner.live  # a batch prepared with it would not be written
         return seen, ingest, fetched, point
 
     seen, ingest, fetched, point = asyncio.run(scenario())
     assert seen == ["waiting", "revoked"]
-    assert [c[0] for c in ingest.calls] == ["prepare", "write", "written", "revoke"]
-    assert fetched.purged == [[0]] and 0 not in point.owners and point.assigned == {1}
+    assert ingest.calls == [("prepare", [0]), ("write", [0]), ("written", [0]), ("discard", 0)]
+    assert fetched.purged == [[0]] and 0 not in point.partitions.owners and point.partitions.assigned == {1}
 
 
 def test_a_partition_another_writer_took_is_read_again_from_the_groups_position():
@@ -193,7 +201,7 @@ def test_a_partition_another_writer_took_is_read_again_from_the_groups_position(
     fetched = FakeFetched([[Chunk(0, records(0, range(0, 5)))], [Chunk(0, records(0, range(0, 5)))]])
     point = checkpoint(group, fetched)
     asyncio.run(run_batches(point, ingest, 1))
-    assert 0 not in point.owners and ("commit", {0: 5}) not in group.calls  # nothing of it committed
+    assert 0 not in point.partitions.owners and ("commit", {0: 5}) not in group.calls  # nothing of it committed
     ingest.taken = set()
     asyncio.run(run_batches(point, ingest, 1))
     assert [c for c in group.calls if c[0] == "positions"] == [("positions", [0]), ("positions", [0])]

@@ -174,7 +174,7 @@ def test_each_malformed_kind_is_dead_lettered_with_its_reason(kind):
     assert (letter.key, letter.value, letter.timestamp_ms) == (bad.key, bad.value, bad.timestamp_ms)
     assert letter.detail  # a reader of the DLQ sees why, not only the reason's name
     assert outcome.committable == {0: 3}
-    assert worker.ingest.states[0].dead_lettered_offset == 1
+    assert worker.ingest.partitions.owners[0].dead_lettered_offset == 1
 
 
 @pytest.mark.parametrize(
@@ -230,12 +230,13 @@ def test_blocks_chain_each_start_after_the_last_end_and_a_batch_without_rows_lea
     two = worker.process([malformed(5, "invalid_amount"), malformed(6, "vat_mismatch"), record(7, invoice(1))])
     assert (two.inserted, two.duplicates, sum(two.rejected.values())) == (0, 1, 2)
     assert [(b.start, b.end) for b in worker.store.blocks_of(TOPIC)] == [(0, 4)]  # no block for a batch without rows
-    assert worker.ingest.states[0].chain_start == 5 and worker.ingest.states[0].written_offset == 4
+    owner = worker.ingest.partitions.owners[0]
+    assert owner.chain_start == 5 and owner.written_offset == 4
     three = worker.process(valid_run(8, 2, first_seq=10))
     assert [(b.start, b.end, b.rows) for b in worker.store.blocks_of(TOPIC)] == [(0, 4, 5), (5, 9, 2)]
     assert [b.row_token for b in worker.store.blocks_of(TOPIC)] == [f"{TOPIC}/0/0..4", f"{TOPIC}/0/5..9"]
     assert [o.committable for o in (one, two, three)] == [{0: 5}, {0: 8}, {0: 10}]
-    assert worker.ingest.states[0].written_offset == 9 and worker.store.dropped == []
+    assert worker.ingest.partitions.owners[0].written_offset == 9 and worker.store.dropped == []
 
 
 def test_the_store_drops_a_second_insert_under_a_token_that_landed():
@@ -275,8 +276,8 @@ def test_restore_reads_the_watermark_and_keeps_only_the_dedup_keys_of_the_horizo
     old = invoice(1, issued=ISSUED - dt.timedelta(days=4))  # its day is before the cutoff of ISSUED's watermark
     first.process([record(0, old), record(1, invoice(2))])
     again = Worker(store=first.store, dlq=first.dlq)
-    run(again.ingest.restore([0]))
-    state = again.ingest.states[0]
+    state = again.ingest.partitions.start(0, 0)
+    run(again.ingest.restore([state]))
     assert state.written_offset == 1 and state.watermark_local_ms == local_ms(ISSUED)
     assert state.dedup is not None and len(state.dedup) == 1  # the 4-day-old key is past the 72 h horizon
     assert again.process([record(2, invoice(2))]).duplicates == 1
@@ -291,7 +292,7 @@ def test_a_block_whose_start_another_writer_took_is_not_committed_and_the_partit
     assert other.process(feed[:5]).committable == {0: 5}  # the partition's new owner writes 0..4
     outcome = run(paused.ingest.write(prepared))
     assert outcome.taken == {0: []} and outcome.committable == {} and outcome.inserted == 0
-    assert 0 not in paused.ingest.states and paused.metric("einvoice_fenced_blocks_total") == 1
+    assert 0 not in paused.ingest.partitions.owners and paused.metric("einvoice_fenced_blocks_total") == 1
     assert [(b.start, b.end) for b in store.blocks] == [(0, 4)] and store.dropped == []
     # its next records restore the partition from the store: what the other wrote is skipped
     resumed = paused.process(feed)
@@ -314,7 +315,7 @@ def test_a_block_dropped_for_a_start_taken_during_its_insert_resyncs_the_partiti
     paused = Worker(store, dlq, fault_point=land_theirs)
     outcome = paused.process(feed)
     assert outcome.taken == {0: [f"{TOPIC}/0/0..4"]}
-    assert outcome.committable == {} and outcome.inserted == 0 and 0 not in paused.ingest.states
+    assert outcome.committable == {} and outcome.inserted == 0 and 0 not in paused.ingest.partitions.owners
     assert store.dropped == [f"{TOPIC}/0/0..6"]
     assert [r["kafka_offset"] for r in store.rows] == [0, 1, 2, 3, 4]
 

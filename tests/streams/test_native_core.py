@@ -46,8 +46,9 @@ from sinks.clickhouse.invoice_sink import INVOICE_COLUMNS, STORED_COLUMNS, Invoi
 from sinks.clickhouse.memory import MemoryInvoiceStore
 from sinks.dead_letter import DeadLetter, DeadLetterSink, MemoryDeadLetterLog
 from streams.dedup import InvoiceDeduplicator, invoice_key
-from streams.ingest import NO_WATERMARK, BatchOutcome, InvoiceIngest, PartitionRecords, PartitionState
+from streams.ingest import BatchOutcome, InvoiceIngest, PartitionRecords
 from streams.metrics import IngestMetrics
+from streams.partition import NO_WATERMARK
 
 try:
     import einvoice_core
@@ -133,7 +134,7 @@ class Pair:
         self.last_rows: list[tuple[int, tuple]] = []  # the reference's rows of the last batch run
 
     def assign(self, partition: int) -> None:
-        self.ref.states[partition] = PartitionState(-1, -1, NO_WATERMARK, InvoiceDeduplicator(self.horizon_ms))
+        self.ref.partitions.start(partition, 0).restore(-1, -1, NO_WATERMARK, InvoiceDeduplicator(self.horizon_ms))
         empty = np.empty(0, dtype=np.int64)
         self.core.restore(partition, -1, -1, NO_WATERMARK, empty, empty)
         self.compare_state(partition)
@@ -154,14 +155,14 @@ class Pair:
             days = np.array([d for _, d in kept], dtype=np.int64)
             if len(keys):
                 dedup.load_columns(keys, days)
-        self.ref.states[partition] = PartitionState(written, -1, watermark, dedup)
+        self.ref.partitions.start(partition, 0).restore(written, -1, watermark, dedup)
         self.core.drop(partition)
         assert not self.core.has(partition)
         self.core.restore(partition, written, -1, watermark, keys, days)
         self.compare_state(partition)
 
     def compare_state(self, partition: int) -> None:
-        state = self.ref.states[partition]
+        state = self.ref.partitions.owners[partition]
         assert self.core.state(partition) == (
             state.written_offset, state.dead_lettered_offset, state.watermark_local_ms, len(state.dedup),
         )  # fmt: skip
@@ -173,9 +174,9 @@ class Pair:
         """One batch of one partition through both; asserts they agree; 'flushes' like process() does."""
         outcome = BatchOutcome()
         before = self.beyond()
-        state = self.ref.states[partition]
+        state = self.ref.partitions.owners[partition]
         state.dead_lettered_offset = -1  # so that the reference dead-letters every rejection (compared below)
-        self.ref._prepare(PartitionRecords(partition, records), outcome)
+        self.ref._prepare(state, PartitionRecords(partition, records), outcome)
         lookup = CountingLookup(self.table)
         prepared = self.core.prepare(
             partition, [r.offset for r in records], [r.key for r in records], [r.value for r in records],
@@ -616,7 +617,8 @@ def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
     dead_lettered = 104  # a re-read after a crash: the DLQ holds the batch's first rejections already
     empty = np.empty(0, dtype=np.int64)
     core.restore(0, -1, dead_lettered, NO_WATERMARK, empty, empty)
-    ingest.states[0] = PartitionState(-1, dead_lettered, NO_WATERMARK, None)
+    owner = ingest.partitions.start(0, 0)
+    owner.restore(-1, dead_lettered, NO_WATERMARK, None)
     if fetched:
         columns = [[r.offset for r in records], [r.key for r in records], [r.value for r in records],
                    [r.timestamp_ms for r in records], [list(r.headers) for r in records]]  # fmt: skip
@@ -625,7 +627,7 @@ def test_a_batchs_rejections_become_dead_letters_past_the_dlq_offset(fetched):
     else:
         part = PartitionRecords(0, records)
     outcome = BatchOutcome()
-    ingest._prepare_compiled(part, outcome)
+    ingest._prepare_compiled(owner, part, outcome)
     verdicts = [(r, ingest._verdict(r)[2]) for r in records]
     expected = [
         DeadLetter(TOPIC, 0, r.offset, r.key, r.value, r.timestamp_ms if r.timestamp_ms >= 0 else None, r.headers,
