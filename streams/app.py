@@ -162,7 +162,6 @@ class Pipeline:
             lookup_seller=self.lookup_seller,
             dedup_horizon_ms=dedup_horizon_ms,
             metrics=self.metrics,
-            confirm_ownership=self.checkpoint.confirm_ownership if self.leased and self.checkpoint else None,
             core=self.batch_core.core,
             fault_point=self.fault_point,
             partitions=self.checkpoint.partitions if self.checkpoint else None,

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from contracts.records import SourceRecord
 from kafka_io.offsets import missing_ranges
 from streams import freeze
-from streams.ingest import BatchOutcome, PartitionRecords, PartitionsMoved, PreparedBatch
+from streams.ingest import BatchOutcome, PartitionRecords, PreparedBatch
 from streams.metrics import IngestMetrics
 from streams.partition import PartitionOwner, Partitions
 
@@ -48,6 +48,10 @@ def crash_without_commit(what: str) -> None:
     log.critical("unrecoverable error; exiting without committing", extra={"during": what}, exc_info=True)
     logging.shutdown()
     os._exit(70)
+
+
+class PartitionsMoved(RuntimeError):
+    """This worker no longer owns partitions of the batch it was about to write (it was paused past the lease)."""
 
 
 class Group(Protocol):
@@ -257,7 +261,10 @@ class Checkpoint:
         """Steps 5 and 6: the batch written, then its offsets committed, only after the store and the DLQ took it."""
         assert self.ingest is not None
         try:
-            # 5. Write
+            # 5. Write: past the lease, the group first confirms this worker still owns the batch's partitions
+            #    (else PartitionsMoved, and nothing of the batch is written); then the ingest's protocol
+            if self.leased and (current := Partitions.current(batch.owners)):
+                await self.confirm_ownership(current)
             outcome = await self.ingest.write(batch)
             self.fault_point(freeze.BEFORE_COMMIT)
             # 6. Commit

@@ -19,7 +19,7 @@ import logging
 import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -53,11 +53,6 @@ _NON_CASH = frozenset(NON_CASH_METHODS)  # a set for the per-row test
 
 RecordColumns = tuple[list[int], list[bytes | None], list[bytes | None], list[int], list[Sequence[Any]]]
 SellerLookup = Callable[[str], list[dict[str, Any]] | None]
-OwnershipCheck = Callable[[Sequence[int]], Awaitable[None]]
-
-
-class PartitionsMoved(RuntimeError):
-    """This worker no longer owns partitions of the batch it was about to write (it was paused past the lease)."""
 
 
 class PartitionRecords:
@@ -221,7 +216,6 @@ class InvoiceIngest:
         lookup_seller: SellerLookup,
         dedup_horizon_ms: int,
         metrics: IngestMetrics,
-        confirm_ownership: OwnershipCheck | None = None,
         core: InvoiceCore | None = None,
         fault_point: Callable[[str], None] | None = None,
         partitions: Partitions | None = None,
@@ -234,7 +228,6 @@ class InvoiceIngest:
         self.lookup_seller = lookup_seller
         self.dedup_horizon_ms = dedup_horizon_ms
         self.metrics = metrics
-        self.confirm_ownership = confirm_ownership
         # the compiled batch core (native/, streams.batch_core) or None for the Python reference below
         self.core = core
         self.fault_point = fault_point  # streams.freeze: the tests' deterministic pauses
@@ -335,7 +328,8 @@ class InvoiceIngest:
     async def write(self, batch: PreparedBatch) -> BatchOutcome:
         """Write a prepared batch: the exactly-once protocol in order (docs/architecture.md, Exactly once).
 
-        1. Ownership: past the lease, the group confirms this worker still owns the partitions.
+        1. Ownership: past the lease, the group confirms this worker still owns the partitions
+           (the caller's step, :meth:`streams.checkpoint.Checkpoint.write`, before this one).
         2. Dead letters, sent and acknowledged (acks=all).
         3. The chain check: a block at or past this block's start already landed? Then resync.
         4. The insert of each partition's block, under the token of its start.
@@ -346,9 +340,6 @@ class InvoiceIngest:
         current = Partitions.current(batch.owners)
         owners = batch.owners
         outcome = batch.outcome
-        # 1.
-        if self.confirm_ownership is not None and current:  # raises PartitionsMoved: nothing of it is written
-            await self.confirm_ownership(current)
         # 2.
         letters = {p: batch.dead_letters[p] for p in current if p in batch.dead_letters}
         for partition, offset in (await self.dead_letters.write(letters)).items():

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from contracts.records import SourceRecord
-from streams.checkpoint import Checkpoint
-from streams.ingest import BatchOutcome, PartitionRecords, PartitionsMoved, PreparedBatch
+from streams.checkpoint import Checkpoint, PartitionsMoved
+from streams.ingest import BatchOutcome, PartitionRecords, PreparedBatch
 from streams.metrics import IngestMetrics
 from streams.partition import PartitionOwner, Partitions
 
@@ -107,11 +107,13 @@ class FakeFetched:
         return 0
 
 
-def checkpoint(group: FakeGroup, fetched: FakeFetched, crashes: list[str] | None = None) -> Checkpoint:
+def checkpoint(
+    group: FakeGroup, fetched: FakeFetched, crashes: list[str] | None = None, leased: bool = False
+) -> Checkpoint:
     crashed = crashes if crashes is not None else []
     point = Checkpoint(
         group=group, fetched=fetched, metrics=IngestMetrics(), batch_size=1000, session_timeout_s=6.0, topic=TOPIC,
-        crash=crashed.append,
+        crash=crashed.append, leased=leased,
     )  # fmt: skip
     point.assign([0, 1])
     return point
@@ -165,6 +167,18 @@ def test_a_refused_commit_leaves_the_committed_offset_and_the_lease_check_refuse
     group.accept = True
     asyncio.run(point.confirm_ownership([0]))  # re-commits what was committed: 0, not the 5 prepared
     assert group.calls[-1] == ("commit", {0: 0})
+
+
+def test_past_the_lease_a_batch_is_written_only_after_the_group_confirms_its_partitions():
+    group, ingest, crashes = FakeGroup(committed={0: 3}), FakeIngest(), []
+    point = checkpoint(group, FakeFetched([[Chunk(0, records(0, range(3, 8)))]]), crashes, leased=True)
+    asyncio.run(run_batches(point, ingest, 1))  # never confirmed yet: past the lease
+    assert [c for c in group.calls if c[0] == "commit"] == [("commit", {0: 3}), ("commit", {0: 8})]
+    assert ingest.calls == [("prepare", [0]), ("write", [0]), ("written", [0])] and crashes == []
+    group.accept, point.confirmed_at = False, 0.0  # evicted while paused past the lease
+    point.fetched = FakeFetched([[Chunk(0, records(0, range(8, 10)))]])
+    asyncio.run(run_batches(point, ingest, 1))
+    assert [c[0] for c in ingest.calls].count("write") == 1 and crashes == ["invoice batch"]  # nothing written
 
 
 def test_a_revocation_waits_for_the_write_in_flight_then_forgets_the_partition_everywhere():
