@@ -20,7 +20,6 @@ from analytics.adoption import unregistered
 from analytics.report import period_report
 from base.config import Settings
 from base.localtime import LOCAL_TZ
-from kafka_io.offsets import group_offsets
 from streams.app import Pipeline, create_app
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,7 @@ def attach_alerts(app: faust.App, pipeline: Pipeline, settings: Settings, bootst
             leader.evaluator = AlertEvaluator(pipeline.store, rules, bootstrap, topics.alerts, topics.silences)
         evaluator = leader.evaluator
         try:  # an exception escaping a Faust timer crashes the app; Kafka or ClickHouse away is retried next time
-            offsets = await asyncio.to_thread(
-                group_offsets, bootstrap, settings.app_id, topics.invoices, settings.partitions
-            )
-            lag = sum(max(0, end - position) for end, position in offsets.values())
+            lag = await pipeline.read_group()  # Kafka's word on the group, not this worker's own bookkeeping
             results = await asyncio.to_thread(evaluator.run, lag)
         except Exception:
             log.exception("alert evaluation failed; retrying at the next interval")
