@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from contracts.registry import REGISTRY_HISTORY_COLUMNS
 from harness.chdb_http import ChdbHttpServer
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, apply_migrations
 from sinks.clickhouse.invoice_sink import INSERT_SETTINGS, STORED_COLUMNS, insert_settings
-from sinks.clickhouse.migrate import MIGRATIONS_DIR
+from sinks.clickhouse.migrate import LOCK_TABLE, MIGRATIONS_DIR, MigrationLocked, migration_lock
 
 TOPIC = "test.einvoice.issued"
 DAY0 = dt.date(2024, 6, 3)
@@ -113,6 +114,51 @@ def test_migrations_apply_once_and_every_client_sees_them(endpoint: ChdbHttpServ
         assert other.query("SELECT count() FROM admin_units FINAL").result_rows == [(28,)]  # 0002's reference data
     finally:
         other.close()
+
+
+def fresh_database(endpoint: ChdbHttpServer) -> str:
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    admin = clickhouse_connect.get_client(dsn=endpoint.dsn)
+    admin.command(f"CREATE DATABASE {database}")
+    admin.close()
+    return database
+
+
+def test_workers_starting_together_on_a_fresh_store_apply_each_migration_once(endpoint: ChdbHttpServer) -> None:
+    """Compose starts the replicas at once: four clients migrate one fresh database together, as separate
+    connections; one applies everything under the lock, the others wait and find nothing left to do."""
+    names = sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))
+    for _ in range(2):
+        database = fresh_database(endpoint)
+        clients = [clickhouse_connect.get_client(dsn=dsn_for(endpoint, database)) for _ in range(4)]
+        try:
+            with ThreadPoolExecutor(len(clients)) as pool:
+                applied = list(pool.map(apply_migrations, clients))
+            assert sorted(name for each in applied for name in each) == names  # each once, all of them
+            rows = clients[0].query("SELECT version FROM schema_migrations").result_rows
+            assert len(rows) == len(names)
+            tables = {r[0] for r in clients[0].query("SHOW TABLES").result_rows}
+            assert {"seller_daily", "seller_daily_mv", "segment_daily", "receipts_hourly"} <= tables
+            assert not {t for t in tables if t.endswith("_0008")} and LOCK_TABLE not in tables
+            columns = {r[0] for r in clients[0].query("DESCRIBE TABLE seller_daily").result_rows}
+            assert "kafka_partition" in columns  # 0008's table, not 0001's
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_lock_left_by_a_killed_migrator_is_named_with_what_to_do(endpoint: ChdbHttpServer) -> None:
+    client = clickhouse_connect.get_client(dsn=dsn_for(endpoint, fresh_database(endpoint)))
+    try:
+        other = clickhouse_connect.get_client(dsn=dsn_for(endpoint, client.database))
+        # taken, and not released while the other starts: as if its holder had been killed
+        with migration_lock(client), pytest.raises(MigrationLocked) as refused:
+            apply_migrations(other, wait_s=1.0)
+        message = str(refused.value)
+        assert f"{socket.gethostname()}:" in message and f"DROP TABLE {LOCK_TABLE}" in message
+        assert apply_migrations(client) != []  # released: the next start migrates
+    finally:
+        client.close()
 
 
 def test_a_repeated_insert_is_dropped_in_the_table_and_in_every_view(store: ClickHouseStore) -> None:
