@@ -21,6 +21,10 @@ _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 LOCK_TABLE = "schema_migrations_lock"
 LOCK_WAIT_S = 1800.0  # a migration that rebuilds views from a large `invoices` takes minutes
 LOCK_POLL_S = 0.5
+RELEASE_LOCK = (
+    "If that process is gone (killed while migrating), check schema_migrations against "
+    f"sinks/clickhouse/migrations/, then `DROP TABLE {LOCK_TABLE}` and start again."
+)
 
 
 def _statements(sql: str) -> list[str]:
@@ -78,7 +82,7 @@ def migration_lock(client: Client, wait_s: float = LOCK_WAIT_S) -> Iterator[None
     """
     holder = f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + wait_s
-    waiting_since: float | None = None
+    announced = False
     while True:
         try:
             client.command(
@@ -89,15 +93,12 @@ def migration_lock(client: Client, wait_s: float = LOCK_WAIT_S) -> Iterator[None
         except Exception as exc:  # clickhouse_connect's DatabaseError, or chDB's own
             if "already exists" not in str(exc) and "TABLE_ALREADY_EXISTS" not in str(exc):
                 raise
-        if waiting_since is None:
-            waiting_since = time.monotonic()
+        if not announced:
+            announced = True
             log.info("waiting for another process's migrations", extra={"lock": _lock_holder(client)})
         if time.monotonic() >= deadline:
-            raise MigrationLocked(
-                f"the migration lock ({LOCK_TABLE}) is held by {_lock_holder(client)} and was not released in "
-                f"{wait_s:.0f} s. If that process is gone (killed while migrating), check schema_migrations "
-                f"against sinks/clickhouse/migrations/, then `DROP TABLE {LOCK_TABLE}` and start again."
-            )
+            held = f"the migration lock is held by {_lock_holder(client)} and was not released in {wait_s:.0f} s."
+            raise MigrationLocked(" ".join((held, RELEASE_LOCK)))
         time.sleep(LOCK_POLL_S)
     try:
         client.insert(LOCK_TABLE, [(holder,)], column_names=["holder"])

@@ -198,6 +198,7 @@ ALLOWED = {
     "', '.join(STORED_COLUMNS)": "the sink's fixed column tuple",
     "', '.join(INSTANCE_COLUMNS)": "the evaluator's fixed column tuple",
     "statement.rstrip(';')": "a statement of a migration file shipped in the package (sinks/clickhouse/migrations)",
+    "LOCK_TABLE": "the migration lock's table name, a constant of sinks/clickhouse/migrate.py",
     # ClickHouseStore.insert_block_unless: what its callers pass is code (the sink's table, STORED_COLUMNS,
     # CHAIN_TAKEN_SQL) or made here (a temporary file's path, the table's types read from system.columns)
     **dict.fromkeys(
