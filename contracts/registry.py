@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,18 @@ class RegistryBatch:
     history_rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejected: list[tuple[SourceRecord, Rejection]] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+
+    def apply_to(self, sellers: MutableMapping[str, Any]) -> int:
+        """The batch's versions, in order, into a seller -> versions mapping (a tombstone removes the seller);
+        returns how many versions were merged. Idempotent: merging a version twice keeps it once."""
+        merged = 0
+        for seller_id, version in self.ordered:
+            if version is None:
+                sellers.pop(seller_id, None)
+            else:
+                sellers[seller_id] = merge_version(sellers.get(seller_id), version)
+                merged += 1
+        return merged
 
 
 REGISTRY_HISTORY_COLUMNS = (

@@ -30,7 +30,7 @@ from base.localtime import HOUR_MS
 from base.outages import OUTAGES
 from contracts.codec import AvroCodec, SchemaCatalog
 from contracts.records import SourceRecord
-from contracts.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch, merge_version
+from contracts.registry import REGISTRY_HISTORY_COLUMNS, decode_registry_batch
 from contracts.validation import InvoiceRules, InvoiceValidator
 from kafka_io.offsets import end_offsets, fetch_range, group_offsets, group_positions, start_offsets
 from sinks.clickhouse import ClickHouseStore, InvoiceSink, open_store
@@ -213,11 +213,7 @@ class Pipeline:
         for partition, part_records in by_partition.items():
             batch = decode_registry_batch(self.registry_codec, part_records)
             with registry_table.writing_partition(partition):
-                for seller_id, version in batch.ordered:
-                    if version is None:
-                        registry_table.pop(seller_id, None)
-                    else:
-                        registry_table[seller_id] = merge_version(registry_table.get(seller_id), version)
+                batch.apply_to(registry_table)  # through the table: its changelog gets each version
             for record, rejection in batch.rejected:
                 self.registry_dlq.add(DeadLetter.of(topics.registry, record, rejection))
                 self.metrics.rejected.labels(topics.registry, rejection.reason).inc()
@@ -243,14 +239,15 @@ class Pipeline:
         offsets = await asyncio.to_thread(
             group_offsets, self.bootstrap, self.settings.app_id, self.topics.invoices, self.settings.partitions
         )
-        metrics = self.metrics
+        metrics, total_lag = self.metrics, 0
         metrics.kafka_last_contact.set(time.time())
         for partition, (end, position) in offsets.items():
-            labels = (self.topics.invoices, str(partition))
+            labels, lag = (self.topics.invoices, str(partition)), max(0, end - position)
             metrics.topic_end_offset.labels(*labels).set(end)
             metrics.group_committed_offset.labels(*labels).set(position)
-            metrics.group_lag.labels(*labels).set(max(0, end - position))
-        return sum(max(0, end - position) for end, position in offsets.values())
+            metrics.group_lag.labels(*labels).set(lag)
+            total_lag += lag
+        return total_lag
 
     def lookup_seller(self, seller_id: str) -> list[dict[str, Any]] | None:
         # the memory store's dict itself: Table.get goes through four layers of Faust's mapping classes
@@ -280,14 +277,7 @@ class Pipeline:
             if starts[partition] >= ends[partition]:
                 continue
             records = await fetch_range(self.bootstrap, topic, partition, starts[partition], ends[partition])
-            batch = decode_registry_batch(self.registry_codec, records)
-            store = self.registry_table.data
-            for seller_id, version in batch.ordered:
-                if version is None:
-                    store.pop(seller_id, None)
-                else:
-                    store[seller_id] = merge_version(self.registry_table.get(seller_id), version)
-                    merged += 1
+            merged += decode_registry_batch(self.registry_codec, records).apply_to(self.registry_table.data)
         log.info(
             "registry caught up",
             extra={"partitions": list(partitions), "merged": merged, "seconds": round(time.monotonic() - started, 2)},

@@ -345,6 +345,5 @@ class Checkpoint:
         """
         if time.monotonic() - self.confirmed_at <= self.session_timeout_s / 3:
             return
-        owners = self.partitions.owners
-        if not await self.commit({p: owners[p].committed_offset for p in partitions if p in owners}):
+        if not await self.commit({p: self.partitions.owners[p].committed_offset for p in partitions}):
             raise PartitionsMoved(f"partitions {sorted(partitions)} moved to another worker; batch not written")
